@@ -1,0 +1,1 @@
+"""randfx's FX passes, one file each (installed as `randfx.passes`)."""
