@@ -1,0 +1,5 @@
+import sys
+
+from randfx.cli import main
+
+sys.exit(main())
