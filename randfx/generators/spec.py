@@ -64,6 +64,7 @@ class DistributionSpec:
     exact: bool  # bit-exact on every backend (False: tolerance below)
     description: str
     tolerance: float = 0.0  # max abs difference between backends where exact is False
+    mean: float = 0.0
 
 
 GENERATORS = {
@@ -80,7 +81,7 @@ DISTRIBUTIONS = {
         "uniform on [-1, 1) in steps of 2^-23: ((h >> 8) - 2^23) * 2^-23"),
     "uniform01": DistributionSpec(
         "uniform01", 1, 1, 24, 1.0 / 12.0, True,
-        "uniform on [0, 1) in steps of 2^-24: (h >> 8) * 2^-24"),
+        "uniform on [0, 1) in steps of 2^-24: (h >> 8) * 2^-24", mean=0.5),
     "rademacher": DistributionSpec(
         "rademacher", 1, 1, 1, 1.0, True, "+1 or -1 from the top bit of the hash"),
     "uniform8x4": DistributionSpec(
