@@ -15,6 +15,8 @@ _PUBLIC = {
     "derive_key": "randfx.generators",
     "generate": "randfx.generators",
     "ArtifactError": "randfx.errors",
+    "Config": "randfx.config",
+    "SparseBackward": "randfx.config",
 }
 
 
