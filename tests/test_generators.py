@@ -97,7 +97,11 @@ def test_distribution_golden(case):
     generator, dist, key, offset = case
     values = generate((6,), key=key, generator=generator, dist=dist, offset=offset)
     assert values.dtype == torch.float32
-    assert values.tolist() == VALUE_GOLDEN[case]
+    if DISTRIBUTIONS[dist].exact:
+        assert values.tolist() == VALUE_GOLDEN[case]
+    else:  # log/cos round differently across libraries and torch versions
+        golden = torch.tensor(VALUE_GOLDEN[case])
+        assert (values - golden).abs().max().item() <= DISTRIBUTIONS[dist].tolerance
 
 
 def test_golden_tables_cover_every_stream():
