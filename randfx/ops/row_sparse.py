@@ -1,0 +1,296 @@
+"""Row-sparse backward ops (DESIGN.md contract 6): forward dense, backward only through
+the kept output rows I of the weight.
+
+    row_sparse_linear(x, weight, bias, rows)             y = x W^T + b
+    row_sparse_seeded_linear(x, key, scale, bias, rows, out_features, generator, dist)
+                                                         y = x (scale R(key))^T + b
+    row_sparse_conv(x, weight, bias, rows, stride, padding, dilation, groups)
+
+`rows` is an int64 tensor of distinct row indices, padded with -1 (the sampler's
+`WalkSample.rows`; a fixed size, so nothing syncs with the host). With g = dL/dy:
+
+    grad_x           = g[:, I] @ W[I, :]
+    grad_weight[I]   = g[:, I]^T @ x,  every other row 0
+    grad_bias[I]     = sum over tokens of g[:, I],  every other entry 0
+
+i.e. exactly the dense backward of y with the columns of g outside I set to zero. Seeded
+weights regenerate only rows I of R in the grad_x kernel. A LoRA term A @ B over a seeded
+base is row_sparse_linear(F.linear(x, B), A, None, rows): rows I of A @ B are A[I] @ B, so
+A gets gradient in rows I and B through them.
+
+CPU: plain torch (the reference). CUDA: Triton kernels (randfx/kernels/row_sparse.py)
+that gather rows inside the GEMM loads and scatter into the gradient.
+"""
+
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..generators import reference as _stream
+
+
+def _check(op: str, x: Tensor, weight_shape, rows: Tensor, dim: int = -1) -> None:
+    if rows.dtype != torch.int64 or rows.dim() != 1:
+        raise ValueError(f"randfx.{op}: rows must be a 1-d int64 tensor (kept row indices, "
+                         f"-1 = padding), got {rows.dtype} of shape {tuple(rows.shape)}")
+    if rows.device != x.device:
+        raise ValueError(f"randfx.{op}: rows is on {rows.device} but x is on {x.device}")
+    if x.shape[dim] != weight_shape[1]:
+        raise ValueError(f"randfx.{op}: x has {x.shape[dim]} input features, the weight "
+                         f"{tuple(weight_shape)} expects {weight_shape[1]}")
+
+
+def _kept(grad: Tensor, rows: Tensor) -> Tuple[Tensor, Tensor]:
+    """(g[:, I] with padded slots zeroed, rows with padding replaced by 0)."""
+    index = rows.clamp(min=0)
+    return grad.index_select(1, index) * (rows >= 0).to(grad.dtype), index
+
+
+def _use_triton(t: Tensor) -> bool:
+    return t.device.type == "cuda"
+
+
+# ---- backward building blocks: grad_input and grad_weight (+ bias) ---------------------
+
+@torch.library.custom_op("randfx::row_sparse_grad_input", mutates_args=())
+def row_sparse_grad_input(grad: Tensor, weight: Tensor, rows: Tensor) -> Tensor:
+    """(M, in) = grad[:, rows] @ weight[rows, :] for grad (M, out), weight (out, in)."""
+    kept, index = _kept(grad, rows)
+    return kept @ weight.index_select(0, index).to(grad.dtype)
+
+
+@row_sparse_grad_input.register_kernel("cuda")
+def _(grad, weight, rows):
+    from ..kernels.row_sparse import launch_grad_input
+    out = grad.new_empty(grad.shape[0], weight.shape[1])
+    return launch_grad_input(grad.contiguous(), weight.contiguous(), rows.contiguous(), out)
+
+
+@row_sparse_grad_input.register_fake
+def _(grad, weight, rows):
+    return grad.new_empty(grad.shape[0], weight.shape[1])
+
+
+@torch.library.custom_op("randfx::row_sparse_seeded_grad_input", mutates_args=())
+def row_sparse_seeded_grad_input(grad: Tensor, key: Tensor, scale: float, in_features: int,
+                                 rows: Tensor, generator: str, dist: str) -> Tensor:
+    """grad[:, rows] @ W[rows, :] for W = scale * R(key) (out, in_features), generating
+    only rows `rows` of R (counter r * in_features + n)."""
+    kept, index = _kept(grad, rows)
+    counters = index[:, None] * in_features + torch.arange(in_features, device=grad.device)
+    weight_rows = _stream.sample(counters, key, generator, dist) * scale  # key stays a tensor
+    return kept @ weight_rows.to(grad.dtype)
+
+
+@row_sparse_seeded_grad_input.register_kernel("cuda")
+def _(grad, key, scale, in_features, rows, generator, dist):
+    from ..kernels.row_sparse import launch_grad_input
+    out = grad.new_empty(grad.shape[0], in_features)
+    return launch_grad_input(grad.contiguous(), None, rows.contiguous(), out, key=key,
+                             scale=scale, generator=generator, dist=dist)
+
+
+@row_sparse_seeded_grad_input.register_fake
+def _(grad, key, scale, in_features, rows, generator, dist):
+    return grad.new_empty(grad.shape[0], in_features)
+
+
+@torch.library.custom_op("randfx::row_sparse_grad_weight", mutates_args=())
+def row_sparse_grad_weight(grad: Tensor, x: Tensor, rows: Tensor, out_features: int,
+                           with_bias: bool) -> Tuple[Tensor, Tensor]:
+    """(grad_weight (out, in), grad_bias (out,) or empty): rows `rows` hold
+    grad[:, rows]^T @ x and grad[:, rows].sum(0); every other row is zero."""
+    kept, index = _kept(grad, rows)
+    grad_weight = x.new_zeros(out_features, x.shape[1])
+    # accumulate: padded slots alias row 0 with zero values and must not overwrite it
+    grad_weight.index_put_((index,), kept.t() @ x, accumulate=True)
+    grad_bias = grad.new_zeros(out_features if with_bias else 0)
+    if with_bias:
+        grad_bias.index_put_((index,), kept.sum(0), accumulate=True)
+    return grad_weight, grad_bias
+
+
+@row_sparse_grad_weight.register_kernel("cuda")
+def _(grad, x, rows, out_features, with_bias):
+    from ..kernels.row_sparse import launch_grad_weight
+    grad_weight = x.new_zeros(out_features, x.shape[1])
+    grad_bias = grad.new_zeros(out_features if with_bias else 0)
+    launch_grad_weight(grad.contiguous(), x.contiguous(), rows.contiguous(), grad_weight,
+                       grad_bias if with_bias else None)
+    return grad_weight, grad_bias
+
+
+@row_sparse_grad_weight.register_fake
+def _(grad, x, rows, out_features, with_bias):
+    return (x.new_empty(out_features, x.shape[1]),
+            grad.new_empty(out_features if with_bias else 0))
+
+
+# ---- row_sparse_linear -----------------------------------------------------------------
+
+@torch.library.custom_op("randfx::row_sparse_linear", mutates_args=())
+def _row_sparse_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor],
+                       rows: Tensor) -> Tensor:
+    return F.linear(x, weight, bias)
+
+
+@_row_sparse_linear.register_fake
+def _(x, weight, bias, rows):
+    return x.new_empty(*x.shape[:-1], weight.shape[0])
+
+
+def _linear_setup(ctx, inputs, output):
+    x, weight, bias, rows = inputs
+    ctx.save_for_backward(x, weight, rows)
+    ctx.has_bias = bias is not None
+
+
+def _linear_backward(ctx, grad):
+    x, weight, rows = ctx.saved_tensors
+    grad2 = grad.reshape(-1, grad.shape[-1])
+    need_x, need_w, need_b = ctx.needs_input_grad[:3]
+    grad_x = grad_w = grad_b = None
+    if need_x:
+        grad_x = row_sparse_grad_input(grad2, weight, rows).reshape(x.shape)
+    if need_w or (need_b and ctx.has_bias):
+        grad_w, grad_b = row_sparse_grad_weight(grad2, x.reshape(-1, x.shape[-1]), rows,
+                                                weight.shape[0], ctx.has_bias and need_b)
+        grad_w = grad_w if need_w else None
+        grad_b = grad_b if (need_b and ctx.has_bias) else None
+    return grad_x, grad_w, grad_b, None
+
+
+_row_sparse_linear.register_autograd(_linear_backward, setup_context=_linear_setup)
+
+
+def row_sparse_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor],
+                      rows: Tensor) -> Tensor:
+    """y = x W^T + b; the backward flows only through output rows `rows` (see module doc)."""
+    _check("row_sparse_linear", x, weight.shape, rows)
+    return _row_sparse_linear(x, weight, bias, rows)
+
+
+# ---- row_sparse_seeded_linear: frozen seeded base W = scale * R(key) --------------------
+
+@torch.library.custom_op("randfx::row_sparse_seeded_linear", mutates_args=())
+def _row_sparse_seeded_linear(x: Tensor, key: Tensor, scale: float, bias: Optional[Tensor],
+                              rows: Tensor, out_features: int, generator: str,
+                              dist: str) -> Tensor:
+    # dense forward: W is generated once (Triton on CUDA); the ops' fused seeded forward
+    # can replace this without changing the backward
+    from ..generators import generate
+    weight = generate((out_features, x.shape[-1]), key=int(key), generator=generator,
+                      dist=dist, device=x.device) * scale
+    return F.linear(x, weight.to(x.dtype), bias)
+
+
+@_row_sparse_seeded_linear.register_fake
+def _(x, key, scale, bias, rows, out_features, generator, dist):
+    return x.new_empty(*x.shape[:-1], out_features)
+
+
+def _seeded_setup(ctx, inputs, output):
+    x, key, scale, bias, rows, out_features, generator, dist = inputs
+    ctx.save_for_backward(key, rows)
+    ctx.meta = (scale, x.shape, bias is not None, out_features, generator, dist)
+
+
+def _seeded_backward(ctx, grad):
+    key, rows = ctx.saved_tensors
+    scale, x_shape, has_bias, out_features, generator, dist = ctx.meta
+    grad2 = grad.reshape(-1, grad.shape[-1])
+    grad_x = grad_b = None
+    if ctx.needs_input_grad[0]:
+        grad_x = row_sparse_seeded_grad_input(grad2, key, scale, x_shape[-1], rows,
+                                              generator, dist).reshape(x_shape)
+    if has_bias and ctx.needs_input_grad[3]:
+        kept, index = _kept(grad2, rows)
+        grad_b = grad2.new_zeros(out_features).index_put_((index,), kept.sum(0),
+                                                          accumulate=True)
+    return grad_x, None, None, grad_b, None, None, None, None
+
+
+_row_sparse_seeded_linear.register_autograd(_seeded_backward, setup_context=_seeded_setup)
+
+
+def row_sparse_seeded_linear(x: Tensor, key: Tensor, scale: float, bias: Optional[Tensor],
+                             rows: Tensor, out_features: int, generator: str = "pcg",
+                             dist: str = "uniform") -> Tensor:
+    """y = x (scale * R(key))^T + b with R (out_features, in) generated (counter = flat
+    position); the backward regenerates only rows `rows` of R."""
+    if key.dtype != torch.int64 or key.dim() != 0:
+        raise ValueError("randfx.row_sparse_seeded_linear: key must be a 0-d int64 tensor, "
+                         f"got {key.dtype} of shape {tuple(key.shape)}")
+    _check("row_sparse_seeded_linear", x, (out_features, x.shape[-1]), rows)
+    return _row_sparse_seeded_linear(x, key, float(scale), bias, rows, out_features,
+                                     generator, dist)
+
+
+# ---- row_sparse_conv: rows = output channels --------------------------------------------
+
+@torch.library.custom_op("randfx::row_sparse_conv", mutates_args=())
+def _row_sparse_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], rows: Tensor,
+                     stride: List[int], padding: List[int], dilation: List[int],
+                     groups: int) -> Tensor:
+    return torch.ops.aten.convolution(x, weight, bias, stride, padding, dilation, False,
+                                      [0] * len(stride), groups)
+
+
+@_row_sparse_conv.register_fake
+def _(x, weight, bias, rows, stride, padding, dilation, groups):
+    return torch.ops.aten.convolution(x, weight, bias, stride, padding, dilation, False,
+                                      [0] * len(stride), groups)
+
+
+def _conv_setup(ctx, inputs, output):
+    x, weight, bias, rows, stride, padding, dilation, groups = inputs
+    ctx.save_for_backward(x, weight, rows)
+    ctx.meta = (bias is not None, stride, padding, dilation, groups)
+
+
+def _conv_backward(ctx, grad):
+    """Dense convolution_backward on the kept output channels only: for groups == 1 the
+    channels I are gathered (a smaller problem), for grouped convs the other channels of
+    grad are zeroed (same values, no saving)."""
+    x, weight, rows = ctx.saved_tensors
+    has_bias, stride, padding, dilation, groups = ctx.meta
+    kept = rows >= 0
+    index = rows.clamp(min=0)
+    mask = (True, ctx.needs_input_grad[1], has_bias and ctx.needs_input_grad[2])
+    if groups == 1:
+        shape = (1, -1) + (1,) * (grad.dim() - 2)
+        grad_kept = grad.index_select(1, index) * kept.view(shape).to(grad.dtype)
+        weight_kept = weight.index_select(0, index)
+    else:
+        channel = torch.zeros(weight.shape[0], dtype=grad.dtype, device=grad.device)
+        channel.index_put_((index,), kept.to(grad.dtype), accumulate=True)
+        grad_kept = grad * channel.view((1, -1) + (1,) * (grad.dim() - 2))
+        weight_kept = weight
+    grad_x, grad_wk, grad_bk = torch.ops.aten.convolution_backward(
+        grad_kept, x, weight_kept, [weight_kept.shape[0]] if mask[2] else None, stride,
+        padding, dilation, False, [0] * len(stride), groups, list(mask))
+    grad_w = grad_b = None
+    if groups == 1 and mask[1]:
+        grad_w = torch.zeros_like(weight).index_put_((index,), grad_wk, accumulate=True)
+    elif mask[1]:
+        grad_w = grad_wk
+    if groups == 1 and mask[2]:
+        grad_b = weight.new_zeros(weight.shape[0]).index_put_((index,), grad_bk,
+                                                              accumulate=True)
+    elif mask[2]:
+        grad_b = grad_bk
+    return grad_x, grad_w, grad_b, None, None, None, None, None
+
+
+_row_sparse_conv.register_autograd(_conv_backward, setup_context=_conv_setup)
+
+
+def row_sparse_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], rows: Tensor,
+                    stride, padding, dilation, groups: int) -> Tensor:
+    """Convolution (1-d/2-d/3-d by weight.dim()) whose backward flows only through output
+    channels `rows`. stride/padding/dilation are int lists of the spatial rank."""
+    _check("row_sparse_conv", x, (weight.shape[0], weight.shape[1] * groups), rows, dim=1)
+    return _row_sparse_conv(x, weight, bias, rows, list(stride), list(padding),
+                            list(dilation), groups)

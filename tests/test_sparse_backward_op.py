@@ -1,0 +1,213 @@
+"""Row-sparse backward ops: equal (float64) to the dense backward with the gradient's
+columns outside the kept rows zeroed; opcheck; gradcheck; Triton kernels (interpreter on
+CPU, real on CUDA) against the CPU reference; seeded weights regenerate only rows I."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import TRITON_DEVICES
+from randfx.generators import generate
+from randfx.ops.row_sparse import (row_sparse_conv, row_sparse_grad_input,
+                                   row_sparse_grad_weight, row_sparse_linear,
+                                   row_sparse_seeded_linear)
+
+
+def _rows(kept, size):
+    """Padded rows tensor: the kept rows ascending, then -1 up to `size`."""
+    kept = sorted(kept)
+    return torch.tensor(kept + [-1] * (size - len(kept)), dtype=torch.int64)
+
+
+def _mask(rows, out):
+    mask = torch.zeros(out, dtype=torch.float64)
+    mask[rows[rows >= 0]] = 1.0
+    return mask
+
+
+def _dense_masked_grads(fn, inputs, grad, mask, channel_dim=-1):
+    """Gradients of fn(*inputs) under upstream `grad` with the rows outside `mask` zeroed."""
+    shape = [1] * grad.dim()
+    shape[channel_dim] = -1
+    out = fn(*inputs)
+    return torch.autograd.grad(out, inputs, grad * mask.view(shape).to(grad.dtype))
+
+
+def test_linear_equals_masked_dense_backward():
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 12, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(9, 12, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(9, dtype=torch.float64, requires_grad=True)
+    rows = _rows([0, 3, 4, 8], 6)
+    grad = torch.randn(3, 5, 9, dtype=torch.float64)
+    sparse = torch.autograd.grad(row_sparse_linear(x, w, b, rows), (x, w, b), grad)
+    dense = _dense_masked_grads(F.linear, (x, w, b), grad, _mask(rows, 9))
+    for got, want in zip(sparse, dense):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    # rows outside I get exactly zero, rows inside get the dense gradient
+    assert torch.count_nonzero(sparse[1].abs().sum(1)) == 4
+    assert torch.count_nonzero(sparse[2]) == 4
+    y = row_sparse_linear(x, w, b, rows)
+    torch.testing.assert_close(y, F.linear(x, w, b), rtol=0, atol=0)
+
+
+def test_all_rows_kept_equals_dense_backward():
+    torch.manual_seed(1)
+    x = torch.randn(7, 6, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(7, 5, dtype=torch.float64)
+    sparse = torch.autograd.grad(row_sparse_linear(x, w, None, torch.arange(5)), (x, w), grad)
+    dense = torch.autograd.grad(F.linear(x, w), (x, w), grad)
+    for got, want in zip(sparse, dense):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
+def test_no_rows_kept_gives_zero_gradients():
+    x = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
+    gx, gw = torch.autograd.grad(row_sparse_linear(x, w, None, _rows([], 3)).sum(), (x, w))
+    assert not gx.any() and not gw.any()
+
+
+def test_gradcheck_and_opcheck():
+    torch.manual_seed(2)
+    x = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    rows = _rows([1, 2], 4)
+    weighting = _mask(rows, 5)  # the function of rows I alone has the sparse gradient
+    assert torch.autograd.gradcheck(
+        lambda x, w, b: row_sparse_linear(x, w, b, rows) * weighting, (x, w, b))
+    torch.library.opcheck(torch.ops.randfx.row_sparse_linear.default, (x, w, b, rows))
+    torch.library.opcheck(torch.ops.randfx.row_sparse_linear.default, (x, w, None, rows))
+    g = torch.randn(4, 5, dtype=torch.float64)
+    torch.library.opcheck(torch.ops.randfx.row_sparse_grad_input.default, (g, w.detach(), rows))
+    torch.library.opcheck(torch.ops.randfx.row_sparse_grad_weight.default,
+                          (g, x.detach(), rows, 5, True))
+    key = torch.tensor(7, dtype=torch.int64)
+    torch.library.opcheck(torch.ops.randfx.row_sparse_seeded_linear.default,
+                          (x, key, 0.5, b, rows, 5, "pcg", "uniform"))
+    torch.library.opcheck(torch.ops.randfx.row_sparse_conv.default,
+                          (torch.randn(2, 3, 5, 5, dtype=torch.float64, requires_grad=True),
+                           torch.randn(4, 3, 3, 3, dtype=torch.float64, requires_grad=True),
+                           None, _rows([0, 2], 3), [1, 1], [1, 1], [1, 1], 1))
+
+
+@pytest.mark.parametrize("generator,dist", [("pcg", "uniform"), ("squirrel5", "rademacher"),
+                                            ("pcg", "uniform8x4")])
+def test_seeded_equals_masked_dense_backward(generator, dist):
+    torch.manual_seed(3)
+    out, inp, key, scale = 9, 13, 1234, 0.25
+    weight = (generate((out, inp), key=key, generator=generator, dist=dist)
+              .to(torch.float64) * scale).requires_grad_(False)
+    x = torch.randn(6, inp, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(out, dtype=torch.float64, requires_grad=True)
+    rows = _rows([2, 5, 6], 5)
+    grad = torch.randn(6, out, dtype=torch.float64)
+    y = row_sparse_seeded_linear(x, torch.tensor(key), scale, b, rows, out, generator, dist)
+    torch.testing.assert_close(y, F.linear(x, weight, b), rtol=1e-6, atol=1e-6)
+    sparse = torch.autograd.grad(y, (x, b), grad)
+    dense = _dense_masked_grads(lambda x, b: F.linear(x, weight, b), (x, b), grad,
+                                _mask(rows, out))
+    for got, want in zip(sparse, dense):
+        torch.testing.assert_close(got, want, rtol=1e-7, atol=1e-7)
+
+
+def test_lora_term_gets_gradient_only_through_rows():
+    """rows I of A @ B are A[I] @ B: the composition the pass uses for random_base_lora."""
+    torch.manual_seed(4)
+    x = torch.randn(5, 8, dtype=torch.float64, requires_grad=True)
+    a = torch.randn(6, 2, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(2, 8, dtype=torch.float64, requires_grad=True)
+    rows = _rows([1, 4], 3)
+    grad = torch.randn(5, 6, dtype=torch.float64)
+    sparse = torch.autograd.grad(row_sparse_linear(F.linear(x, b), a, None, rows), (x, a, b), grad)
+    dense = _dense_masked_grads(lambda x, a, b: F.linear(x, a @ b), (x, a, b), grad,
+                                _mask(rows, 6))
+    for got, want in zip(sparse, dense):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    assert torch.count_nonzero(sparse[1].abs().sum(1)) == 2
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_conv_equals_masked_dense_backward(groups):
+    torch.manual_seed(5)
+    x = torch.randn(2, 4, 7, 7, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, 4 // groups, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    rows = _rows([0, 3, 5], 4)
+    y = row_sparse_conv(x, w, b, rows, [2, 2], [1, 1], [1, 1], groups)
+    conv = lambda x, w, b: F.conv2d(x, w, b, 2, 1, 1, groups)  # noqa: E731
+    torch.testing.assert_close(y, conv(x, w, b), rtol=0, atol=0)
+    grad = torch.randn_like(y)
+    sparse = torch.autograd.grad(y, (x, w, b), grad)
+    dense = _dense_masked_grads(conv, (x, w, b), grad, _mask(rows, 6), channel_dim=1)
+    for got, want in zip(sparse, dense):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_bad_rows_are_refused():
+    x, w = torch.randn(2, 3), torch.randn(4, 3)
+    with pytest.raises(ValueError, match="rows must be a 1-d int64"):
+        row_sparse_linear(x, w, None, torch.tensor([0, 1], dtype=torch.int32))
+    with pytest.raises(ValueError, match="input features"):
+        row_sparse_linear(torch.randn(2, 5), w, None, torch.tensor([0]))
+    with pytest.raises(ValueError, match="key must be a 0-d int64"):
+        row_sparse_seeded_linear(x, torch.tensor([1]), 1.0, None, torch.tensor([0]), 4)
+
+
+# ---- Triton kernels: the interpreter on CPU, the real thing on CUDA ---------------------
+
+def _kernel_case(device, dtype, m=37, out=41, inp=35):
+    torch.manual_seed(6)
+    g = torch.randn(m, out, device=device, dtype=dtype)
+    x = torch.randn(m, inp, device=device, dtype=dtype)
+    w = torch.randn(out, inp, device=device, dtype=dtype)
+    rows = _rows([0, 3, 7, 8, 20, 33, 40], 19).to(device)  # K crosses a 16-wide block
+    return g, x, w, rows
+
+
+@pytest.mark.parametrize("device", TRITON_DEVICES)
+@pytest.mark.parametrize("has_bias", [True, False])
+def test_kernels_match_reference(device, has_bias):
+    from randfx.kernels.row_sparse import launch_grad_input, launch_grad_weight
+    g, x, w, rows = _kernel_case(device, torch.float32)
+    grad_x = launch_grad_input(g, w, rows, torch.empty(g.shape[0], w.shape[1], device=device))
+    gw = torch.zeros_like(w)
+    gb = torch.zeros(w.shape[0], device=device) if has_bias else None
+    launch_grad_weight(g, x, rows, gw, gb)
+    cpu = [t.cpu().double() for t in (g, x, w)]
+    want_x = row_sparse_grad_input(cpu[0], cpu[2], rows.cpu())
+    want_w, want_b = row_sparse_grad_weight(cpu[0], cpu[1], rows.cpu(), w.shape[0], True)
+    torch.testing.assert_close(grad_x.cpu().double(), want_x, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(gw.cpu().double(), want_w, rtol=1e-4, atol=1e-4)
+    if has_bias:
+        torch.testing.assert_close(gb.cpu().double(), want_b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("device", TRITON_DEVICES)
+def test_seeded_kernel_regenerates_rows_exactly(device):
+    from randfx.kernels.row_sparse import launch_grad_input
+    g, _, _, rows = _kernel_case(device, torch.float32)
+    key, scale, inp = torch.tensor(99, device=device), 0.125, 35
+    got = launch_grad_input(g, None, rows, torch.empty(g.shape[0], inp, device=device),
+                            key=key, scale=scale, generator="squirrel5", dist="uniform")
+    weight = generate((g.shape[1], inp), key=99, generator="squirrel5").double() * scale
+    want = row_sparse_grad_input(g.cpu().double(), weight, rows.cpu())
+    torch.testing.assert_close(got.cpu().double(), want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_op_matches_cpu_reference(dtype):
+    g, x, w, rows = _kernel_case("cuda", dtype, m=300, out=257, inp=190)
+    x.requires_grad_(True)
+    w.requires_grad_(True)
+    b = torch.zeros(w.shape[0], device="cuda", dtype=dtype, requires_grad=True)
+    got = torch.autograd.grad(row_sparse_linear(x, w, b, rows), (x, w, b), g)
+    xc, wc, bc = (t.detach().cpu().double().requires_grad_(True) for t in (x, w, b))
+    want = torch.autograd.grad(row_sparse_linear(xc, wc, bc, rows.cpu()), (xc, wc, bc),
+                               g.cpu().double())
+    tol = 1e-4 if dtype == torch.float32 else 5e-2
+    for a, e in zip(got, want):
+        torch.testing.assert_close(a.cpu().double(), e, rtol=tol, atol=tol * 10)
