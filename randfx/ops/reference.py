@@ -1,0 +1,107 @@
+"""Plain-torch reference of every randfx op (the CPU kernels, and the fallback for float64
+on CUDA). Generated matrices are materialised in chunks of at most CHUNK_ELEMENTS values,
+so memory stays bounded for any weight or basis size.
+
+Arguments arrive checked (see `library.py`); keys arrive as Python ints. Matrices are 2-D
+here: the op layer flattens leading dimensions.
+"""
+
+import torch
+
+from ..generators import reference
+
+CHUNK_ELEMENTS = 1 << 22
+
+
+def stream_rows(key: int, first_counter: int, rows: int, cols: int, generator: str,
+                dist: str, dtype: torch.dtype, device) -> torch.Tensor:
+    """[rows, cols] stream values at counters first_counter + r * cols + c, in dtype."""
+    counters = torch.arange(first_counter, first_counter + rows * cols, dtype=torch.int64,
+                            device=device)
+    return reference.sample(counters, key, generator, dist).to(dtype).view(rows, cols)
+
+
+def _row_chunks(rows: int, cols: int):
+    step = max(1, CHUNK_ELEMENTS // max(cols, 1))
+    for start in range(0, rows, step):
+        yield start, min(rows, start + step)
+
+
+def generate_weight(key: int, shape, scale: float, generator: str, dist: str,
+                    dtype: torch.dtype, device) -> torch.Tensor:
+    numel = 1
+    for size in shape:
+        numel *= size
+    cols = shape[-1] if len(shape) and shape[-1] else 1
+    rows = numel // cols
+    compute = torch.float64 if dtype == torch.float64 else torch.float32
+    out = torch.empty(rows, cols, dtype=dtype, device=device)
+    for start, stop in _row_chunks(rows, cols):
+        chunk = stream_rows(key, start * cols, stop - start, cols, generator, dist, compute,
+                            device)
+        out[start:stop] = (chunk * scale).to(dtype)
+    return out.view(shape)
+
+
+def seeded_matmul(x: torch.Tensor, key: int, rows: int, cols: int, scale: float,
+                  transpose: bool, bias, lowrank_u, lowrank_v, generator: str,
+                  dist: str) -> torch.Tensor:
+    """y = x @ W^T (transpose False, x [M, cols]) or y = x @ W (x [M, rows]) with
+    W = scale * R(key) of shape (rows, cols); then y += lowrank_u @ lowrank_v^T + bias."""
+    dtypes = [x.dtype] + [t.dtype for t in (bias, lowrank_u, lowrank_v) if t is not None]
+    compute = torch.float64 if torch.float64 in dtypes else torch.float32
+    xc = x.to(compute)
+    y = torch.zeros(x.shape[0], cols if transpose else rows, dtype=compute, device=x.device)
+    for start, stop in _row_chunks(rows, cols):
+        w = stream_rows(key, start * cols, stop - start, cols, generator, dist, compute,
+                        x.device) * scale
+        if transpose:
+            y += xc[:, start:stop] @ w
+        else:
+            y[:, start:stop] = xc @ w.T
+    if lowrank_u is not None:
+        y += lowrank_u.to(compute) @ lowrank_v.to(compute).T
+    if bias is not None:
+        y += bias.to(compute)
+    return y.to(x.dtype)
+
+
+def subspace_weight(alpha: torch.Tensor, key: int, numel: int, basis_offset: int,
+                    basis_scale: float, generator: str, dist: str) -> torch.Tensor:
+    """out[j] = basis_scale * sum_k P[j, k] alpha[k], P[j, k] at counter offset + j*d + k."""
+    d = alpha.numel()
+    compute = torch.float64 if alpha.dtype == torch.float64 else torch.float32
+    a = alpha.reshape(d).to(compute)
+    out = torch.empty(numel, dtype=compute, device=alpha.device)
+    for start, stop in _row_chunks(numel, d):
+        basis = stream_rows(key, basis_offset + start * d, stop - start, d, generator, dist,
+                            compute, alpha.device)
+        out[start:stop] = (basis @ a) * basis_scale
+    return out.to(alpha.dtype)
+
+
+def subspace_weight_backward(grad: torch.Tensor, key: int, d: int, basis_offset: int,
+                             basis_scale: float, generator: str, dist: str) -> torch.Tensor:
+    """grad_alpha = basis_scale * P^T grad, in float32 (float64 for a float64 grad)."""
+    numel = grad.numel()
+    compute = torch.float64 if grad.dtype == torch.float64 else torch.float32
+    g = grad.reshape(numel).to(compute)
+    out = torch.zeros(d, dtype=compute, device=grad.device)
+    for start, stop in _row_chunks(numel, d):
+        basis = stream_rows(key, basis_offset + start * d, stop - start, d, generator, dist,
+                            compute, grad.device)
+        out += g[start:stop] @ basis
+    return out * basis_scale
+
+
+def subspace_linear_weight(base_key: int, base_scale: float, alpha: torch.Tensor,
+                           basis_key: int, basis_offset: int, basis_scale: float,
+                           out_features: int, in_features: int, generator: str,
+                           base_dist: str, basis_dist: str, dtype: torch.dtype) -> torch.Tensor:
+    """W = base_scale * R(base_key) + reshape(subspace_weight(alpha), (out, in)), in dtype."""
+    compute = torch.float64 if torch.float64 in (alpha.dtype, dtype) else torch.float32
+    base = generate_weight(base_key, (out_features, in_features), base_scale, generator,
+                           base_dist, compute, alpha.device)
+    delta = subspace_weight(alpha.to(compute), basis_key, out_features * in_features,
+                            basis_offset, basis_scale, generator, basis_dist)
+    return (base + delta.view(out_features, in_features)).to(dtype)
