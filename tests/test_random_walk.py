@@ -1,0 +1,233 @@
+"""The random-walk sampler: its statistics match the stated distribution (chi-square at a
+fixed seed), graph rules (residual, attention, fan-out, conv groups, cycles), reporting of
+unreachable layers, bad input, and no host synchronisation on CUDA."""
+
+import networkx as nx
+import pytest
+import torch
+from scipy.stats import chisquare
+
+from randfx.random_walk import RandomWalkSampler, WalkLayer
+
+P_CRITICAL = 1e-3  # a correct sampler fails one of these tests with probability ~1e-3
+
+
+def _dense(weight):
+    return WalkLayer(weight_rows=lambda rows: weight[rows], out_features=weight.shape[0],
+                     in_features=weight.shape[1])
+
+
+def _chain(weight_top, pred_out):
+    """'top' (the output layer, weight_top) fed by 'below' (pred_out rows)."""
+    graph = nx.DiGraph([("below", "top")])
+    layers = {"top": _dense(weight_top),
+              "below": _dense(torch.ones(pred_out, 3))}
+    return graph, layers
+
+
+def _expected_columns(weight, temperature, epsilon, weighting):
+    w = weight.abs().double() ** (1.0 / temperature)
+    p = w / w.sum(1, keepdim=True)
+    p[w.sum(1) == 0] = 1.0 / p.shape[1]  # a row of zeros draws uniformly
+    if weighting == "uniform":
+        p = torch.full_like(p, 1.0 / p.shape[1])
+    p = (1 - epsilon) * p + epsilon / p.shape[1]
+    return p.mean(0)  # start rows are uniform over the output layer
+
+
+@pytest.mark.parametrize("temperature,epsilon,weighting", [
+    (1.0, 0.0, "magnitude"), (0.5, 0.0, "magnitude"), (2.0, 0.3, "magnitude"),
+    (1.0, 0.0, "uniform"), (1.0, 1.0, "magnitude")])
+def test_column_distribution_matches_the_stated_rule(temperature, epsilon, weighting):
+    weight = torch.tensor([[0.1, -2.0, 0.5, 0.0, 1.0, 0.3],
+                           [1.0, 1.0, -1.0, 3.0, 0.2, 0.0],
+                           [0.0, 0.0, 0.0, 0.0, 0.0, 0.0],  # all-zero row: uniform
+                           [-0.7, 0.05, 0.4, 0.9, -1.5, 2.0]])
+    graph, layers = _chain(weight, 6)
+    n = 40000
+    sampler = RandomWalkSampler(graph, layers, num_paths=n, temperature=temperature,
+                                epsilon=epsilon, weighting=weighting,
+                                generator=torch.Generator().manual_seed(11))
+    visits = sampler.sample().visits
+    assert visits["top"].sum() == n
+    assert chisquare(visits["top"].numpy(), [n / 4] * 4).pvalue > P_CRITICAL
+    expected = _expected_columns(weight, temperature, epsilon, weighting)
+    got = visits["below"].double()
+    assert got.sum() == n
+    assert chisquare(got.numpy(), (expected * n).numpy()).pvalue > P_CRITICAL
+
+
+def test_zero_weight_columns_are_never_drawn_without_epsilon():
+    weight = torch.tensor([[0.0, 1.0, 0.0, 2.0]])
+    graph, layers = _chain(weight, 4)
+    visits = RandomWalkSampler(graph, layers, num_paths=5000,
+                               generator=torch.Generator().manual_seed(0)).sample().visits
+    assert visits["below"][0] == 0 and visits["below"][2] == 0
+    ratio = visits["below"][3].item() / visits["below"][1].item()
+    assert 1.8 < ratio < 2.2
+
+
+def _mlp_layers(sizes, seed=0):
+    torch.manual_seed(seed)
+    names = [f"fc{i}" for i in range(len(sizes) - 1)]
+    layers = {name: _dense(torch.randn(sizes[i + 1], sizes[i])) for i, name in enumerate(names)}
+    return nx.DiGraph(list(zip(names, names[1:]))), layers
+
+
+def test_every_row_of_every_layer_with_very_many_paths():
+    graph, layers = _mlp_layers([12, 9, 7, 5])
+    sample = RandomWalkSampler(graph, layers, num_paths=4000,
+                               generator=torch.Generator().manual_seed(1)).sample()
+    for name, layer in layers.items():
+        assert (sample.visits[name] > 0).all(), name
+        torch.testing.assert_close(sample.rows[name], torch.arange(layer.out_features))
+
+
+def test_rows_are_the_visited_rows_padded():
+    graph, layers = _mlp_layers([50, 40, 30, 20])
+    sample = RandomWalkSampler(graph, layers, num_paths=6,
+                               generator=torch.Generator().manual_seed(2)).sample()
+    for name, layer in layers.items():
+        rows = sample.rows[name]
+        assert rows.shape == (min(6, layer.out_features),)
+        visited = torch.nonzero(sample.visits[name]).flatten()
+        torch.testing.assert_close(rows[: len(visited)], visited)
+        assert (rows[len(visited):] == -1).all()
+        assert sample.visits[name].sum() == 6  # each walk crosses each layer once
+
+
+def test_residual_skip_is_taken_half_the_time():
+    """c's input is a + b (a residual add); b reads a. Walks from c continue into a
+    directly (the skip) or into b, one of them chosen uniformly."""
+    graph = nx.DiGraph([("a", "b"), ("b", "c"), ("a", "c")])
+    torch.manual_seed(3)
+    layers = {name: _dense(torch.rand(8, 8) + 0.1) for name in "abc"}
+    n = 20000
+    visits = RandomWalkSampler(graph, layers, num_paths=n,
+                               generator=torch.Generator().manual_seed(3)).sample().visits
+    through_b = visits["b"].sum().item()
+    assert chisquare([through_b, n - through_b], [n / 2, n / 2]).pvalue > P_CRITICAL
+    assert visits["a"].sum() == n  # every walk ends in a, by the skip or through b
+
+
+def test_attention_block_and_fan_out():
+    """Two pre-norm transformer blocks: q/k/v -> o, o and the previous block's down
+    projection feed the MLP through the residual stream; ln outputs fan out to q, k, v."""
+    edges = []
+    for blk in ("h0", "h1"):
+        src = ["h0.mlp.down"] if blk == "h1" else []
+        for p in ("q", "k", "v"):
+            edges += [(s, f"{blk}.attn.{p}") for s in src]
+            edges.append((f"{blk}.attn.{p}", f"{blk}.attn.o"))
+        edges += [(f"{blk}.attn.o", f"{blk}.mlp.up"), (f"{blk}.mlp.up", f"{blk}.mlp.down")]
+        edges += [(s, f"{blk}.mlp.up") for s in src]  # the residual stream skips attention
+    edges.append(("h1.mlp.down", "head"))
+    edges.append(("h1.attn.o", "head"))  # residual stream skips the last MLP
+    graph = nx.DiGraph(edges)
+    torch.manual_seed(4)
+    d, hidden, vocab = 16, 32, 11
+    shapes = {"attn.q": (d, d), "attn.k": (d, d), "attn.v": (d, d), "attn.o": (d, d),
+              "mlp.up": (hidden, d), "mlp.down": (d, hidden)}
+    layers = {f"{b}.{s}": _dense(torch.randn(*shape)) for b in ("h0", "h1")
+              for s, shape in shapes.items()}
+    layers["head"] = _dense(torch.randn(vocab, d))
+    sampler = RandomWalkSampler(graph, layers, num_paths=3000,
+                                generator=torch.Generator().manual_seed(4))
+    assert sampler.outputs == ["head"] and sampler.unreachable == []
+    visits = sampler.sample().visits
+    for name in layers:
+        assert visits[name].sum() > 0, name  # every layer is reached
+    # attention: every walk at o continues into one of q, k, v, uniformly
+    qkv = [visits[f"h1.attn.{p}"].sum().item() for p in "qkv"]
+    assert sum(qkv) == visits["h1.attn.o"].sum()
+    assert chisquare(qkv, [sum(qkv) / 3] * 3).pvalue > P_CRITICAL
+    # fan-out: h0.mlp.down gathers the walks of h1's q, k, v and of the skip from h1.mlp.up
+    assert visits["h0.mlp.down"].sum() > sum(qkv)
+    assert visits["h0.mlp.down"].sum() < sum(qkv) + visits["h1.mlp.up"].sum()
+
+
+def test_conv_columns_stay_in_the_row_group_and_sum_the_window():
+    # conv: 4 output channels, 6 input channels, groups 2 -> each row sees 3 channels
+    weight = torch.zeros(4, 3, 3, 3)
+    weight[:, 1] = 1.0  # only input channel 1 of the row's group carries weight
+    weight[0, 1, 0, 0] = -5.0  # signs do not matter: |W| summed over the window
+    conv = WalkLayer(weight_rows=lambda rows: weight[rows], out_features=4, in_features=6,
+                     groups=2)
+    below = _dense(torch.ones(6, 2))
+    graph = nx.DiGraph([("below", "conv")])
+    visits = RandomWalkSampler(graph, {"conv": conv, "below": below}, num_paths=2000,
+                               generator=torch.Generator().manual_seed(5)).sample().visits
+    # rows 0, 1 (group 0) read channels 0..2 -> channel 1; rows 2, 3 read 3..5 -> channel 4
+    assert visits["below"][[0, 2, 3, 5]].sum() == 0
+    assert visits["below"][1] + visits["below"][4] == 2000
+    assert 800 < visits["below"][1] < 1200  # half the walks start in each group
+
+
+def test_flatten_maps_features_to_channels():
+    """A linear over a flattened (C=4, H*W=9) conv output maps feature j to channel j // 9."""
+    graph = nx.DiGraph([("conv", "fc")])
+    fc_weight = torch.zeros(3, 36)
+    fc_weight[:, 9:18] = 1.0  # only channel 1's features
+    layers = {"fc": _dense(fc_weight),
+              "conv": WalkLayer(lambda r: torch.ones(len(r), 2, 3, 3), 4, 2)}
+    visits = RandomWalkSampler(graph, layers, num_paths=500,
+                               generator=torch.Generator().manual_seed(6)).sample().visits
+    assert visits["conv"].tolist() == [0, 500, 0, 0]
+
+
+def test_layer_used_twice_is_entered_once_per_walk():
+    graph = nx.DiGraph([("a", "shared"), ("shared", "b"), ("b", "shared"), ("b", "out")])
+    torch.manual_seed(7)
+    layers = {n: _dense(torch.randn(6, 6)) for n in ("a", "shared", "b", "out")}
+    sampler = RandomWalkSampler(graph, layers, num_paths=50,
+                                generator=torch.Generator().manual_seed(7))
+    assert ("b", "shared") not in sampler.graph.edges  # the edge closing the cycle
+    visits = sampler.sample().visits
+    assert all(visits[n].sum() == 50 for n in layers)
+
+
+def test_unreachable_layers_are_reported():
+    graph = nx.DiGraph([("a", "b"), ("c", "d")])
+    layers = {n: _dense(torch.ones(3, 3)) for n in "abcd"}
+    sampler = RandomWalkSampler(graph, layers, num_paths=5, outputs=["b"])
+    assert sampler.unreachable == ["c", "d"]
+    sample = sampler.sample()
+    assert set(sample.visits) == {"a", "b"}
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"num_paths": 0}, "num_paths must be an int >= 1"),
+    ({"num_paths": -3}, "num_paths must be an int >= 1"),
+    ({"num_paths": 2.5}, "num_paths must be an int >= 1"),
+    ({"temperature": 0.0}, "temperature must be a finite float > 0"),
+    ({"temperature": -1.0}, "temperature must be a finite float > 0"),
+    ({"epsilon": 1.5}, r"epsilon must lie in \[0, 1\]"),
+    ({"epsilon": -0.1}, r"epsilon must lie in \[0, 1\]"),
+    ({"weighting": "l2"}, "weighting must be one of"),
+])
+def test_bad_options_are_refused(kwargs, match):
+    graph, layers = _mlp_layers([4, 3, 2])
+    options = {"num_paths": 4, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        RandomWalkSampler(graph, layers, **options)
+
+
+def test_no_eligible_layer_is_refused():
+    with pytest.raises(ValueError, match="no eligible layer"):
+        RandomWalkSampler(nx.DiGraph([("relu", "softmax")]), {}, num_paths=3)
+
+
+@pytest.mark.cuda
+def test_cuda_sampling_never_syncs_with_the_host():
+    graph, layers = _mlp_layers([64, 48, 32, 10])
+    layers = {n: _dense(l.weight_rows(torch.arange(l.out_features)).cuda())
+              for n, l in layers.items()}
+    sampler = RandomWalkSampler(graph, layers, num_paths=100, temperature=0.7, epsilon=0.1,
+                                device="cuda", generator=torch.Generator("cuda").manual_seed(0))
+    sampler.sample()  # warm-up: allocations, lazy init
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        sample = sampler.sample()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert sample.visits["fc2"].sum().item() == 100
