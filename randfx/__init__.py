@@ -17,6 +17,8 @@ _PUBLIC = {
     "ArtifactError": "randfx.errors",
     "Config": "randfx.config",
     "SparseBackward": "randfx.config",
+    "transform": "randfx.pipeline",
+    "materialize": "randfx.pipeline",
 }
 
 

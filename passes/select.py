@@ -1,0 +1,83 @@
+"""select: decide which weight layers the config rewrites.
+
+Requires: ctx.layers (analyze), ctx.config.
+Guarantees: ctx.selection lists the module names to rewrite, in module order. A layer is
+selected when it matches target_modules (default: every layer whose kind is rewritten by
+default, i.e. Linear, HF Conv1D and Conv) and not exclude_modules, has a rule (a
+LayerKind), is not used outside its own forward, and every module tied to its weight is
+selected too (a tied weight becomes one seeded tensor, or stays dense everywhere).
+Every matched layer left dense is in ctx.report.left_dense with the reason, and a
+warning is issued for layers with no rule or broken ties. Raises ValueError when nothing
+is selected, naming the patterns and some candidates.
+
+Pattern entries: "all-linear" (every Linear-like layer), "re:<regex>" (full match of the
+qualified name), or an exact qualified name or dot-separated suffix of one.
+"""
+
+import re
+
+from randfx.modules import LAYER_KINDS
+
+from .manager import PassBase, PassResult
+
+
+def matches(name: str, patterns, kind) -> bool:
+    for pattern in patterns:
+        if pattern == "all-linear":
+            if kind is not None and LAYER_KINDS[kind].linear:
+                return True
+        elif pattern.startswith("re:"):
+            if re.fullmatch(pattern[3:], name):
+                return True
+        elif name == pattern or name.endswith("." + pattern):
+            return True
+    return False
+
+
+class Select(PassBase):
+    name = "select"
+    requires = ("layers", "config")
+
+    def run(self, ctx):
+        config, report = ctx.config, ctx.report
+        wanted = []
+        for name, info in ctx.layers.items():
+            if config.target_modules is None:
+                if info.kind is None:
+                    report.left_dense[name] = f"no randfx rule for {info.type_name}"
+                    continue
+                if not LAYER_KINDS[info.kind].default_selected:
+                    continue  # embeddings are rewritten only when named
+            elif not matches(name, config.target_modules, info.kind):
+                continue
+            if matches(name, config.exclude_modules, info.kind):
+                report.left_dense[name] = "excluded by exclude_modules"
+                continue
+            if info.kind is None:
+                report.left_dense[name] = f"no randfx rule for {info.type_name}"
+            elif info.functional_use:
+                report.left_dense[name] = (f"its weight {info.weight_name} is also used "
+                                           f"outside {name}'s forward")
+            else:
+                wanted.append(name)
+        chosen = set(wanted)
+        for name in wanted:
+            missing = [t for t in ctx.layers[name].tied_with if t not in chosen]
+            if missing:
+                report.left_dense[name] = (f"its weight is tied to {', '.join(missing)}, "
+                                           f"which is not rewritten")
+        ctx.selection = [name for name in wanted if name not in report.left_dense]
+        for name, reason in report.left_dense.items():
+            if reason.startswith(("no randfx rule", "its weight")):
+                report.warn(f"randfx: {name} stays dense: {reason}")
+        if not ctx.selection:
+            candidates = [n for n, i in ctx.layers.items() if i.kind is not None]
+            raise ValueError(
+                f"Config selects no weight to rewrite in {type(ctx.source).__name__}: "
+                f"target_modules={config.target_modules!r}, "
+                f"exclude_modules={config.exclude_modules!r}"
+                + (f"; left dense: {report.left_dense}" if report.left_dense else "")
+                + f"; rewritable layers: {candidates[:12]}"
+                + (" ..." if len(candidates) > 12 else ""))
+        return PassResult(False, f"{len(ctx.selection)} selected, "
+                                 f"{len(report.left_dense)} left dense")

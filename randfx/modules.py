@@ -1,0 +1,390 @@
+"""The modules `randfx.transform` puts in place of the layers it rewrites.
+
+A seeded layer replaces one Linear, Conv1d/2d/3d, Hugging Face Conv1D or (when asked)
+Embedding. It keeps the layer's bias as a parameter, its weight's key as a persistent
+int64 buffer `seed`, and only the scheme's coefficients as parameters (DESIGN.md
+contract 4); the weight itself is regenerated on every forward:
+
+    SeededFrozen          W = scale * R(seed)
+    SeededLoRA            W = scale * R(seed) + lora_scaling * (lora_B @ lora_A)
+    SeededSubspace        W = scale * R(seed) + reshape(basis_scale * P(basis_seed) @ alpha)
+    SeededGlobalSubspace  the same, alpha and basis key shared by every layer through the
+                          root's `GlobalSubspace` (PRANC), each layer reading its own rows
+                          of P starting at `basis_offset`
+
+R and P are randfx.generators streams; P is a (rows, dim) matrix in row-major counter
+order: element i of a layer's flattened delta reads counters basis_offset + i * dim +
+[0, dim). A per-layer basis starts at 0; a global one at (first row of the layer) * dim.
+
+The layer type is a `LayerKind` (how its weight is laid out, how it is applied, its
+default init variance); the scheme is the class. Linear-like kinds run the fused
+`randfx.ops` linear ops (the weight never exists in full); conv and embedding kinds
+regenerate W once per forward and call the layer's own functional form.
+"""
+
+import math
+from dataclasses import dataclass, replace
+from typing import ClassVar, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import ops
+from .generators import generate
+
+
+# ---------------------------------------------------------------------------- layer kinds
+
+class LayerKind:
+    """How one layer type holds and applies its weight. The canonical weight shape is
+    (out, in, *kernel) for every kind, so a scheme needs no per-kind code."""
+
+    name: ClassVar[str]
+    base: ClassVar[type]
+    linear: ClassVar[bool] = False  # y = x @ W.T + b: the fused seeded linear ops apply
+    default_selected: ClassVar[bool] = True  # rewritten without being named in target_modules
+
+    def matches(self, module: nn.Module) -> bool:
+        # a subclass with its own forward may use the weight in ways the rule does not know
+        return isinstance(module, self.base) and type(module).forward is self.base.forward
+
+    def weight_shape(self, module: nn.Module) -> Tuple[int, ...]:
+        return tuple(module.weight.shape)
+
+    def init_variance(self, shape) -> float:
+        """PyTorch's default init: kaiming_uniform(a=sqrt(5)) has variance 1/(3 fan_in)."""
+        return 1.0 / (3.0 * math.prod(shape[1:]))
+
+    def to_module_layout(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight
+
+    def apply(self, template: nn.Module, x, weight, bias):
+        raise NotImplementedError
+
+
+class _LinearKind(LayerKind):
+    name, base, linear = "linear", nn.Linear, True
+
+    def apply(self, template, x, weight, bias):
+        return F.linear(x, weight, bias)
+
+
+class _HFConv1DKind(LayerKind):
+    """transformers.pytorch_utils.Conv1D (GPT-2): a Linear with a transposed (in, out)
+    weight. Recognised by name so that randfx never imports transformers."""
+
+    name, base, linear = "hf_conv1d", nn.Module, True
+
+    def matches(self, module):
+        cls = type(module)
+        return cls.__name__ == "Conv1D" and cls.__module__ == "transformers.pytorch_utils"
+
+    def weight_shape(self, module):
+        return tuple(module.weight.shape[::-1])
+
+    def to_module_layout(self, weight):
+        return weight.t()
+
+    def apply(self, template, x, weight, bias):
+        return F.linear(x, weight, bias)
+
+
+class _ConvKind(LayerKind):
+    def apply(self, template, x, weight, bias):
+        # the layer's own padding_mode / stride / dilation / groups handling
+        return template._conv_forward(x, weight, bias)
+
+
+class _Conv1dKind(_ConvKind):
+    name, base = "conv1d", nn.Conv1d
+
+
+class _Conv2dKind(_ConvKind):
+    name, base = "conv2d", nn.Conv2d
+
+
+class _Conv3dKind(_ConvKind):
+    name, base = "conv3d", nn.Conv3d
+
+
+class _EmbeddingKind(LayerKind):
+    name, base, default_selected = "embedding", nn.Embedding, False
+
+    def init_variance(self, shape):
+        return 1.0  # nn.Embedding's default init is N(0, 1)
+
+    def apply(self, template, x, weight, bias):
+        return F.embedding(x, weight, template.padding_idx, template.max_norm,
+                           template.norm_type, template.scale_grad_by_freq, template.sparse)
+
+
+LAYER_KINDS = {kind.name: kind for kind in (
+    _LinearKind(), _HFConv1DKind(), _Conv1dKind(), _Conv2dKind(), _Conv3dKind(),
+    _EmbeddingKind())}
+
+
+def layer_kind(module: nn.Module) -> Optional[LayerKind]:
+    """The rule that can rewrite `module`'s weight, or None."""
+    for kind in LAYER_KINDS.values():
+        if kind.matches(module):
+            return kind
+    return None
+
+
+# ------------------------------------------------------------------------- plans, records
+
+@dataclass(frozen=True)
+class WeightPlan:
+    """Everything needed to build one seeded layer; a pure function of the config, the
+    weight's name and its shape, so re-running transform gives identical plans."""
+
+    name: str  # canonical parameter name ("h.0.attn.c_attn.weight"), keys derive from it
+    kind: str
+    shape: Tuple[int, ...]  # canonical (out, in, *kernel)
+    scheme: str  # "frozen" | "random_base_lora" | "subspace"
+    generator: str
+    dist: str
+    key: int
+    scale: float
+    rank: int = 0
+    lora_scaling: float = 0.0
+    lora_init_key: int = 0
+    dim: int = 0
+    basis_key: int = 0
+    basis_offset: int = 0  # counter of this weight's first basis row: first row * dim
+    basis_scale: float = 0.0
+    shared_basis: bool = False  # scope "global": alpha and basis live in GlobalSubspace
+    execution: str = "materialize"  # set by the lower pass: "fused" | "materialize"
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True)
+class SeededTensor:
+    """One generated tensor: flattened element i is scale * stream(key)[offset + i]."""
+
+    name: str
+    key: int
+    generator: str
+    dist: str
+    shape: Tuple[int, ...]
+    offset: int
+    scale: float
+
+
+# ------------------------------------------------------------------------------- modules
+
+class SeededLayer(nn.Module):
+    """Base of every emitted layer. Subclasses define `scheme`, `dense_weight()` and
+    `fused_linear(x)`; everything else (bias, key buffer, forward dispatch, records,
+    tying) lives here once."""
+
+    scheme: ClassVar[str]
+
+    def __init__(self, plan: WeightPlan, template: nn.Module, bias: Optional[nn.Parameter]):
+        super().__init__()
+        self.weight_name = plan.name
+        self.kind = LAYER_KINDS[plan.kind]
+        self.weight_shape = tuple(plan.shape)
+        self.generator = plan.generator
+        self.dist = plan.dist
+        self.scale = float(plan.scale)
+        self.execution = plan.execution
+        self.register_buffer("seed", torch.tensor(plan.key, dtype=torch.int64))
+        self.bias = bias
+        # The original layer on the meta device: its class and hyper-parameters (stride,
+        # padding_idx, ...) for `apply` and `materialize`. Set past nn.Module.__setattr__
+        # so that it is no submodule: it adds nothing to state_dict, parameters() or .to().
+        object.__setattr__(self, "_template", template)
+
+    @property
+    def out_features(self) -> int:
+        return self.weight_shape[0]
+
+    def param_dtype(self) -> torch.dtype:
+        """The dtype of the layer's own parameters (coefficients, bias), else the default."""
+        for tensor in self.parameters():
+            return tensor.dtype
+        return torch.get_default_dtype()
+
+    def _dtype(self, x: torch.Tensor) -> torch.dtype:
+        # weights follow a floating input; an embedding's int input says nothing
+        return x.dtype if x.is_floating_point() else self.param_dtype()
+
+    def base_weight(self, dtype: torch.dtype) -> torch.Tensor:
+        return ops.generate_weight(self.seed, self.weight_shape, self.scale,
+                                   generator=self.generator, dist=self.dist, dtype=dtype,
+                                   device=self.seed.device)
+
+    def dense_weight(self, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+        """The full weight in canonical (out, in, *kernel) layout, differentiable with
+        respect to the coefficients."""
+        raise NotImplementedError
+
+    def fused_linear(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x):
+        if self.execution == "fused":
+            return self.fused_linear(x)
+        return self.kind.apply(self._template, x, self.dense_weight(self._dtype(x)), self.bias)
+
+    def seeded_tensors(self):
+        """The generated tensors this layer regenerates (for artifact checksums)."""
+        return [SeededTensor(self.weight_name, int(self.seed), self.generator, self.dist,
+                             self.weight_shape, 0, self.scale)]
+
+    def share_weight_with(self, other: "SeededLayer") -> None:
+        """Make this layer use `other`'s seeded weight (a tied weight: one seeded tensor
+        used twice); own bias stays."""
+        if type(other) is not type(self) or other.weight_shape != self.weight_shape:
+            raise ValueError(f"cannot tie {self.weight_name} to {other.weight_name}: "
+                             f"{type(self).__name__}{self.weight_shape} vs "
+                             f"{type(other).__name__}{other.weight_shape}")
+        for name, _ in other.named_buffers(recurse=False):
+            self._buffers[name] = other._buffers[name]
+        for name, param in other.named_parameters(recurse=False):
+            if name != "bias":
+                self._parameters[name] = param
+
+    def extra_repr(self) -> str:
+        shape = "x".join(map(str, self.weight_shape))
+        return (f"{self.kind.name} {shape}, weight={self.weight_name!r}, scale={self.scale:.4g}, "
+                f"{self.generator}/{self.dist}, bias={self.bias is not None}, {self.execution}")
+
+
+class SeededFrozen(SeededLayer):
+    scheme = "frozen"
+
+    def dense_weight(self, dtype=None):
+        return self.base_weight(dtype or self.param_dtype())
+
+    def fused_linear(self, x):
+        return ops.seeded_linear(x, self.seed, self.out_features, self.scale, self.bias,
+                                 generator=self.generator, dist=self.dist)
+
+
+class SeededLoRA(SeededLayer):
+    scheme = "random_base_lora"
+
+    def __init__(self, plan, template, bias):
+        super().__init__(plan, template, bias)
+        self.rank = plan.rank
+        self.lora_scaling = float(plan.lora_scaling)
+        fan_in = math.prod(self.weight_shape[1:])
+        dtype = bias.dtype if bias is not None else torch.get_default_dtype()
+        # PEFT's init: B = 0 so the layer starts as its base weight; A kaiming-uniform-like
+        # (variance 1/(3 fan_in)), drawn from a derived key so transform is deterministic
+        # and never touches torch's global RNG
+        lora_A = generate((self.rank, fan_in), key=plan.lora_init_key, generator=plan.generator,
+                          dist="uniform").mul_(1.0 / math.sqrt(fan_in)).to(dtype)
+        self.lora_A = nn.Parameter(lora_A)
+        self.lora_B = nn.Parameter(torch.zeros(self.out_features, self.rank, dtype=dtype))
+
+    def delta_weight(self) -> torch.Tensor:
+        return (self.lora_B @ self.lora_A).mul(self.lora_scaling).view(self.weight_shape)
+
+    def dense_weight(self, dtype=None):
+        dtype = dtype or self.lora_A.dtype
+        return self.base_weight(dtype) + self.delta_weight().to(dtype)
+
+    def fused_linear(self, x):
+        return ops.seeded_lora_linear(x, self.seed, self.lora_A, self.lora_B, self.scale,
+                                      self.lora_scaling, self.bias, generator=self.generator,
+                                      dist=self.dist)
+
+    def extra_repr(self):
+        return f"{super().extra_repr()}, rank={self.rank}, lora_scaling={self.lora_scaling:.4g}"
+
+
+class SeededSubspace(SeededLayer):
+    scheme = "subspace"
+
+    def __init__(self, plan, template, bias):
+        super().__init__(plan, template, bias)
+        self.dim = plan.dim
+        self.basis_offset = plan.basis_offset
+        self.basis_scale = float(plan.basis_scale)
+        if not plan.shared_basis:
+            dtype = bias.dtype if bias is not None else torch.get_default_dtype()
+            self.register_buffer("basis_seed", torch.tensor(plan.basis_key, dtype=torch.int64))
+            self.alpha = nn.Parameter(torch.zeros(plan.dim, dtype=dtype))
+
+    def delta_weight(self) -> torch.Tensor:
+        numel = math.prod(self.weight_shape)
+        return ops.subspace_weight(self.alpha, self.basis_seed, numel, self.basis_offset,
+                                   self.basis_scale, generator=self.generator,
+                                   dist=self.dist).view(self.weight_shape)
+
+    def dense_weight(self, dtype=None):
+        dtype = dtype or self.alpha.dtype
+        return self.base_weight(dtype) + self.delta_weight().to(dtype)
+
+    def fused_linear(self, x):
+        return ops.subspace_linear(x, self.seed, self.scale, self.alpha, self.basis_seed,
+                                   self.basis_offset, self.basis_scale, self.out_features,
+                                   self.bias, generator=self.generator, base_dist=self.dist,
+                                   basis_dist=self.dist)
+
+    def seeded_tensors(self):
+        numel = math.prod(self.weight_shape)
+        basis = SeededTensor(self.weight_name + ".basis", int(self.basis_seed), self.generator,
+                             self.dist, (numel, self.dim), self.basis_offset,
+                             self.basis_scale)
+        return super().seeded_tensors() + [basis]
+
+    def extra_repr(self):
+        return (f"{super().extra_repr()}, dim={self.dim}, basis_offset={self.basis_offset}, "
+                f"basis_scale={self.basis_scale:.4g}")
+
+
+class GlobalSubspace(nn.Module):
+    """The one coefficient vector of scope "global" (PRANC: the whole model is theta0 +
+    P @ alpha). Registered once, as child `subspace` of the first global layer, so its
+    state_dict entries are "<that layer>.subspace.alpha" and "<that layer>.subspace.seed"."""
+
+    def __init__(self, dim: int, key: int, rows: int, dtype=None):
+        super().__init__()
+        self.dim = dim
+        self.rows = rows  # total rows of P: the summed numel of every selected weight
+        self.alpha = nn.Parameter(torch.zeros(dim, dtype=dtype or torch.get_default_dtype()))
+        self.register_buffer("seed", torch.tensor(key, dtype=torch.int64))
+
+    def extra_repr(self):
+        return f"dim={self.dim}, rows={self.rows}"
+
+
+class SeededGlobalSubspace(SeededSubspace):
+    """A subspace layer whose alpha and basis key belong to the root's GlobalSubspace.
+    It holds a plain reference to it (not a submodule), so the shared alpha appears
+    once in state_dict and parameters()."""
+
+    scheme = "subspace"
+
+    def __init__(self, plan, template, bias, subspace: GlobalSubspace):
+        super().__init__(replace(plan, shared_basis=True), template, bias)
+        object.__setattr__(self, "_subspace", subspace)
+
+    @property
+    def alpha(self) -> nn.Parameter:
+        return self._subspace.alpha
+
+    @property
+    def basis_seed(self) -> torch.Tensor:
+        return self._subspace.seed
+
+
+def seeded_layer(plan: WeightPlan, template: nn.Module, bias, subspace=None) -> SeededLayer:
+    """The seeded layer for `plan` (GlobalSubspace required for shared-basis plans)."""
+    if plan.scheme == "frozen":
+        return SeededFrozen(plan, template, bias)
+    if plan.scheme == "random_base_lora":
+        return SeededLoRA(plan, template, bias)
+    if plan.scheme == "subspace":
+        if plan.shared_basis:
+            return SeededGlobalSubspace(plan, template, bias, subspace)
+        return SeededSubspace(plan, template, bias)
+    raise ValueError(f"no seeded layer for scheme {plan.scheme!r}")
