@@ -1,0 +1,115 @@
+"""Backend lowering pass: pick the kernel of every seeded matmul by its shape.
+
+Runs in the randfx torch.compile backend on the aten graphs aot_autograd produces
+(forward, backward or inference), after backend_fuse_generation, before Inductor.
+
+Requires: an aten-level FX graph whose nodes carry `meta["val"]` (fake tensors).
+
+For each `randfx.seeded_linear` / `randfx.seeded_matmul` node whose row count M (the
+product of x's leading dimensions) is a concrete int, `randfx.roofline.choose_kernel`
+compares the fused kernel (decode GEMV for M <= GEMV_MAX_ROWS, tiled GEMM above: the
+weight is regenerated once per block of rows) with materialising W once and running a
+dense matmul, on the roofline of the graph's device (a preset; DEFAULT_DEVICE for CPU
+graphs and unknown GPUs). Where materialising wins, the node becomes
+`generate_weight` + `aten.mm` (+ the low-rank and bias epilogue as aten ops), which
+Inductor hands to cuBLAS / its own GEMM. Where the fused kernel wins, the node stays.
+
+Guarantees after: every seeded matmul node is either kept with meta["randfx"] naming the
+kernel ("gemv", "gemm", or "runtime" when M is symbolic and the op picks GEMV or GEMM
+per call), or replaced by an equivalent materialised computation marked "materialize".
+Values agree up to float rounding. seeded_lora_linear and subspace_linear are left to
+their ops (they already choose internally), and only marked.
+"""
+
+import math
+
+import torch
+
+from randfx import roofline
+
+from .backend_graph_edit import insert_call
+from .manager import mark
+
+NAME = "backend_select_kernels"
+aten = torch.ops.aten
+randfx_ops = torch.ops.randfx
+
+
+def _device_preset(device: torch.device) -> str:
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device).replace(" ", "").lower()
+        for preset in roofline.DEVICES:
+            if preset.lower() in name:
+                return preset
+    return roofline.DEFAULT_DEVICE
+
+
+def _matmul_args(node):
+    """(x, key, rows, cols, scale, transpose, bias, u, v, generator, dist) of a seeded
+    linear or seeded matmul node."""
+    if node.target is randfx_ops.seeded_matmul.default:
+        return node.args
+    x, key, out_features, scale, bias, generator, dist = node.args
+    return (x, key, out_features, x.meta["val"].shape[-1], scale, False, bias, None, None,
+            generator, dist)
+
+
+def _materialize(graph, node, args) -> torch.fx.Node:
+    """y = x W^T (or x W) with W generated once, as aten ops placed before `node`."""
+    x, key, rows, cols, scale, transpose, bias, u, v, generator, dist = args
+    x_val = x.meta["val"]
+    leading = list(x_val.shape[:-1])
+    m = math.prod(leading)
+    w = insert_call(graph, node, randfx_ops.generate_weight.default,
+                    (key, [rows, cols], scale, generator, dist, x_val.dtype))
+    if not transpose:
+        w = insert_call(graph, node, aten.permute.default, (w, [1, 0]))
+    x2 = insert_call(graph, node, aten.view.default, (x, [m, x_val.shape[-1]]))
+    y = insert_call(graph, node, aten.mm.default, (x2, w))
+    if u is not None:
+        vt = insert_call(graph, node, aten.permute.default, (v, [1, 0]))
+        low_rank = insert_call(graph, node, aten.mm.default, (u, vt))
+        y = insert_call(graph, node, aten.add.Tensor, (y, low_rank))
+    if bias is not None:
+        y = insert_call(graph, node, aten.add.Tensor, (y, bias))
+    out = node.meta["val"]
+    if y.meta["val"].dtype != out.dtype:
+        y = insert_call(graph, node, torch.ops.prims.convert_element_type.default,
+                        (y, out.dtype))
+    return insert_call(graph, node, aten.view.default, (y, list(out.shape)))
+
+
+def run(gm: torch.fx.GraphModule) -> bool:
+    """Select in place; True when a node was replaced."""
+    changed = False
+    for node in list(gm.graph.nodes):
+        if node.target in (randfx_ops.seeded_lora_linear.default,
+                           randfx_ops.subspace_linear.default):
+            mark(node, NAME, kernel="op")
+            continue
+        if node.target not in (randfx_ops.seeded_linear.default,
+                               randfx_ops.seeded_matmul.default):
+            continue
+        args = _matmul_args(node)
+        x_val = args[0].meta["val"]
+        m = math.prod(x_val.shape[:-1])
+        if not isinstance(m, int):
+            mark(node, NAME, kernel="runtime", rows=str(m))
+            continue
+        rows, cols = args[2], args[3]
+        n, k = (cols, rows) if args[5] else (rows, cols)
+        kernel = roofline.choose_kernel(
+            m, n, k, generator=args[9], dist=args[10],
+            dtype_name=roofline.dtype_name(x_val.dtype), dev=_device_preset(x_val.device))
+        if kernel != "materialize":
+            mark(node, NAME, kernel=kernel, rows=m)
+            continue
+        replacement = _materialize(gm.graph, node, args)
+        mark(replacement, NAME, kernel="materialize", rows=m, replaced=str(node.target))
+        node.replace_all_uses_with(replacement)
+        gm.graph.erase_node(node)
+        changed = True
+    if changed:
+        gm.graph.lint()
+        gm.recompile()
+    return changed
