@@ -17,9 +17,12 @@ Rules beyond the seed's plain MLP (all of them keep every walk a single path, so
 - Several predecessors (a residual add, attention's q/k/v -> out projection, a concat):
   the walk continues into ONE of them, chosen uniformly per walk. A skip connection is an
   edge like any other, so walks go through it.
-- Index mapping between layers: feature j of v's input (v has C_in inputs) is row
-  floor(j * out_u / C_in) of u. It is the identity when sizes match and maps a
-  channel-major flatten (conv with C channels -> linear over C*H*W) to the channel.
+- Index mapping between layers: feature j of v's input (v has C_in inputs) is row j of u
+  when out_u == C_in. When out_u is a multiple m * C_in (u is a fused projection whose m
+  stacked slices reach v, e.g. GPT-2's c_attn = q|k|v before c_proj, or gate|up before
+  down) it is row s * C_in + j with the slice s uniform. Otherwise it is row
+  floor(j * out_u / C_in), which maps a channel-major flatten (conv with C channels ->
+  linear over C*H*W) to the channel.
 - Conv layers: rows are output channels; the weight of column j (input channel j of the
   row's group) is the sum of |W[i, j, ...]| over the kernel window. Grouped and depthwise
   convs map column j of row i to input channel (i // (out / groups)) * (in / groups) + j.
@@ -163,9 +166,8 @@ class RandomWalkSampler:
             which = self._randint(len(preds), n) if len(preds) > 1 else None
             for k, pred in enumerate(preds):
                 moving = alive if which is None else alive & (which == k)
-                pred_out = self.layers[pred].out_features
-                pred_row = feature if pred_out == layer.in_features else \
-                    torch.div(feature * pred_out, layer.in_features, rounding_mode="floor")
+                pred_row = self._map_feature(feature, layer.in_features,
+                                             self.layers[pred].out_features)
                 if pred in state:
                     old_row, old_alive = state[pred]
                     state[pred] = (torch.where(moving, pred_row, old_row), old_alive | moving)
@@ -192,6 +194,14 @@ class RandomWalkSampler:
             state[name] = (torch.where(inside, start - first, 0), inside)
             first += size
         return state
+
+    def _map_feature(self, feature, in_features: int, pred_out: int) -> torch.Tensor:
+        """Row of the predecessor (pred_out rows) producing input `feature` (module doc)."""
+        if pred_out == in_features:
+            return feature
+        if pred_out % in_features == 0:
+            return feature + self._randint(pred_out // in_features, self.num_paths) * in_features
+        return torch.div(feature * pred_out, in_features, rounding_mode="floor")
 
     def _draw_columns(self, layer: WalkLayer, row: torch.Tensor) -> torch.Tensor:
         """For every walk at `row` of `layer`, an input feature index drawn from P(j | row)."""

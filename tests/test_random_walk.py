@@ -231,3 +231,18 @@ def test_cuda_sampling_never_syncs_with_the_host():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert sample.visits["fc2"].sum().item() == 100
+
+
+def test_fused_projection_slices_are_chosen_uniformly():
+    """c_attn (3d rows: q | k | v) feeds c_proj (d inputs): feature j is row j, d + j or
+    2d + j of c_attn, each a third of the time."""
+    d = 4
+    proj = torch.zeros(2, d)
+    proj[:, 1] = 1.0  # every walk takes feature 1
+    graph = nx.DiGraph([("c_attn", "c_proj")])
+    layers = {"c_proj": _dense(proj), "c_attn": _dense(torch.ones(3 * d, d))}
+    visits = RandomWalkSampler(graph, layers, num_paths=3000,
+                               generator=torch.Generator().manual_seed(8)).sample().visits
+    hits = visits["c_attn"][[1, d + 1, 2 * d + 1]]
+    assert hits.sum() == 3000
+    assert chisquare(hits.numpy(), [1000] * 3).pvalue > P_CRITICAL

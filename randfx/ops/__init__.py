@@ -18,6 +18,7 @@ from typing import Optional, Sequence
 import torch
 
 from . import library  # noqa: F401  (registers torch.ops.randfx.*)
+from . import row_sparse  # noqa: F401  (row-sparse backward ops, contract 6)
 
 __all__ = ["generate_weight", "seeded_linear", "seeded_lora_linear", "subspace_weight",
            "subspace_linear"]

@@ -178,12 +178,8 @@ def row_sparse_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor],
 def _row_sparse_seeded_linear(x: Tensor, key: Tensor, scale: float, bias: Optional[Tensor],
                               rows: Tensor, out_features: int, generator: str,
                               dist: str) -> Tensor:
-    # dense forward: W is generated once (Triton on CUDA); the ops' fused seeded forward
-    # can replace this without changing the backward
-    from ..generators import generate
-    weight = generate((out_features, x.shape[-1]), key=int(key), generator=generator,
-                      dist=dist, device=x.device) * scale
-    return F.linear(x, weight.to(x.dtype), bias)
+    # the ops' fused generate-and-multiply forward (the weight never exists in full)
+    return torch.ops.randfx.seeded_linear(x, key, out_features, scale, bias, generator, dist)
 
 
 @_row_sparse_seeded_linear.register_fake

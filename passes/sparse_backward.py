@@ -1,0 +1,247 @@
+"""sparse_backward: train along random-walk paths (seed 004, DESIGN.md contract 6).
+
+Requires: ctx.model (emit), ctx.layer_graph (analyze), ctx.config.sparse_backward.
+Guarantees: every eligible layer of ctx.model runs a row-sparse backward: its forward is
+unchanged (dense, same values) and its backward flows only through the rows that this
+step's random walks visited (randfx.ops.row_sparse). Eligible: nn.Linear, transformers
+Conv1D, nn.Conv1d/2d/3d with padding_mode "zeros" and numeric padding, and the seeded
+layers of every scheme (randfx.modules). Walks are drawn by randfx.random_walk over the
+layer graph restricted to eligible layers; they start at the eligible layers that feed
+the model output (no successor in the layer graph).
+
+Layers the walks cannot reach (every path to the output crosses a non-eligible layer)
+keep their dense backward; they are reported in `randfx_sparse_backward.unreachable`,
+in ctx.report.warnings and by a warning, never silently frozen. No module is replaced
+and no parameter or buffer added: state_dict keys and values are exactly emit's. Each
+eligible module gets an instance-level `forward` (a `RowSparseForward`), and the root a
+forward pre-hook that redraws the walks before every forward that can build a backward
+(training mode, grad enabled): resample="every_step". `model.randfx_sparse_backward`
+(a `SparseBackwardPlan`) holds the sampler and the last draw.
+
+Scheme notes. frozen: grad_x regenerates only rows I of R (fused in the Triton kernel).
+random_base_lora: rows I of B @ A are B[I] @ A, so lora_B gets gradient in rows I and
+lora_A through them. subspace: grad alpha = P^T vec(grad_W) with grad_W zero outside rows
+I (exact), but the ops' subspace backward regenerates all of P, and walks weigh rows by
+the base R alone (the learned delta is left out of the walk probabilities).
+"""
+
+from typing import Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from randfx.generators import derive_key
+from randfx.generators import reference as stream
+from randfx.modules import SeededLayer, SeededLoRA, SeededSubspace
+from randfx.ops.row_sparse import (row_sparse_conv, row_sparse_linear,
+                                   row_sparse_seeded_linear)
+from randfx.random_walk import RandomWalkSampler, WalkLayer
+
+from .manager import PassBase, PassResult
+
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def _is_hf_conv1d(module) -> bool:
+    cls = type(module)
+    return cls.__name__ == "Conv1D" and cls.__module__ == "transformers.pytorch_utils"
+
+
+def layer_rule(module: nn.Module) -> Optional[str]:
+    """The row-sparse rule for `module`, or None where none applies."""
+    if isinstance(module, SeededLayer):
+        if module.kind.linear:
+            return "seeded_linear"
+        return "seeded_conv" if module.kind.name.startswith("conv") else None
+    if type(module).forward is nn.Linear.forward and isinstance(module, nn.Linear):
+        return "linear"
+    if _is_hf_conv1d(module):
+        return "hf_conv1d"
+    if isinstance(module, _CONVS) and type(module).forward in [c.forward for c in _CONVS] \
+            and module.padding_mode == "zeros" and not isinstance(module.padding, str):
+        return "conv"
+    return None
+
+
+def _conv_args(module):
+    return module.stride, module.padding, module.dilation, module.groups
+
+
+def _sparse_forward(rule: str, module: nn.Module, x: torch.Tensor, rows: torch.Tensor):
+    if rule == "linear":
+        return row_sparse_linear(x, module.weight, module.bias, rows)
+    if rule == "hf_conv1d":  # weight is (in, out)
+        return row_sparse_linear(x, module.weight.t(), module.bias, rows)
+    if rule == "conv":
+        return row_sparse_conv(x, module.weight, module.bias, rows, *_conv_args(module))
+    if rule == "seeded_conv":
+        weight = module.dense_weight(module._dtype(x))
+        return row_sparse_conv(x, weight, module.bias, rows, *_conv_args(module._template))
+    out = module.out_features
+    y = row_sparse_seeded_linear(x, module.seed, module.scale, module.bias, rows, out,
+                                 module.generator, module.dist)
+    if isinstance(module, SeededLoRA):
+        hidden = F.linear(x, module.lora_A.to(x.dtype))
+        y = y + row_sparse_linear(hidden, (module.lora_B * module.lora_scaling).to(x.dtype),
+                                  None, rows)
+    elif isinstance(module, SeededSubspace):
+        delta = module.delta_weight().reshape(out, -1).to(x.dtype)
+        y = y + row_sparse_linear(x, delta, None, rows)
+    return y
+
+
+def _weight_rows(rule: str, module: nn.Module, rows: torch.Tensor) -> torch.Tensor:
+    """W[rows] in canonical (out, in, *kernel) layout, computing only those rows."""
+    if rule in ("linear", "conv"):
+        return module.weight.detach()[rows]
+    if rule == "hf_conv1d":
+        return module.weight.detach()[:, rows].t()
+    shape = module.weight_shape
+    row_numel = int(torch.Size(shape[1:]).numel())
+    key = module.seed
+    counters = rows[:, None] * row_numel + torch.arange(row_numel, device=key.device)
+    weight = stream.sample(counters, key, module.generator, module.dist) * module.scale
+    if isinstance(module, SeededLoRA):
+        delta = module.lora_B.detach()[rows] @ module.lora_A.detach()
+        weight = weight + module.lora_scaling * delta.float()
+    return weight.view(len(rows), *shape[1:])
+
+
+def _walk_layer(rule: str, module: nn.Module) -> WalkLayer:
+    if rule in ("linear", "conv"):
+        shape = module.weight.shape
+        groups = module.groups if rule == "conv" else 1
+        return WalkLayer(lambda r: _weight_rows(rule, module, r), shape[0],
+                         shape[1] * groups, groups)
+    if rule == "hf_conv1d":
+        return WalkLayer(lambda r: _weight_rows(rule, module, r), module.weight.shape[1],
+                         module.weight.shape[0])
+    groups = module._template.groups if rule == "seeded_conv" else 1
+    shape = module.weight_shape
+    return WalkLayer(lambda r: _weight_rows(rule, module, r), shape[0], shape[1] * groups,
+                     groups)
+
+
+class RowSparseForward:
+    """The instance-level forward of one eligible layer: the module's own forward while
+    `rows` is None (evaluation, no grad), else the row-sparse op over `rows`."""
+
+    def __init__(self, module: nn.Module, rule: str):
+        self.module = module
+        self.rule = rule
+        self.rows: Optional[torch.Tensor] = None
+
+    def __call__(self, x, *args, **kwargs):
+        if self.rows is None or not torch.is_grad_enabled() or args or kwargs:
+            return type(self.module).forward(self.module, x, *args, **kwargs)
+        return _sparse_forward(self.rule, self.module, x, self.rows)
+
+
+class SparseBackwardPlan:
+    """What the pass installed on a model: the sampler, the layers, the last draw."""
+
+    def __init__(self, options, modules: Dict[str, nn.Module], rules: Dict[str, str],
+                 graph, outputs: List[str], seed: int):
+        self.options = options
+        self.sampler = RandomWalkSampler(
+            graph, {name: _walk_layer(rule, modules[name]) for name, rule in rules.items()},
+            num_paths=options.num_paths, temperature=options.temperature,
+            epsilon=options.epsilon, weighting=options.weighting, outputs=outputs)
+        self.outputs = self.sampler.outputs
+        self.unreachable = self.sampler.unreachable
+        self.layers = {name: RowSparseForward(modules[name], rules[name])
+                       for name in self.sampler.reachable}
+        self.seed = derive_key(seed, "randfx.sparse_backward")
+        self.last_sample = None
+        self._generators: Dict[torch.device, torch.Generator] = {}
+
+    def _device(self) -> torch.device:
+        module = next(iter(self.layers.values())).module
+        for tensor in list(module.parameters()) + list(module.buffers()):
+            return tensor.device
+        return torch.device("cpu")
+
+    def resample(self):
+        """Draw new walks on the layers' device and hand each layer its rows."""
+        device = self._device()
+        if device not in self._generators:
+            self._generators[device] = torch.Generator(device).manual_seed(self.seed)
+        self.sampler.device = device
+        self.sampler.generator = self._generators[device]
+        sample = self.sampler.sample()
+        for name, forward in self.layers.items():
+            forward.rows = sample.rows.get(name)
+        self.last_sample = sample
+        return sample
+
+    def __call__(self, model, args):  # the root's forward pre-hook
+        if model.training and torch.is_grad_enabled():
+            self.resample()
+        else:
+            for forward in self.layers.values():
+                forward.rows = None
+
+    def row_updates(self) -> Dict[str, int]:
+        """Rows that got gradient in the last draw, per layer (synchronises)."""
+        if self.last_sample is None:
+            return {}
+        return {name: int((v > 0).sum()) for name, v in self.last_sample.visits.items()}
+
+
+class SparseBackwardPass(PassBase):
+    name = "sparse_backward"
+    requires = ("model", "layer_graph")
+
+    def run(self, ctx):
+        options = ctx.config.sparse_backward
+        model, graph = ctx.model, ctx.layer_graph
+        modules = dict(model.named_modules())
+        rules, skipped = {}, {}
+        for name in graph.nodes:
+            rule = layer_rule(modules[name]) if name in modules else None
+            if rule is None:
+                skipped[name] = type(modules.get(name)).__name__
+            else:
+                rules[name] = rule
+        if not rules:
+            raise ValueError(
+                "sparse_backward: no eligible layer in this model (Linear, transformers "
+                "Conv1D, Conv1d/2d/3d with zero padding, or seeded layers); layers found: "
+                f"{skipped or 'none'}")
+        outputs = [n for n in rules if graph.out_degree(n) == 0]
+        if not outputs:
+            raise ValueError("sparse_backward: no eligible layer feeds the model output; "
+                             f"output layers: {[n for n in graph if graph.out_degree(n) == 0]}")
+        plan = SparseBackwardPlan(options, modules, rules, graph.subgraph(list(rules)),
+                                  outputs, ctx.config.seed)
+        if plan.unreachable:
+            ctx.report.warn(
+                f"sparse_backward: no walk can reach {plan.unreachable} (every path to the "
+                f"output crosses a layer without a row-sparse rule: {skipped}); they keep "
+                f"their dense backward")
+        for forward in plan.layers.values():
+            forward.module.forward = forward
+        model.randfx_sparse_backward = plan
+        model.register_forward_pre_hook(plan)
+        return PassResult(True, f"{len(plan.layers)} row-sparse layers, "
+                                f"{len(plan.unreachable)} unreachable kept dense")
+
+
+def strip_sparse_backward(model: nn.Module) -> nn.Module:
+    """Undo the pass on `model` in place: modules get their class forward back, the
+    pre-hook and the plan go. For materialize or for switching back to dense training."""
+    plan = getattr(model, "randfx_sparse_backward", None)
+    if plan is None:
+        return model
+    for forward in plan.layers.values():
+        forward.module.__dict__.pop("forward", None)
+    for key, hook in list(model._forward_pre_hooks.items()):
+        if hook is plan:
+            del model._forward_pre_hooks[key]
+    del model.randfx_sparse_backward
+    return model
+
+
+__all__ = ["SparseBackwardPass", "SparseBackwardPlan", "RowSparseForward", "layer_rule",
+           "strip_sparse_backward"]
