@@ -19,6 +19,8 @@ _PUBLIC = {
     "SparseBackward": "randfx.config",
     "transform": "randfx.pipeline",
     "materialize": "randfx.pipeline",
+    "save": "randfx.artifact",
+    "load": "randfx.artifact",
 }
 
 
