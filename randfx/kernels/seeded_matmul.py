@@ -1,0 +1,103 @@
+"""Triton kernels that multiply by a generated matrix W = scale * R(key) of shape
+(rows, cols), R at counter r * cols + c, without storing it:
+
+- `seeded_matmul_kernel`: y[m, n] = sum_k x[m, k] W'[n, k] with W' = W (x @ W^T, the
+  forward) or W' = W^T (x @ W, grad_x in the backward). Each program owns a [BLOCK_M,
+  BLOCK_N] tile of y and generates the matching W tiles in registers as it walks k, in
+  W's own row-major layout (so grouped multi-value hashes follow W's rows either way).
+  Epilogue: * scale, + u @ v^T (a rank-r adapter term), + bias, cast, store.
+  USE_DOT: tensor-core tl.dot (needs BLOCK_M >= 16); otherwise a broadcast multiply-sum,
+  which is what decode (1-8 rows) wants.
+- `materialize_kernel`: writes W (scaled, cast) for the materialise-then-cuBLAS path and
+  for `generate_weight`.
+Launch parameters and the shape heuristic live in randfx/ops/triton_backend.py.
+"""
+
+import triton
+import triton.language as tl
+
+from .tiles import launch_key, stream_tile
+
+
+@triton.jit
+def _dot(a, b, acc, USE_DOT: tl.constexpr, DOT_IN_FP32: tl.constexpr):
+    """acc + a @ b with fp32 accumulation: tensor cores in the operand dtype (exact fp32
+    when the activations are fp32), or a broadcast multiply-sum for tiny row counts.
+    DOT_IN_FP32 (set under TRITON_INTERPRET=1, whose bf16 tl.dot is broken in triton 3.9)
+    keeps W rounded to the operand dtype but multiplies in fp32."""
+    if USE_DOT:
+        if a.dtype == tl.float32:
+            acc = tl.dot(a, b, acc, input_precision="ieee")
+        elif DOT_IN_FP32:
+            acc = tl.dot(a.to(tl.float32), b.to(a.dtype).to(tl.float32), acc,
+                         input_precision="ieee")
+        else:
+            acc = tl.dot(a, b.to(a.dtype), acc)
+    else:
+        acc += tl.sum(a.to(tl.float32)[:, :, None] * b[None, :, :], axis=1)
+    return acc
+
+
+@triton.jit(do_not_specialize=["M", "N", "K", "rank", "scale", "window"])
+def seeded_matmul_kernel(x_ptr, key_ptr, bias_ptr, u_ptr, v_ptr, y_ptr,
+                         M, N, K, rank, scale, window,
+                         stride_xm, stride_xk, stride_um, stride_ur, stride_vn, stride_vr,
+                         stride_ym, stride_yn,
+                         GENERATOR: tl.constexpr, DIST: tl.constexpr,
+                         LOG2_VALUES: tl.constexpr, NARROW: tl.constexpr,
+                         TRANSPOSE: tl.constexpr, HAS_BIAS: tl.constexpr,
+                         HAS_LOWRANK: tl.constexpr, USE_DOT: tl.constexpr,
+                         DOT_IN_FP32: tl.constexpr,
+                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    pid_n = tl.program_id(0)
+    pid_m = tl.program_id(1)
+    key = launch_key(key_ptr, window, NARROW)
+    m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_start = (pid_n * BLOCK_N).to(tl.int64)
+    N64 = N.to(tl.int64)
+    K64 = K.to(tl.int64)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        k = k0 + tl.arange(0, BLOCK_K)
+        x = tl.load(x_ptr + m[:, None] * stride_xm + k[None, :] * stride_xk,
+                    mask=(m < M)[:, None] & (k < K)[None, :], other=0.0)
+        if TRANSPOSE:
+            # W is (K, N): the tile is rows k, cols n, already in the k-major order of a @ b
+            w = stream_tile(k.to(tl.int64) * N64, n_start, key, BLOCK_K, BLOCK_N,
+                            GENERATOR, DIST, LOG2_VALUES, NARROW)
+            acc = _dot(x, w, acc, USE_DOT, DOT_IN_FP32)
+        else:
+            # W is (N, K): the tile is rows n, cols k; its transpose feeds a @ b
+            w = stream_tile(n.to(tl.int64) * K64, k0, key, BLOCK_N, BLOCK_K,
+                            GENERATOR, DIST, LOG2_VALUES, NARROW)
+            if USE_DOT:
+                acc = _dot(x, tl.trans(w), acc, USE_DOT, DOT_IN_FP32)
+            else:  # reduce along W's rows as generated: no transpose in registers
+                acc += tl.sum(x.to(tl.float32)[:, None, :] * w[None, :, :], axis=2)
+    acc = acc * scale
+    if HAS_LOWRANK:
+        for r in range(0, rank):
+            u = tl.load(u_ptr + m * stride_um + r * stride_ur, mask=m < M, other=0.0)
+            v = tl.load(v_ptr + n * stride_vn + r * stride_vr, mask=n < N, other=0.0)
+            acc += u.to(tl.float32)[:, None] * v.to(tl.float32)[None, :]
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + n, mask=n < N, other=0.0).to(tl.float32)[None, :]
+    tl.store(y_ptr + m[:, None] * stride_ym + n[None, :] * stride_yn,
+             acc.to(y_ptr.dtype.element_ty), mask=(m < M)[:, None] & (n < N)[None, :])
+
+
+@triton.jit(do_not_specialize=["rows", "cols", "scale", "window"])
+def materialize_kernel(key_ptr, w_ptr, rows, cols, scale, window,
+                       GENERATOR: tl.constexpr, DIST: tl.constexpr, LOG2_VALUES: tl.constexpr,
+                       NARROW: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    pid_c = tl.program_id(0)
+    pid_r = tl.program_id(1)
+    key = launch_key(key_ptr, window, NARROW)
+    r = (pid_r * BLOCK_R + tl.arange(0, BLOCK_R)).to(tl.int64)
+    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    cols64 = cols.to(tl.int64)
+    w = stream_tile(r * cols64, (pid_c * BLOCK_C).to(tl.int64), key, BLOCK_R, BLOCK_C,
+                    GENERATOR, DIST, LOG2_VALUES, NARROW) * scale
+    tl.store(w_ptr + r[:, None] * cols64 + c[None, :], w.to(w_ptr.dtype.element_ty),
+             mask=(r < rows)[:, None] & (c < cols)[None, :])

@@ -1,0 +1,61 @@
+"""Triton kernels for the subspace scheme: the basis P[j, k] (stream value at counter
+basis_offset + j * d + k) is generated tile by tile in registers and never stored.
+
+- `pmv_kernel` (RANDUMB's "PMV"): out[j] = basis_scale * sum_k P[j, k] alpha[k], plus
+  optionally base_scale * R_base[j] (W0 of subspace_linear, counter j under base_key), so
+  W = W0 + P alpha is written in a single pass.
+- `pmv_grad_kernel`: partial[s, k] = sum_{j in split s} P[j, k] g[j], the fused
+  generate-and-reduce behind grad_alpha = basis_scale * P^T g; the host sums the splits
+  (deterministic, no atomics).
+"""
+
+import triton
+import triton.language as tl
+
+from ..generators import device
+from .tiles import launch_key, stream_tile
+
+
+@triton.jit(do_not_specialize=["numel", "d", "offset", "window", "basis_scale", "base_scale"])
+def pmv_kernel(alpha_ptr, key_ptr, base_key_ptr, out_ptr, numel, d, offset, window,
+               basis_scale, base_scale, stride_alpha,
+               GENERATOR: tl.constexpr, DIST: tl.constexpr, LOG2_VALUES: tl.constexpr,
+               NARROW: tl.constexpr, HAS_BASE: tl.constexpr, BASE_DIST: tl.constexpr,
+               BLOCK_J: tl.constexpr, BLOCK_K: tl.constexpr):
+    key = launch_key(key_ptr, window, NARROW)
+    j = tl.program_id(0).to(tl.int64) * BLOCK_J + tl.arange(0, BLOCK_J).to(tl.int64)
+    row_base = offset.to(tl.int64) + j * d.to(tl.int64)
+    acc = tl.zeros((BLOCK_J,), dtype=tl.float32)
+    for k0 in range(0, d, BLOCK_K):
+        k = k0 + tl.arange(0, BLOCK_K)
+        a = tl.load(alpha_ptr + k * stride_alpha, mask=k < d, other=0.0).to(tl.float32)
+        p = stream_tile(row_base, k0, key, BLOCK_J, BLOCK_K, GENERATOR, DIST, LOG2_VALUES,
+                        NARROW)
+        acc += tl.sum(p * a[None, :], axis=1)
+    acc = acc * basis_scale
+    if HAS_BASE:
+        base_key = tl.load(base_key_ptr).to(tl.uint32)
+        acc += device.sample(j, base_key, GENERATOR, BASE_DIST) * base_scale
+    tl.store(out_ptr + j, acc.to(out_ptr.dtype.element_ty), mask=j < numel)
+
+
+@triton.jit(do_not_specialize=["numel", "d", "offset", "window", "rows_per_split"])
+def pmv_grad_kernel(grad_ptr, key_ptr, partial_ptr, numel, d, offset, window, stride_grad,
+                    rows_per_split,
+                    GENERATOR: tl.constexpr, DIST: tl.constexpr, LOG2_VALUES: tl.constexpr,
+                    NARROW: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_K: tl.constexpr):
+    pid_k = tl.program_id(0)
+    split = tl.program_id(1)
+    key = launch_key(key_ptr, window, NARROW)
+    k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
+    k_start = (pid_k * BLOCK_K).to(tl.int64)
+    d64 = d.to(tl.int64)
+    first = split.to(tl.int64) * rows_per_split
+    acc = tl.zeros((BLOCK_K,), dtype=tl.float32)
+    for j0 in range(0, rows_per_split, BLOCK_J):
+        j = first + j0 + tl.arange(0, BLOCK_J).to(tl.int64)
+        g = tl.load(grad_ptr + j * stride_grad, mask=j < numel, other=0.0).to(tl.float32)
+        p = stream_tile(offset.to(tl.int64) + j * d64, k_start, key, BLOCK_J, BLOCK_K,
+                        GENERATOR, DIST, LOG2_VALUES, NARROW)
+        acc += tl.sum(p * g[:, None], axis=0)
+    tl.store(partial_ptr + split.to(tl.int64) * d64 + k, acc, mask=k < d)

@@ -1,0 +1,209 @@
+"""The CUDA implementation of every randfx op: Triton launches, launch parameters and the
+shape heuristic. Same signatures as `reference.py`, except that keys stay tensors (the
+kernels load them from device memory, so nothing syncs with the host). Runs on CPU tensors
+too under TRITON_INTERPRET=1, which is how the tests check it against the reference.
+
+float64 has no Triton path: it falls back to the reference (on the tensors' device).
+
+Shape heuristic for y = x @ W^T with W generated (`seeded_matmul`):
+- M <= FUSED_MAX_ROWS rows (decode): the fused kernel; W tiles are generated in registers
+  and used at once, zero bytes of W in memory. M <= 8 uses a broadcast multiply-sum,
+  larger M tensor-core tl.dot.
+- more rows (training): materialise W in the activation dtype (one fused generate pass,
+  peak extra memory = one layer's weight, freed on return) and call cuBLAS. A fused
+  kernel would regenerate W once per row block, and generation costs more than reading W
+  back once it is re-used by many rows.
+"""
+
+import math
+
+import torch
+import triton
+
+from ..generators import device as streams
+from ..kernels.seeded_matmul import materialize_kernel, seeded_matmul_kernel
+from ..kernels.subspace import pmv_grad_kernel, pmv_kernel
+from . import checks, reference
+
+FUSED_MAX_ROWS = 16
+# rows-of-x bucket -> (BLOCK_N, BLOCK_K, num_warps) of the fused kernel, forward layout;
+# the transposed layout (grad_x) swaps the roles of N and K in W, same tile budget.
+DECODE_CONFIGS = {1: (32, 256, 4), 2: (16, 256, 4), 4: (16, 128, 4), 8: (16, 64, 4),
+                  16: (32, 64, 4)}
+MATERIALIZE_BLOCK = (8, 256, 4)  # BLOCK_R, BLOCK_C, num_warps
+PMV_BLOCK = (64, 128, 4)  # BLOCK_J, BLOCK_K, num_warps
+PMV_GRAD_BLOCK = (64, 128, 4)
+PMV_GRAD_PROGRAMS = 2048  # splits of the j range so the grid fills the GPU
+
+
+def _ids(generator: str, dist: str):
+    return streams.GENERATOR_IDS[generator], streams.DISTRIBUTION_IDS[dist]
+
+
+def tile_plan(dist: str, first_counter: int, last_counter: int, row_alignment: int,
+              block_cols: int):
+    """(LOG2_VALUES, NARROW, window) for a launch whose counters lie in
+    [first_counter, last_counter] and whose row bases are multiples of row_alignment.
+
+    Grouping (one hash for several elements) needs rows and tiles aligned to the values
+    per hash; NARROW (32-bit counters) needs one 2^32 window for the whole launch, and
+    a multi-value distribution that cannot be grouped hashes 64-bit counters."""
+    log2_values = streams.LOG2_VALUES_PER_HASH[streams.DISTRIBUTION_IDS[dist]]
+    values = 1 << log2_values
+    grouped = log2_values > 0 and row_alignment % values == 0 and block_cols % values == 0
+    shift = log2_values if grouped else 0  # grouped tiles hash counter >> log2(values)
+    window = first_counter >> shift >> 32
+    narrow = window == (max(last_counter, first_counter) >> shift >> 32) \
+        and (grouped or log2_values == 0)
+    return shift, narrow, window
+
+
+def _int_key(op, key):
+    return checks.key_value(op, key)
+
+
+def _pow2_at_least(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+# ---------------------------------------------------------------- generated matrices
+
+def materialize(key, rows: int, cols: int, scale: float, generator: str, dist: str,
+                dtype: torch.dtype) -> torch.Tensor:
+    """W = scale * R(key), (rows, cols), written by one Triton pass."""
+    out = torch.empty(rows, cols, dtype=dtype, device=key.device)
+    if out.numel() == 0:
+        return out
+    block_r, block_c, warps = MATERIALIZE_BLOCK
+    block_r = min(block_r, _pow2_at_least(rows))
+    log2_values, narrow, window = tile_plan(dist, 0, rows * cols - 1, cols, block_c)
+    gen_id, dist_id = _ids(generator, dist)
+    grid = (triton.cdiv(cols, block_c), triton.cdiv(rows, block_r))
+    materialize_kernel[grid](key, out, rows, cols, float(scale), window,
+                             GENERATOR=gen_id, DIST=dist_id, LOG2_VALUES=log2_values,
+                             NARROW=narrow, BLOCK_R=block_r, BLOCK_C=block_c,
+                             num_warps=warps)
+    return out
+
+
+def generate_weight(key, shape, scale, generator, dist, dtype, device):
+    if dtype == torch.float64:
+        return reference.generate_weight(_int_key("generate_weight", key), shape, scale,
+                                         generator, dist, dtype, device)
+    numel = 1
+    for size in shape:
+        numel *= size
+    # one flat row: counter = flat position, and the grid's first axis has room for any size
+    return materialize(key, 1, numel, scale, generator, dist, dtype).view(shape)
+
+
+def _decode_config(rows: int, transpose: bool):
+    bucket = min(FUSED_MAX_ROWS, _pow2_at_least(rows))
+    block_n, block_k, warps = DECODE_CONFIGS[bucket]
+    if transpose:  # W's rows are now the reduction: keep the tile, swap the roles
+        block_n, block_k = block_k, block_n
+    return bucket, block_n, block_k, warps
+
+
+def seeded_matmul(x, key, rows, cols, scale, transpose, bias, lowrank_u, lowrank_v,
+                  generator, dist):
+    if torch.float64 in [t.dtype for t in (x, bias, lowrank_u, lowrank_v) if t is not None]:
+        return reference.seeded_matmul(x, _int_key("seeded_matmul", key), rows, cols, scale,
+                                       transpose, bias, lowrank_u, lowrank_v, generator, dist)
+    m = x.shape[0]
+    n = cols if transpose else rows
+    if m > FUSED_MAX_ROWS:
+        w = materialize(key, rows, cols, scale, generator, dist, x.dtype)
+        y = x @ (w if transpose else w.T)
+        if lowrank_u is not None:
+            y = y.addmm_(lowrank_u.to(y.dtype), lowrank_v.to(y.dtype).T)
+        if bias is not None:
+            y += bias.to(y.dtype)
+        return y
+    y = torch.empty(m, n, dtype=x.dtype, device=x.device)
+    if m == 0:
+        return y
+    block_m, block_n, block_k, warps = _decode_config(m, transpose)
+    # grouped hashes run along W's rows: the k axis in the forward, n in the transpose
+    block_cols = block_n if transpose else block_k
+    log2_values, narrow, window = tile_plan(dist, 0, rows * cols - 1, cols, block_cols)
+    gen_id, dist_id = _ids(generator, dist)
+    has_lowrank = lowrank_u is not None
+    u = lowrank_u if has_lowrank else y
+    v = lowrank_v if has_lowrank else y
+    grid = (triton.cdiv(n, block_n), triton.cdiv(m, block_m))
+    seeded_matmul_kernel[grid](
+        x, key, bias if bias is not None else y, u, v, y,
+        m, n, rows if transpose else cols, u.shape[1] if has_lowrank else 0, float(scale),
+        window, x.stride(0), x.stride(1), u.stride(0), u.stride(1), v.stride(0), v.stride(1),
+        y.stride(0), y.stride(1),
+        GENERATOR=gen_id, DIST=dist_id, LOG2_VALUES=log2_values, NARROW=narrow,
+        TRANSPOSE=transpose, HAS_BIAS=bias is not None, HAS_LOWRANK=has_lowrank,
+        USE_DOT=block_m >= 16, DOT_IN_FP32=x.device.type == "cpu", BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
+        num_warps=warps)
+    return y
+
+
+# ---------------------------------------------------------------- subspace
+
+def _pmv(alpha, key, numel, basis_offset, basis_scale, generator, dist, out_dtype,
+         base_key=None, base_scale=0.0, base_dist="uniform"):
+    d = alpha.numel()
+    out = torch.empty(numel, dtype=out_dtype, device=alpha.device)
+    block_j, block_k, warps = PMV_BLOCK
+    log2_values, narrow, window = tile_plan(dist, basis_offset, basis_offset + numel * d - 1,
+                                            math.gcd(basis_offset, d),
+                                            block_k)
+    gen_id, dist_id = _ids(generator, dist)
+    pmv_kernel[(triton.cdiv(numel, block_j),)](
+        alpha, key, base_key if base_key is not None else key, out, numel, d, basis_offset,
+        window, float(basis_scale), float(base_scale), alpha.stride(0),
+        GENERATOR=gen_id, DIST=dist_id, LOG2_VALUES=log2_values, NARROW=narrow,
+        HAS_BASE=base_key is not None, BASE_DIST=streams.DISTRIBUTION_IDS[base_dist],
+        BLOCK_J=block_j, BLOCK_K=block_k, num_warps=warps)
+    return out
+
+
+def subspace_weight(alpha, key, numel, basis_offset, basis_scale, generator, dist):
+    if alpha.dtype == torch.float64:
+        return reference.subspace_weight(alpha, _int_key("subspace_weight", key), numel,
+                                         basis_offset, basis_scale, generator, dist)
+    return _pmv(alpha, key, numel, basis_offset, basis_scale, generator, dist, alpha.dtype)
+
+
+def subspace_weight_backward(grad, key, d, basis_offset, basis_scale, generator, dist):
+    if grad.dtype == torch.float64:
+        return reference.subspace_weight_backward(grad, _int_key("subspace_weight_backward",
+                                                                 key),
+                                                  d, basis_offset, basis_scale, generator, dist)
+    g = grad.reshape(-1)
+    numel = g.numel()
+    block_j, block_k, warps = PMV_GRAD_BLOCK
+    k_blocks = triton.cdiv(d, block_k)
+    splits = max(1, min(triton.cdiv(numel, block_j), PMV_GRAD_PROGRAMS // k_blocks))
+    rows_per_split = triton.cdiv(triton.cdiv(numel, splits), block_j) * block_j
+    splits = triton.cdiv(numel, rows_per_split)
+    partial = torch.empty(splits, d, dtype=torch.float32, device=grad.device)
+    log2_values, narrow, window = tile_plan(dist, basis_offset, basis_offset + numel * d - 1,
+                                            math.gcd(basis_offset, d),
+                                            block_k)
+    gen_id, dist_id = _ids(generator, dist)
+    pmv_grad_kernel[(k_blocks, splits)](
+        g, key, partial, numel, d, basis_offset, window, g.stride(0), rows_per_split,
+        GENERATOR=gen_id, DIST=dist_id, LOG2_VALUES=log2_values, NARROW=narrow,
+        BLOCK_J=block_j, BLOCK_K=block_k, num_warps=warps)
+    return partial.sum(0) * basis_scale
+
+
+def subspace_linear_weight(base_key, base_scale, alpha, basis_key, basis_offset, basis_scale,
+                           out_features, in_features, generator, base_dist, basis_dist, dtype):
+    if torch.float64 in (alpha.dtype, dtype):
+        op = "subspace_linear_weight"
+        return reference.subspace_linear_weight(
+            checks.key_value(op, base_key, "base_key"), base_scale, alpha,
+            checks.key_value(op, basis_key, "basis_key"), basis_offset, basis_scale,
+            out_features, in_features, generator, base_dist, basis_dist, dtype)
+    out = _pmv(alpha, basis_key, out_features * in_features, basis_offset, basis_scale,
+               generator, basis_dist, dtype, base_key=base_key, base_scale=base_scale,
+               base_dist=base_dist)
+    return out.view(out_features, in_features)

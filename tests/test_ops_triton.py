@@ -1,0 +1,148 @@
+"""The Triton implementations of the randfx ops against the plain-torch reference.
+
+Parametrised over conftest.TRITON_DEVICES: "cpu" runs the kernels under TRITON_INTERPRET=1
+(tiny shapes: the interpreter is slow), "cuda" (marked `cuda`) runs the same checks on a
+GPU. `library.run(name, backend, ...)` calls an op body with a chosen backend, so the
+Triton path is forced even on CPU. Generated values must be bit-exact; products match to
+floating-point tolerance.
+"""
+
+import pytest
+import torch
+
+from conftest import TRITON_DEVICES
+from randfx.ops import library, triton_backend
+
+KEY = 0x9E3779B9 + 12345  # above 2^31: exercises the uint32 key conversion in the kernels
+
+
+def key_on(device, value=KEY):
+    return torch.tensor(value, dtype=torch.int64, device=device)
+
+
+def both(name, *args):
+    return library.run(name, "reference", *args), library.run(name, "triton", *args)
+
+
+def assert_close(got, want, dtype):
+    tol = {torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}[dtype]
+    scale = want.double().abs().max().item() + 1e-12
+    err = (got.double() - want.double()).abs().max().item() / scale
+    assert got.dtype == want.dtype and got.shape == want.shape
+    assert err <= tol, f"relative max error {err:.3g} > {tol}"
+
+
+@pytest.mark.parametrize("device", TRITON_DEVICES)
+@pytest.mark.parametrize("generator", ["pcg", "squirrel5"])
+@pytest.mark.parametrize("dist", ["uniform", "uniform01", "rademacher", "uniform8x4",
+                                  "rademacher32", "normal"])
+def test_generate_weight_bits(device, generator, dist):
+    for shape, dtype in (((4, 64), torch.float32), ((5, 3, 7), torch.bfloat16),
+                         ((33,), torch.float16)):
+        want, got = both("generate_weight", key_on(device), list(shape), 0.75, generator,
+                         dist, dtype)
+        # normal: Box-Muller's cos/log differ by ulps between libraries (tolerance 1e-5,
+        # plus one ulp of the output dtype); bf16 on the interpreter: numpy truncates
+        # fp32 -> bf16 where GPUs round to nearest even (the fp32 bits are checked exact)
+        if dist == "normal" or (dtype == torch.bfloat16 and device == "cpu"):
+            eps = torch.finfo(dtype).eps
+            assert torch.allclose(got.float(), want.float(), rtol=eps, atol=4e-5 if dist == "normal" else 0)
+        else:
+            assert torch.equal(got, want), (shape, dtype)
+
+
+@pytest.mark.parametrize("device", TRITON_DEVICES)
+@pytest.mark.parametrize("rows", [1, 3, 16, 40])  # 40 > FUSED_MAX_ROWS: materialise path
+@pytest.mark.parametrize("transpose", [False, True])
+def test_seeded_matmul(device, rows, transpose):
+    out_f, in_f = 24, 72
+    torch.manual_seed(rows)
+    for dist, dtype, epilogue in (("uniform", torch.float32, True),
+                                  ("uniform8x4", torch.bfloat16, False),
+                                  ("rademacher32", torch.float16, True),
+                                  ("rademacher", torch.float32, False)):
+        k_dim, n_dim = (out_f, in_f) if transpose else (in_f, out_f)
+        x = torch.randn(rows, 2 * k_dim, device=device).to(dtype)[:, ::2]  # non-contiguous
+        bias = torch.randn(n_dim, device=device) if epilogue else None
+        u = torch.randn(rows, 3, device=device) if epilogue else None
+        v = torch.randn(5, n_dim, device=device).T[:, :3] if epilogue else None
+        want, got = both("seeded_matmul", x, key_on(device), out_f, in_f, 0.2, transpose, bias,
+                         u, v, "pcg", dist)
+        assert_close(got, want, dtype)
+
+
+@pytest.mark.parametrize("device", TRITON_DEVICES)
+def test_seeded_linear_and_lora(device):
+    x = torch.randn(2, 3, 40, device=device)
+    a, b = torch.randn(4, 40, device=device), torch.randn(20, 4, device=device)
+    bias = torch.randn(20, device=device)
+    key = key_on(device)
+    assert_close(*reversed(both("seeded_linear", x, key, 20, 0.1, bias, "squirrel5",
+                                "uniform")), torch.float32)
+    assert_close(*reversed(both("seeded_lora_linear", x, key, a, b, 0.1, 0.5, bias, "pcg",
+                                "uniform8x4")), torch.float32)
+
+
+@pytest.mark.parametrize("device", TRITON_DEVICES)
+@pytest.mark.parametrize("offset", [0, 3, (1 << 32) - 500, 5 << 32])
+def test_subspace_pmv_and_grad(device, offset):
+    """Unaligned offsets, counters straddling 2^32 and beyond it; d and numel not multiples
+    of the blocks."""
+    torch.manual_seed(0)
+    for dist, d, numel in (("uniform", 37, 70), ("uniform8x4", 12, 130),
+                           ("rademacher32", 64, 20)):
+        alpha = torch.randn(d, device=device)
+        want, got = both("subspace_weight", alpha, key_on(device), numel, offset, 0.3, "pcg",
+                         dist)
+        assert_close(got, want, torch.float32)
+        grad = torch.randn(numel, device=device)
+        want, got = both("subspace_weight_backward", grad, key_on(device), d, offset, 0.3,
+                         "pcg", dist)
+        assert_close(got, want, torch.float32)
+
+
+@pytest.mark.parametrize("device", TRITON_DEVICES)
+def test_pmv_grad_splits_sum_to_the_whole(device, monkeypatch):
+    """Many splits of the j range (as on a GPU) give the same grad_alpha as one."""
+    grad = torch.randn(300, device=device)
+    args = (grad, key_on(device), 9, 0, 1.0, "pcg", "uniform")
+    one = library.run("subspace_weight_backward", "triton", *args)
+    monkeypatch.setattr(triton_backend, "PMV_GRAD_PROGRAMS", 64)
+    many = library.run("subspace_weight_backward", "triton", *args)
+    assert_close(many, one, torch.float32)
+
+
+@pytest.mark.parametrize("device", TRITON_DEVICES)
+def test_subspace_linear(device):
+    x = torch.randn(5, 12, device=device)
+    alpha, bias = torch.randn(6, device=device), torch.randn(8, device=device)
+    want, got = both("subspace_linear", x, key_on(device, 7), 0.5, alpha, key_on(device), 40,
+                     0.2, 8, bias, "pcg", "rademacher", "uniform")
+    assert_close(got, want, torch.float32)
+    want, got = both("subspace_linear_weight", key_on(device, 7), 0.5, alpha, key_on(device),
+                     40, 0.2, 8, 12, "squirrel5", "uniform8x4", "uniform", torch.bfloat16)
+    assert torch.allclose(got.float(), want.float(), rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("rows", [1, 4, 16, 64])
+def test_autograd_on_cuda_matches_cpu(rows):
+    """torch.ops dispatch on CUDA (Triton forward and backward) against the CPU reference."""
+    import randfx.ops as ops
+
+    def grads(device):
+        torch.manual_seed(0)
+        x = torch.randn(rows, 96, device=device, requires_grad=True)
+        a = torch.randn(8, 96, device=device, requires_grad=True)
+        b = torch.randn(64, 8, device=device, requires_grad=True)
+        bias = torch.randn(64, device=device, requires_grad=True)
+        alpha = torch.randn(16, device=device, requires_grad=True)
+        key = key_on(device)
+        y = ops.seeded_lora_linear(x, key, a, b, 0.1, 0.5, bias)
+        y = y + ops.subspace_linear(x, key, 0.1, alpha, key_on(device, 3), 0, 0.05, 64)
+        y = y + ops.seeded_linear(x, key, 64, 0.2, None, "squirrel5", "uniform8x4")
+        y.square().sum().backward()
+        return [t.detach().cpu() for t in (y, x.grad, a.grad, b.grad, bias.grad, alpha.grad)]
+
+    for got, want in zip(grads("cuda"), grads("cpu")):
+        assert_close(got, want, torch.float32)
