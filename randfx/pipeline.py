@@ -95,10 +95,10 @@ def materialize(model: nn.Module) -> nn.Module:
     if not paths:
         raise ValueError(f"randfx.materialize: this {type(model).__name__} has no seeded "
                          f"layers (it was not made by randfx.transform)")
-    dense = {}  # (weight name, kind) -> Parameter, so tied layers stay tied
+    dense = {}  # (weight name, layout) -> Parameter, so tied layers stay tied
     for layer, places in paths.values():
         template = layer._template
-        shared = (layer.weight_name, layer.kind.name)
+        shared = (layer.weight_name, type(layer.kind).to_module_layout)
         if shared not in dense:
             with torch.no_grad():
                 weight = layer.dense_weight(layer.param_dtype())

@@ -1,0 +1,237 @@
+"""The transform pipeline on small hand-built models: contract 4 (what the state_dict
+holds), determinism, selection patterns, ties, the layer graph, fused vs materialised
+execution, graph dumps and bad input (nothing the caller passed is modified)."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import randfx
+from randfx.generators import DISTRIBUTIONS, derive_key, generate
+from randfx.modules import SeededLayer
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(20, 16)
+        self.fc1 = nn.Linear(16, 32)
+        self.fc2 = nn.Linear(32, 16)
+        self.norm = nn.LayerNorm(16)
+        self.head = nn.Linear(16, 20, bias=False)
+
+    def forward(self, ids):
+        x = self.embed(ids)
+        x = self.norm(x + self.fc2(torch.relu(self.fc1(x))))  # residual around the MLP
+        return self.head(x)
+
+
+def ids():
+    return torch.randint(0, 20, (3, 5), generator=torch.Generator().manual_seed(0))
+
+
+def test_state_dict_holds_seeds_coefficients_and_kept_tensors_only():
+    model = randfx.transform(Net(), randfx.Config("random_base_lora", rank=3, seed=5))
+    assert sorted(model.state_dict()) == sorted([
+        "embed.weight", "norm.weight", "norm.bias",
+        "fc1.seed", "fc1.lora_A", "fc1.lora_B", "fc1.bias",
+        "fc2.seed", "fc2.lora_A", "fc2.lora_B", "fc2.bias",
+        "head.seed", "head.lora_A", "head.lora_B"])
+    assert model.fc1.seed.dtype == torch.int64
+    assert int(model.fc1.seed) == derive_key(5, "fc1.weight")
+    assert model.fc1.lora_A.shape == (3, 16) and model.fc1.lora_B.shape == (32, 3)
+    assert not model.fc1.lora_B.any()
+    assert model.randfx_config == randfx.Config("random_base_lora", rank=3, seed=5)
+    assert model.randfx_report.rewritten == {name: "random_base_lora"
+                                             for name in ("fc1", "fc2", "head")}
+
+
+def test_scale_gives_the_default_init_variance():
+    model = randfx.transform(Net(), randfx.Config("frozen", dist="rademacher"))
+    assert model.fc1.scale == pytest.approx(math.sqrt(1 / (3 * 16)))
+    weight = model.fc1.dense_weight()
+    expected = generate((32, 16), key=derive_key(0, "fc1.weight"), dist="rademacher")
+    torch.testing.assert_close(weight, expected * model.fc1.scale)
+    uniform = randfx.transform(Net(), randfx.Config("frozen", init_std=0.02))
+    assert uniform.fc1.scale == pytest.approx(0.02 / math.sqrt(DISTRIBUTIONS["uniform"].variance))
+
+
+def test_transform_is_deterministic_and_seeded_tensors_describe_the_weights():
+    config = randfx.Config("subspace", dim=4, scope="global", seed=11)
+    first, second = randfx.transform(Net(), config), randfx.transform(Net(), config)
+    records = [r for m in first.modules() if isinstance(m, SeededLayer) for r in m.seeded_tensors()]
+    again = [r for m in second.modules() if isinstance(m, SeededLayer) for r in m.seeded_tensors()]
+    assert records == again
+    names = [r.name for r in records]
+    assert names == ["fc1.weight", "fc1.weight.basis", "fc2.weight", "fc2.weight.basis",
+                     "head.weight", "head.weight.basis"]
+    # the global basis hands out consecutive rows: offsets in counters (row * dim)
+    assert [r.offset for r in records[1::2]] == [0, 32 * 16 * 4, (32 * 16 + 16 * 32) * 4]
+    for record in records[::2]:
+        layer = first.get_submodule(record.name.rsplit(".", 1)[0])
+        expected = generate(record.shape, key=record.key, generator=record.generator,
+                            dist=record.dist, offset=record.offset) * record.scale
+        torch.testing.assert_close(layer.base_weight(torch.float32), expected)
+    assert list(first.state_dict()).count("fc1.subspace.alpha") == 1
+    assert sum(p.numel() for n, p in first.named_parameters() if "alpha" in n) == 4
+
+
+@pytest.mark.parametrize("config", [
+    randfx.Config("frozen"),
+    randfx.Config("random_base_lora", rank=2),
+    randfx.Config("subspace", dim=3),
+    randfx.Config("subspace", dim=3, scope="global"),
+])
+def test_fused_execution_equals_the_materialised_weight(config):
+    torch.manual_seed(0)
+    model = randfx.transform(Net(), config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x = torch.randn(4, 16)
+    layer = model.fc1
+    assert layer.execution == "fused"
+    fused = layer(x)
+    dense = torch.nn.functional.linear(x, layer.dense_weight(), layer.bias)
+    torch.testing.assert_close(fused, dense, atol=1e-5, rtol=1e-5)
+
+
+def test_target_and_exclude_patterns():
+    def rewritten(**kwargs):
+        model = randfx.transform(Net(), randfx.Config("frozen", **kwargs))
+        return sorted(model.randfx_report.rewritten)
+    assert rewritten() == ["fc1", "fc2", "head"]
+    assert rewritten(target_modules="fc1") == ["fc1"]
+    assert rewritten(target_modules="re:fc\\d") == ["fc1", "fc2"]
+    assert rewritten(target_modules="all-linear", exclude_modules="head") == ["fc1", "fc2"]
+    assert rewritten(target_modules=["embed", "fc2"]) == ["embed", "fc2"]
+
+
+def test_tied_weight_is_one_seeded_tensor_used_twice():
+    source = Net()
+    source.head.weight = source.embed.weight
+    dense = randfx.transform(source, randfx.Config("random_base_lora", rank=2))
+    assert dense.randfx_report.left_dense == {
+        "head": "its weight is tied to embed, which is not rewritten"}
+    assert dense.head.weight is dense.embed.weight
+
+    model = randfx.transform(source, randfx.Config("random_base_lora", rank=2,
+                                                   target_modules=["embed", "head"]))
+    assert model.head.lora_A is model.embed.lora_A and model.head.seed is model.embed.seed
+    assert model.embed.scale == pytest.approx(math.sqrt(3.0))  # embedding init: variance 1
+    assert "head.lora_A" in model.state_dict()  # the tie is kept in both names
+    with torch.no_grad():
+        model.embed.lora_B.fill_(0.01)
+    torch.testing.assert_close(model.head.dense_weight(), model.embed.dense_weight())
+    dense_copy = randfx.materialize(model)
+    assert dense_copy.head.weight is dense_copy.embed.weight
+    torch.testing.assert_close(dense_copy(ids()), model(ids()), atol=1e-5, rtol=1e-5)
+
+
+def test_layer_graph_follows_data_through_residuals():
+    model = randfx.transform(Net(), randfx.Config("frozen"))
+    graph = model.randfx_report.layer_graph
+    assert set(graph.nodes) == {"embed", "fc1", "fc2", "head"}
+    assert set(graph.edges) == {("embed", "fc1"), ("fc1", "fc2"), ("fc2", "head"),
+                                ("embed", "head")}
+    assert graph.nodes["fc1"]["kind"] == "linear" and graph.nodes["fc1"]["shape"] == (32, 16)
+
+
+def test_export_path_gives_the_same_layer_graph():
+    class Traceless(Net):
+        def forward(self, ids):
+            if ids.shape[0] == 0:  # control flow on a shape: symbolic_trace refuses
+                return ids
+            return super().forward(ids)
+    with pytest.raises(ValueError, match="cannot capture Traceless.*example_inputs"):
+        randfx.transform(Traceless(), randfx.Config("frozen"))
+    model = randfx.transform(Traceless(), randfx.Config("frozen"), example_inputs=ids())
+    assert model.randfx_report.capture_path == "export"
+    assert set(model.randfx_report.layer_graph.edges) == {
+        ("embed", "fc1"), ("fc1", "fc2"), ("fc2", "head"), ("embed", "head")}
+
+
+def test_unsupported_layers_stay_dense_with_a_warning():
+    class WithAttention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(8, 2)
+            self.fc = nn.Linear(8, 8)
+
+        def forward(self, x):
+            return self.fc(self.attn(x, x, x)[0])
+    with pytest.warns(UserWarning, match="attn stays dense: no randfx rule for MultiheadAttention"):
+        model = randfx.transform(WithAttention(), randfx.Config("frozen"),
+                                 example_inputs=torch.randn(3, 2, 8))
+    assert isinstance(model.attn, nn.MultiheadAttention)
+    assert isinstance(model.attn.out_proj, SeededLayer)  # its Linear is rewritten
+    assert "attn" in model.randfx_report.left_dense
+
+
+def test_functional_weight_use_keeps_the_weight_dense():
+    class Functional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(8, 8)
+            self.out = nn.Linear(8, 4)
+
+        def forward(self, x):
+            return self.out(torch.nn.functional.linear(self.fc(x), self.fc.weight))
+    with pytest.warns(UserWarning, match="fc stays dense"):
+        model = randfx.transform(Functional(), randfx.Config("frozen"))
+    assert sorted(model.randfx_report.rewritten) == ["out"]
+
+
+def test_graph_dumps_and_provenance(tmp_path):
+    randfx.transform(Net(), randfx.Config("frozen"), dump_graphs=str(tmp_path))
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert "00_capture_after.txt" in names and "05_emit_after.txt" in names
+    text = (tmp_path / "04_lower_after.txt").read_text()
+    assert "'pass': 'reparameterize'" in text and "'execution': 'fused'" in text
+
+
+def test_bad_input_is_refused_and_the_model_is_untouched():
+    source = Net()
+    before = {k: v.clone() for k, v in source.state_dict().items()}
+    modules = dict(source.named_modules())
+    with pytest.raises(ValueError, match="selects no weight.*target_modules=\\('nothing',\\)"):
+        randfx.transform(source, randfx.Config("frozen", target_modules="nothing"))
+    with pytest.raises(TypeError, match="config must be a randfx.Config"):
+        randfx.transform(source, {"scheme": "frozen"})
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        randfx.transform(lambda x: x, randfx.Config("frozen"))
+    with pytest.raises(TypeError, match="example_inputs"):
+        randfx.transform(source, randfx.Config("frozen"), example_inputs=3)
+    assert dict(source.named_modules()) == modules
+    assert all(torch.equal(before[k], v) for k, v in source.state_dict().items())
+    transformed = randfx.transform(source, randfx.Config("frozen"))
+    with pytest.raises(ValueError, match="already transformed"):
+        randfx.transform(transformed, randfx.Config("frozen"))
+    with pytest.raises(ValueError, match="no seeded layers"):
+        randfx.materialize(source)
+
+
+def test_dense_scheme_keeps_weights():
+    source = Net()
+    model = randfx.transform(source, randfx.Config("dense"))
+    assert not any(isinstance(m, SeededLayer) for m in model.modules())
+    assert torch.equal(model.fc1.weight, source.fc1.weight)
+    assert model.fc1.weight is not source.fc1.weight
+
+
+@pytest.mark.parametrize("conv,x", [
+    (nn.Conv2d(3, 4, 3, stride=2, padding=1, padding_mode="reflect"), torch.randn(2, 3, 9, 9)),
+    (nn.Conv1d(3, 4, 3, dilation=2, groups=1), torch.randn(2, 3, 11)),
+])
+def test_conv_layers_and_materialize_keep_hyper_parameters(conv, x):
+    model = randfx.transform(nn.Sequential(conv), randfx.Config("random_base_lora", rank=2))
+    assert model[0].execution == "materialize"
+    with torch.no_grad():
+        model[0].lora_B.fill_(0.05)
+    dense = randfx.materialize(model)
+    assert type(dense[0]) is type(conv)
+    assert (dense[0].stride, dense[0].dilation, dense[0].padding_mode) == (
+        conv.stride, conv.dilation, conv.padding_mode)
+    torch.testing.assert_close(dense(x), model(x), atol=1e-5, rtol=1e-5)
