@@ -7,12 +7,12 @@ Requires: an aten-level FX graph whose nodes carry `meta["val"]` (fake tensors).
 
 For each `randfx.seeded_linear` / `randfx.seeded_matmul` node whose row count M (the
 product of x's leading dimensions) is a concrete int, `randfx.roofline.choose_kernel`
-compares the fused kernel (decode GEMV for M <= GEMV_MAX_ROWS, tiled GEMM above: the
-weight is regenerated once per block of rows) with materialising W once and running a
-dense matmul, on the roofline of the graph's device (a preset; DEFAULT_DEVICE for CPU
-graphs and unknown GPUs). Where materialising wins, the node becomes
-`generate_weight` + `aten.mm` (+ the low-rank and bias epilogue as aten ops), which
-Inductor hands to cuBLAS / its own GEMM. Where the fused kernel wins, the node stays.
+applies the ops' shape heuristic: few rows (decode) keep the fused kernel, which
+generates W tiles in registers ("gemv" / "gemm"); more rows materialise W once. The op
+would materialise internally too; doing it in the graph instead lets Inductor see the
+dense `aten.mm` (its GEMM choice, the bias and the following pointwise ops fused into
+the epilogue). So the node becomes `generate_weight` + `aten.mm` (+ the low-rank and bias
+epilogue as aten ops).
 
 Guarantees after: every seeded matmul node is either kept with meta["randfx"] naming the
 kernel ("gemv", "gemm", or "runtime" when M is symbolic and the op picks GEMV or GEMM
@@ -33,15 +33,6 @@ from .manager import mark
 NAME = "backend_select_kernels"
 aten = torch.ops.aten
 randfx_ops = torch.ops.randfx
-
-
-def _device_preset(device: torch.device) -> str:
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device).replace(" ", "").lower()
-        for preset in roofline.DEVICES:
-            if preset.lower() in name:
-                return preset
-    return roofline.DEFAULT_DEVICE
 
 
 def _matmul_args(node):
@@ -96,11 +87,7 @@ def run(gm: torch.fx.GraphModule) -> bool:
         if not isinstance(m, int):
             mark(node, NAME, kernel="runtime", rows=str(m))
             continue
-        rows, cols = args[2], args[3]
-        n, k = (cols, rows) if args[5] else (rows, cols)
-        kernel = roofline.choose_kernel(
-            m, n, k, generator=args[9], dist=args[10],
-            dtype_name=roofline.dtype_name(x_val.dtype), dev=_device_preset(x_val.device))
+        kernel = roofline.choose_kernel(m)
         if kernel != "materialize":
             mark(node, NAME, kernel=kernel, rows=m)
             continue

@@ -1,0 +1,196 @@
+"""The torch.compile backend "randfx": entry point, lowering passes, Inductor compiles.
+
+Inductor compiles on CPU take seconds each on CI's 2 cores, so only two tests compile with
+Inductor; the lowering passes are checked on aot_autograd graphs without Inductor.
+"""
+
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import randfx
+from randfx import backend
+
+HAS_CUDA = torch.cuda.is_available()
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
+
+
+def _mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8))
+
+
+def _lora_mlp(device):
+    model = randfx.transform(_mlp(), randfx.Config(scheme="random_base_lora", rank=2, seed=7))
+    with torch.no_grad():  # lora_B starts at 0; make the adapter path carry gradient
+        for module in model.modules():
+            if hasattr(module, "lora_B"):
+                module.lora_B.copy_(torch.randn(module.lora_B.shape) * 0.1)
+    return model.to(device)
+
+
+def _grads(model):
+    return {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+def test_entry_point_resolves_without_importing_randfx():
+    code = (
+        "import sys, torch\n"
+        "assert 'randfx' not in sys.modules\n"
+        "fn = torch._dynamo.lookup_backend('randfx')\n"
+        "import randfx.backend\n"
+        "assert fn is randfx.backend.randfx_backend, fn\n"
+        "assert 'randfx' in torch._dynamo.list_backends()\n"
+        "print('ok')\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_backend_does_not_register_its_name_at_import():
+    # a second registration of "randfx" would make Dynamo assert on lookup
+    source = open(backend.__file__).read()
+    assert "register_backend" not in source
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_transformed_model_compiles_fullgraph_once_and_matches_eager(device):
+    model = _lora_mlp(device)
+    explanation = torch._dynamo.explain(model)(torch.randn(3, 16, device=device))
+    assert explanation.graph_break_count == 0 and explanation.graph_count == 1
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    compiled = torch.compile(model, backend="randfx", fullgraph=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", backend.NothingRewrittenWarning)
+        for batch in (3, 5, 40):  # 3 and 5 rows: fused kernel; 40: materialised at runtime
+            x = torch.randn(batch, 16, device=device)
+            x_eager = x.clone().requires_grad_(True)
+            x_compiled = x.clone().requires_grad_(True)
+            torch._dynamo.mark_dynamic(x_compiled, 0)
+            model.zero_grad()
+            expected = model(x_eager)
+            expected.square().sum().backward()
+            expected_grads = _grads(model)
+            model.zero_grad()
+            out = compiled(x_compiled)
+            out.square().sum().backward()
+            torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(x_compiled.grad, x_eager.grad, rtol=1e-4, atol=1e-5)
+            for name, grad in _grads(model).items():
+                torch.testing.assert_close(grad, expected_grads[name], rtol=1e-4, atol=1e-5,
+                                           msg=name)
+    # one dynamic graph serves all three batch sizes
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+
+
+def test_untransformed_model_is_compiled_as_inductor_and_said_once():
+    model = _mlp()
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend="randfx")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for batch in (2, 3, 4):  # the second call recompiles with a dynamic batch
+            x = torch.randn(batch, 16)
+            torch.testing.assert_close(compiled(x), model(x))
+    told = [w for w in caught if issubclass(w.category, backend.NothingRewrittenWarning)]
+    assert len(told) == 1
+    assert "nothing was rewritten" in str(told[0].message)
+
+
+# ------------------------------------------------ lowering passes, without Inductor
+
+def _aot_lowered(model, x, seen):
+    """Compile `model` with aot_autograd whose forward and backward compilers run the
+    AFTER_AUTOGRAD passes and keep the graphs in `seen` (no Inductor: fast)."""
+    from functorch.compile import make_boxed_func
+    from torch._dynamo.backends.common import aot_autograd
+
+    def lowered(gm, example_inputs):
+        backend.run_passes(gm, backend.AFTER_AUTOGRAD)
+        seen.append(gm)
+        return make_boxed_func(gm.forward)
+
+    def dynamo_backend(gm, example_inputs):
+        backend.run_passes(gm, backend.BEFORE_AUTOGRAD)
+        seen.append(gm)
+        return aot_autograd(fw_compiler=lowered, bw_compiler=lowered)(gm, example_inputs)
+
+    torch._dynamo.reset()
+    return torch.compile(model, backend=dynamo_backend, dynamic=False)
+
+
+def _targets(gm):
+    return [node.target for node in gm.graph.nodes if node.op == "call_function"]
+
+
+class _GeneratedLinear(nn.Module):
+    """A layer written against the ops by hand: generate the weight, then F.linear."""
+
+    def __init__(self, in_features, out_features, key):
+        super().__init__()
+        self.register_buffer("seed", torch.tensor(key))
+        self.bias = nn.Parameter(torch.linspace(-1, 1, out_features))
+        self.shape = (out_features, in_features)
+
+    def forward(self, x):
+        weight = randfx.ops.generate_weight(self.seed, self.shape, 0.2)
+        return nn.functional.linear(x, weight, self.bias)
+
+
+@pytest.mark.parametrize("rows,kernel", [(4, "gemv"), (12, "gemm"), (40, "materialize")])
+def test_generation_is_fused_and_kernel_chosen_by_rows(rows, kernel):
+    model = nn.Sequential(_GeneratedLinear(16, 24, 3), nn.Tanh(), _GeneratedLinear(24, 8, 5))
+    seen = []
+    compiled = _aot_lowered(model, None, seen)
+    x = torch.randn(rows, 16, requires_grad=True)
+    out = compiled(x)
+    out.sum().backward()
+    x_eager = x.detach().clone().requires_grad_(True)
+    expected = model(x_eager)
+    expected.sum().backward()
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(x.grad, x_eager.grad, rtol=1e-5, atol=1e-5)
+
+    dynamo_graph, forward, backward_graph = seen
+    # fused before autograd: the Dynamo graph no longer materialises the weights
+    assert torch.ops.randfx.generate_weight not in _targets(dynamo_graph)
+    assert _targets(dynamo_graph).count(torch.ops.randfx.seeded_linear.default) == 2
+    for graph in (forward, backward_graph):
+        marks = [entry for node in graph.graph.nodes
+                 for entry in node.meta.get("randfx", [])
+                 if entry["pass"] == "backend_select_kernels"]
+        assert marks and all(entry["kernel"] == kernel for entry in marks)
+        targets = _targets(graph)
+        if kernel == "materialize":
+            assert torch.ops.randfx.seeded_linear.default not in targets
+            assert torch.ops.randfx.seeded_matmul.default not in targets
+            assert torch.ops.randfx.generate_weight.default in targets
+        else:
+            assert torch.ops.randfx.generate_weight.default not in targets
+    # the backward needs no weight saved from the forward: only keys cross over
+    saved = [node for node in backward_graph.graph.nodes if node.op == "placeholder"]
+    assert not any(tuple(node.meta["val"].shape) in ((24, 16), (8, 24), (16, 24), (24, 8))
+                   for node in saved)
+
+
+def test_generated_weight_with_other_uses_is_left_materialised():
+    class TwoUses(_GeneratedLinear):
+        def forward(self, x):
+            weight = randfx.ops.generate_weight(self.seed, self.shape, 0.2)
+            return nn.functional.linear(x, weight, self.bias), weight.sum()
+
+    seen = []
+    model = TwoUses(16, 8, 1)
+    compiled = _aot_lowered(model, None, seen)
+    x = torch.randn(3, 16)
+    out, total = compiled(x)
+    expected, expected_total = model(x)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(total, expected_total)
+    assert torch.ops.randfx.generate_weight in _targets(seen[0])
