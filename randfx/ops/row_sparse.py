@@ -80,8 +80,9 @@ def row_sparse_seeded_grad_input(grad: Tensor, key: Tensor, scale: float, in_fea
     only rows `rows` of R (counter r * in_features + n)."""
     kept, index = _kept(grad, rows)
     counters = index[:, None] * in_features + torch.arange(in_features, device=grad.device)
-    weight_rows = _stream.sample(counters, key, generator, dist) * scale  # key stays a tensor
-    return kept @ weight_rows.to(grad.dtype)
+    # the key stays a tensor (no sync); scaled in grad's precision, as the seeded ops do
+    weight_rows = _stream.sample(counters, key, generator, dist).to(grad.dtype) * scale
+    return kept @ weight_rows
 
 
 @row_sparse_seeded_grad_input.register_kernel("cuda")

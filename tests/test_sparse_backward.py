@@ -1,0 +1,260 @@
+"""The sparse_backward pass through randfx.transform: gradients equal the dense backward
+with every layer's output gradient masked to the walked rows (float64), for every scheme,
+on MLP, residual/attention, conv and Hugging Face GPT-2 models; many paths give dense
+backprop; unreachable layers are reported and keep a dense backward; bad input errors."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import randfx
+from randfx.passes.sparse_backward import strip_sparse_backward
+
+
+def _mlp(sizes=(10, 16, 12, 5), seed=0):
+    torch.manual_seed(seed)
+    layers = []
+    for a, b in zip(sizes, sizes[1:]):
+        layers += [nn.Linear(a, b), nn.Tanh()]
+    return nn.Sequential(*layers[:-1]).double()
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: attention (q, k, v, o) and an MLP, both residual."""
+
+    def __init__(self, d=8, heads=2):
+        super().__init__()
+        self.heads = heads
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
+        self.up, self.down = nn.Linear(d, 2 * d), nn.Linear(2 * d, d)
+
+    def forward(self, x):
+        b, t, d = x.shape
+        h = self.ln1(x)
+        q, k, v = (p(h).view(b, t, self.heads, -1).transpose(1, 2) for p in (self.q, self.k, self.v))
+        att = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.o(att.transpose(1, 2).reshape(b, t, d))
+        return x + self.down(F.gelu(self.up(self.ln2(x))))
+
+
+class TinyTransformer(nn.Module):
+    def __init__(self, d=8, vocab=11):
+        super().__init__()
+        self.inp = nn.Linear(6, d)
+        self.blocks = nn.Sequential(Block(d), Block(d))
+        self.head = nn.Linear(d, vocab)
+
+    def forward(self, x):
+        return self.head(self.blocks(self.inp(x)))
+
+
+class ConvNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.c2 = nn.Conv2d(6, 4, 3, stride=2, padding=1, groups=2)
+        self.fc = nn.Linear(4 * 3 * 3, 5)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.c2(torch.relu(self.c1(x)))).flatten(1))
+
+
+def _masked_reference(transformed, x):
+    """(loss gradients) of a pass-free copy of `transformed` with each layer's output
+    gradient masked to the rows of the transformed model's last draw."""
+    plan = transformed.randfx_sparse_backward
+    reference = strip_sparse_backward(copy.deepcopy(transformed))
+    modules = dict(reference.named_modules())
+    for name, rows in plan.last_sample.rows.items():
+        out = plan.layers[name].module
+        mask = torch.zeros(plan.sampler.layers[name].out_features, dtype=torch.float64)
+        mask[rows[rows >= 0]] = 1.0
+        channel_dim = 1 if isinstance(out, nn.Conv2d) or getattr(out, "kind", None) and \
+            out.kind.name.startswith("conv") else -1
+
+        def hook(module, inputs, output, mask=mask, channel_dim=channel_dim):
+            shape = [1] * output.dim()
+            shape[channel_dim] = -1
+            output.register_hook(lambda g: g * mask.view(shape).to(g.dtype))
+        modules[name].register_forward_hook(hook)
+    reference.train()
+    _loss(reference, x).backward()
+    return {n: p.grad for n, p in reference.named_parameters()}
+
+
+def _loss(model, x):
+    y = model(x)
+    y = y.logits if hasattr(y, "logits") else y
+    return (y * torch.linspace(0.5, 1.5, y.shape[-1], dtype=y.dtype)).sum()
+
+
+def _sparse_grads(model, x):
+    model.train()
+    _loss(model, x).backward()
+    return {n: p.grad for n, p in model.named_parameters()}
+
+
+def _assert_grads_equal(got, want):
+    assert got.keys() == want.keys()
+    for name in got:
+        if want[name] is None:
+            assert got[name] is None or not got[name].any(), name
+            continue
+        torch.testing.assert_close(got[name], want[name], rtol=1e-9, atol=1e-10, msg=name)
+
+
+def _transform(model, x, scheme="dense", paths=4, **kwargs):
+    extra = {"rank": 2} if scheme == "random_base_lora" else {"dim": 5} if scheme == "subspace" else {}
+    config = randfx.Config(scheme=scheme, seed=3, **extra,
+                           sparse_backward=randfx.SparseBackward(num_paths=paths, **kwargs))
+    return randfx.transform(model, config, x)
+
+
+@pytest.mark.parametrize("scheme", ["dense", "frozen", "random_base_lora", "subspace"])
+def test_mlp_grads_equal_masked_dense_backward(scheme):
+    model, x = _mlp(), torch.randn(7, 10, dtype=torch.float64)
+    before = copy.deepcopy(model.state_dict())
+    t = _transform(model, x, scheme, temperature=0.5, epsilon=0.1)
+    if scheme == "random_base_lora":  # B starts at 0; give the adapter a value to check
+        with torch.no_grad():
+            for p in t.parameters():
+                if p.dim() == 2:
+                    p.normal_()
+    with torch.no_grad():
+        dense_out = strip_sparse_backward(copy.deepcopy(t))(x)
+    t.train()
+    torch.testing.assert_close(t(x), dense_out, rtol=1e-12, atol=1e-12)  # forward is dense
+    got = _sparse_grads(t, x)
+    _assert_grads_equal(got, _masked_reference(t, x))
+    rows = t.randfx_sparse_backward.last_sample.rows
+    assert all((r >= 0).sum() <= 4 for r in rows.values())
+    for name, value in before.items():  # the caller's model is untouched
+        assert torch.equal(model.state_dict()[name], value)
+
+
+def test_state_dict_is_emits_and_eval_is_dense():
+    model, x = _mlp(), torch.randn(3, 10, dtype=torch.float64)
+    t = _transform(model, x)
+    assert list(t.state_dict()) == list(model.state_dict())
+    t.eval()
+    t.randfx_sparse_backward.last_sample = None
+    _loss(t, x).backward()  # eval: no walks, dense backward
+    assert t.randfx_sparse_backward.last_sample is None
+    _loss(model, x).backward()
+    _assert_grads_equal({n: p.grad for n, p in t.named_parameters()},
+                        {n: p.grad for n, p in model.named_parameters()})
+
+
+def test_very_many_paths_give_dense_backprop():
+    model, x = _mlp(), torch.randn(6, 10, dtype=torch.float64)
+    t = _transform(model, x, paths=3000)
+    got = _sparse_grads(t, x)
+    assert all((r >= 0).all() for r in t.randfx_sparse_backward.last_sample.rows.values())
+    model.zero_grad()
+    _loss(model, x).backward()
+    _assert_grads_equal(got, {n: p.grad for n, p in model.named_parameters()})
+
+
+def test_walks_are_redrawn_every_training_step():
+    model, x = _mlp((10, 64, 64, 5)), torch.randn(4, 10, dtype=torch.float64)
+    t = _transform(model, x, paths=3)
+    draws = []
+    for _ in range(3):
+        _loss(t, x).backward()
+        draws.append(t.randfx_sparse_backward.last_sample.rows["2"].clone())
+    assert not (torch.equal(draws[0], draws[1]) and torch.equal(draws[1], draws[2]))
+
+
+@pytest.mark.parametrize("scheme", ["dense", "random_base_lora"])
+def test_residual_attention_model(scheme):
+    torch.manual_seed(1)
+    model, x = TinyTransformer().double(), torch.randn(2, 5, 6, dtype=torch.float64)
+    t = _transform(model, x, scheme, paths=6)
+    plan = t.randfx_sparse_backward
+    assert plan.outputs == ["head"] and plan.unreachable == []
+    assert set(plan.layers) == {n for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    if scheme == "random_base_lora":
+        with torch.no_grad():
+            for n, p in t.named_parameters():
+                if "lora_B" in n:
+                    p.normal_()
+    _assert_grads_equal(_sparse_grads(t, x), _masked_reference(t, x))
+    # over a few draws every layer gets some rows: walks cross the skips and q, k, v
+    reached = set()
+    for _ in range(12):
+        _loss(t, x).backward()
+        reached |= {n for n, v in plan.last_sample.visits.items() if v.any()}
+    assert reached == set(plan.layers)
+
+
+def test_conv_model():
+    torch.manual_seed(2)
+    model, x = ConvNet().double(), torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    t = _transform(model, x, paths=3)
+    assert set(t.randfx_sparse_backward.layers) == {"c1", "c2", "fc"}
+    _assert_grads_equal(_sparse_grads(t, x), _masked_reference(t, x))
+
+
+def test_unreachable_layers_are_reported_and_stay_dense():
+    class Gated(nn.Module):  # a Bilinear layer has no row-sparse rule
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(4, 6)
+            self.mix = nn.Bilinear(6, 6, 5)
+            self.out = nn.Linear(5, 3)
+
+        def forward(self, x):
+            h = self.a(x)
+            return self.out(self.mix(h, h))
+
+    torch.manual_seed(3)
+    model, x = Gated().double(), torch.randn(5, 4, dtype=torch.float64)
+    with pytest.warns(UserWarning, match=r"no walk can reach \['a'\]"):
+        t = _transform(model, x, paths=1)
+    assert t.randfx_sparse_backward.unreachable == ["a"]
+    assert set(t.randfx_sparse_backward.layers) == {"out"}
+    grads = _sparse_grads(t, x)
+    assert grads["a.weight"].abs().sum(1).gt(0).all()  # dense: every row
+    assert grads["out.weight"].abs().sum(1).gt(0).sum() == 1  # one walk, one row
+
+
+def test_no_eligible_layer_is_refused():
+    """A seeded embedding is rewritten but has no row-sparse rule (its rows are tokens)."""
+    model = nn.Sequential(nn.Embedding(10, 4))
+    config = randfx.Config(scheme="frozen", target_modules=("0",),
+                           sparse_backward=randfx.SparseBackward(num_paths=2))
+    with pytest.raises(ValueError, match="no eligible layer"):
+        randfx.transform(model, config, torch.randint(0, 10, (2, 3)))
+
+
+@pytest.mark.parametrize("kwargs,match", [({"num_paths": 0}, "num_paths"),
+                                          ({"num_paths": 3, "temperature": 0}, "temperature"),
+                                          ({"num_paths": 3, "epsilon": 2}, "epsilon")])
+def test_bad_options_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        randfx.SparseBackward(**kwargs)
+
+
+def test_hf_gpt2_trains_with_sparse_backward():
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GPT2Config(n_layer=2, n_head=2, n_embd=16, vocab_size=50,
+                                     n_positions=16)
+    torch.manual_seed(4)
+    model = transformers.GPT2LMHeadModel(config).double()
+    ids = torch.randint(0, 50, (2, 8))
+    t = _transform(model, {"input_ids": ids}, paths=8)
+    plan = t.randfx_sparse_backward
+    assert "lm_head" in plan.outputs
+    assert {"transformer.h.0.attn.c_attn", "transformer.h.1.mlp.c_proj"} <= set(plan.layers)
+    t.train()
+    loss = t(input_ids=ids, labels=ids).loss
+    loss.backward()
+    c_fc = t.transformer.h[1].mlp.c_fc.weight.grad  # Conv1D: (in, out), rows are columns
+    kept = plan.last_sample.rows["transformer.h.1.mlp.c_fc"]
+    outside = torch.ones(c_fc.shape[1], dtype=torch.bool)
+    outside[kept[kept >= 0]] = False
+    assert not c_fc[:, outside].any()
