@@ -21,6 +21,8 @@ _PUBLIC = {
     "materialize": "randfx.pipeline",
     "save": "randfx.artifact",
     "load": "randfx.artifact",
+    "inspect": "randfx.report",
+    "draw": "randfx.drawing",
 }
 
 
