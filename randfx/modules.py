@@ -31,7 +31,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import ops
-from .generators import generate
 
 
 # ---------------------------------------------------------------------------- layer kinds
@@ -277,10 +276,12 @@ class SeededLoRA(SeededLayer):
         fan_in = math.prod(self.weight_shape[1:])
         dtype = bias.dtype if bias is not None else torch.get_default_dtype()
         # PEFT's init: B = 0 so the layer starts as its base weight; A kaiming-uniform-like
-        # (variance 1/(3 fan_in)), drawn from a derived key so transform is deterministic
-        # and never touches torch's global RNG
-        lora_A = generate((self.rank, fan_in), key=plan.lora_init_key, generator=plan.generator,
-                          dist="uniform").mul_(1.0 / math.sqrt(fan_in)).to(dtype)
+        # (variance 1/(3 fan_in)). A is a saved parameter, not a regenerated tensor, so a
+        # private torch.Generator seeded from a derived key is enough: transform stays
+        # deterministic and never touches torch's global RNG.
+        bound = 1.0 / math.sqrt(fan_in)
+        lora_A = torch.empty(self.rank, fan_in, dtype=dtype).uniform_(
+            -bound, bound, generator=torch.Generator().manual_seed(plan.lora_init_key))
         self.lora_A = nn.Parameter(lora_A)
         self.lora_B = nn.Parameter(torch.zeros(self.out_features, self.rank, dtype=dtype))
 
