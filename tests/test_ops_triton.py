@@ -55,7 +55,9 @@ def test_generate_weight_bits(device, generator, dist):
 @pytest.mark.parametrize("rows", [1, 3, 16, 40])  # 40 > FUSED_MAX_ROWS: materialise path
 @pytest.mark.parametrize("transpose", [False, True])
 def test_seeded_matmul(device, rows, transpose):
-    out_f, in_f = 24, 72
+    """Several k blocks with a ragged last one, n not a multiple of the block; grouped
+    (one hash for 4 or 32 weights) and per-element hashing, every epilogue."""
+    out_f, in_f = 24, 320
     torch.manual_seed(rows)
     for dist, dtype, epilogue in (("uniform", torch.float32, True),
                                   ("uniform8x4", torch.bfloat16, False),

@@ -6,8 +6,8 @@
   BLOCK_N] tile of y and generates the matching W tiles in registers as it walks k, in
   W's own row-major layout (so grouped multi-value hashes follow W's rows either way).
   Epilogue: * scale, + u @ v^T (a rank-r adapter term), + bias, cast, store.
-  USE_DOT: tensor-core tl.dot (needs BLOCK_M >= 16); otherwise a broadcast multiply-sum,
-  which is what decode (1-8 rows) wants.
+  USE_DOT: tensor-core tl.dot (needs BLOCK_M >= 16); otherwise a broadcast multiply-sum
+  in hash order (`tiles.accumulate_rows`), which is what decode (1-8 rows) wants.
 - `materialize_kernel`: writes W (scaled, cast) for the materialise-then-cuBLAS path and
   for `generate_weight`.
 Launch parameters and the shape heuristic live in randfx/ops/triton_backend.py.
@@ -16,7 +16,7 @@ Launch parameters and the shape heuristic live in randfx/ops/triton_backend.py.
 import triton
 import triton.language as tl
 
-from .tiles import launch_key, stream_tile
+from .tiles import accumulate_rows, launch_key, stream_tile
 
 
 @triton.jit
@@ -59,22 +59,26 @@ def seeded_matmul_kernel(x_ptr, key_ptr, bias_ptr, u_ptr, v_ptr, y_ptr,
     K64 = K.to(tl.int64)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
-        k = k0 + tl.arange(0, BLOCK_K)
-        x = tl.load(x_ptr + m[:, None] * stride_xm + k[None, :] * stride_xk,
-                    mask=(m < M)[:, None] & (k < K)[None, :], other=0.0)
         if TRANSPOSE:
             # W is (K, N): the tile is rows k, cols n, already in the k-major order of a @ b
+            k = k0 + tl.arange(0, BLOCK_K)
+            x = tl.load(x_ptr + m[:, None] * stride_xm + k[None, :] * stride_xk,
+                        mask=(m < M)[:, None] & (k < K)[None, :], other=0.0)
             w = stream_tile(k.to(tl.int64) * N64, n_start, key, BLOCK_K, BLOCK_N,
                             GENERATOR, DIST, LOG2_VALUES, NARROW)
             acc = _dot(x, w, acc, USE_DOT, DOT_IN_FP32)
-        else:
+        elif USE_DOT:
             # W is (N, K): the tile is rows n, cols k; its transpose feeds a @ b
+            k = k0 + tl.arange(0, BLOCK_K)
+            x = tl.load(x_ptr + m[:, None] * stride_xm + k[None, :] * stride_xk,
+                        mask=(m < M)[:, None] & (k < K)[None, :], other=0.0)
             w = stream_tile(n.to(tl.int64) * K64, k0, key, BLOCK_N, BLOCK_K,
                             GENERATOR, DIST, LOG2_VALUES, NARROW)
-            if USE_DOT:
-                acc = _dot(x, tl.trans(w), acc, USE_DOT, DOT_IN_FP32)
-            else:  # reduce along W's rows as generated: no transpose in registers
-                acc += tl.sum(x.to(tl.float32)[:, None, :] * w[None, :, :], axis=2)
+            acc = _dot(x, tl.trans(w), acc, USE_DOT, DOT_IN_FP32)
+        else:  # decode GEMV: reduce along W's rows in hash order
+            acc = accumulate_rows(acc, x_ptr, m, M, stride_xm, stride_xk, k0, K,
+                                  n.to(tl.int64) * K64, key, BLOCK_N, BLOCK_K, GENERATOR, DIST,
+                                  LOG2_VALUES, NARROW)
     acc = acc * scale
     if HAS_LOWRANK:
         for r in range(0, rank):

@@ -13,7 +13,7 @@ import triton
 import triton.language as tl
 
 from ..generators import device
-from .tiles import launch_key, stream_tile
+from .tiles import accumulate_rows, group_hashes, launch_key, stream_tile, value_in_hash
 
 
 @triton.jit(do_not_specialize=["numel", "d", "offset", "window", "basis_scale", "base_scale"])
@@ -25,13 +25,12 @@ def pmv_kernel(alpha_ptr, key_ptr, base_key_ptr, out_ptr, numel, d, offset, wind
     key = launch_key(key_ptr, window, NARROW)
     j = tl.program_id(0).to(tl.int64) * BLOCK_J + tl.arange(0, BLOCK_J).to(tl.int64)
     row_base = offset.to(tl.int64) + j * d.to(tl.int64)
-    acc = tl.zeros((BLOCK_J,), dtype=tl.float32)
+    acc = tl.zeros((1, BLOCK_J), dtype=tl.float32)
+    one_row = tl.arange(0, 1)
     for k0 in range(0, d, BLOCK_K):
-        k = k0 + tl.arange(0, BLOCK_K)
-        a = tl.load(alpha_ptr + k * stride_alpha, mask=k < d, other=0.0).to(tl.float32)
-        p = stream_tile(row_base, k0, key, BLOCK_J, BLOCK_K, GENERATOR, DIST, LOG2_VALUES,
-                        NARROW)
-        acc += tl.sum(p * a[None, :], axis=1)
+        acc = accumulate_rows(acc, alpha_ptr, one_row, 1, 0, stride_alpha, k0, d, row_base, key,
+                              BLOCK_J, BLOCK_K, GENERATOR, DIST, LOG2_VALUES, NARROW)
+    acc = tl.sum(acc, axis=0)
     acc = acc * basis_scale
     if HAS_BASE:
         base_key = tl.load(base_key_ptr).to(tl.uint32)
@@ -51,11 +50,27 @@ def pmv_grad_kernel(grad_ptr, key_ptr, partial_ptr, numel, d, offset, window, st
     k_start = (pid_k * BLOCK_K).to(tl.int64)
     d64 = d.to(tl.int64)
     first = split.to(tl.int64) * rows_per_split
-    acc = tl.zeros((BLOCK_K,), dtype=tl.float32)
-    for j0 in range(0, rows_per_split, BLOCK_J):
-        j = first + j0 + tl.arange(0, BLOCK_J).to(tl.int64)
-        g = tl.load(grad_ptr + j * stride_grad, mask=j < numel, other=0.0).to(tl.float32)
-        p = stream_tile(offset.to(tl.int64) + j * d64, k_start, key, BLOCK_J, BLOCK_K,
-                        GENERATOR, DIST, LOG2_VALUES, NARROW)
-        acc += tl.sum(p * g[:, None], axis=0)
-    tl.store(partial_ptr + split.to(tl.int64) * d64 + k, acc, mask=k < d)
+    if LOG2_VALUES > 0:
+        # grouped: accumulate [GROUPS, VALUES] in hash order, store it interleaved
+        VALUES: tl.constexpr = 1 << LOG2_VALUES
+        GROUPS: tl.constexpr = BLOCK_K // VALUES
+        position = tl.arange(0, VALUES)
+        acc3 = tl.zeros((GROUPS, VALUES), dtype=tl.float32)
+        for j0 in range(0, rows_per_split, BLOCK_J):
+            j = first + j0 + tl.arange(0, BLOCK_J).to(tl.int64)
+            g = tl.load(grad_ptr + j * stride_grad, mask=j < numel, other=0.0).to(tl.float32)
+            h = group_hashes(offset.to(tl.int64) + j * d64, k_start, key, GROUPS, GENERATOR,
+                             LOG2_VALUES, NARROW)
+            p = value_in_hash(h[:, :, None], position.to(tl.uint32)[None, None, :], DIST)
+            acc3 += tl.sum(p * g[:, None, None], axis=0)
+        k3 = k_start + tl.arange(0, GROUPS)[:, None] * VALUES + position[None, :]
+        tl.store(partial_ptr + split.to(tl.int64) * d64 + k3, acc3, mask=k3 < d)
+    else:
+        acc = tl.zeros((BLOCK_K,), dtype=tl.float32)
+        for j0 in range(0, rows_per_split, BLOCK_J):
+            j = first + j0 + tl.arange(0, BLOCK_J).to(tl.int64)
+            g = tl.load(grad_ptr + j * stride_grad, mask=j < numel, other=0.0).to(tl.float32)
+            p = stream_tile(offset.to(tl.int64) + j * d64, k_start, key, BLOCK_J, BLOCK_K,
+                            GENERATOR, DIST, LOG2_VALUES, NARROW)
+            acc += tl.sum(p * g[:, None], axis=0)
+        tl.store(partial_ptr + split.to(tl.int64) * d64 + k, acc, mask=k < d)

@@ -1,80 +1,28 @@
-"""Triton device helper shared by the seeded kernels: a 2-D tile of stream values.
+"""Triton device helpers shared by the seeded kernels: tiles of stream values.
 
-`stream_tile(row_base, col_start, ...)` returns the [BLOCK_R, BLOCK_C] values at counters
-row_base[r] + col_start + c. A generated matrix of shape (rows, cols) passes
-row_base = r * cols; a subspace basis P[j, k] passes row_base = basis_offset + j * d.
+A generated matrix S has S[r, c] = stream value at counter row_base[r] + c. A weight of
+shape (rows, cols) passes row_base = r * cols; a subspace basis P[j, k] passes
+row_base = basis_offset + j * d.
 
-Two fast paths, chosen on the host (see `tile_plan` in randfx/ops/triton_backend.py):
-- NARROW: every counter of the launch lies in one 2^32 window, so the caller folds the
-  window into the key once and the tile hashes 32-bit counters (no 64-bit arithmetic).
-- GROUPED (multi-value distributions): row_base, col_start and BLOCK_C are multiples of
-  the values per hash, so one hash feeds VALUES neighbouring elements of a row.
-A multi-value distribution that cannot be grouped falls back to one hash per element
-(`device.sample` on 64-bit counters, NARROW off).
+- `stream_tile`: the [BLOCK_R, BLOCK_C] tile of S at columns col_start + 0..BLOCK_C-1.
+- `accumulate_rows`: acc[m, r] += sum_c vec[m, c] * S[r, c] over one column block, the
+  inner step of a GEMV (decode, PMV). Multi-value distributions stay in hash order:
+  each hash is expanded value by value against the matching strided slice of vec, so
+  no [BLOCK_R, GROUPS, VALUES] -> [BLOCK_R, BLOCK_C] reshape (a register shuffle) occurs.
 
-"uniform" avoids the int->float conversion (a quarter-rate instruction on NVIDIA GPUs):
-for a = h >> 9 and b = bit 8 of h, f = bitcast(0x3F800000 | a) = 1 + a 2^-23 and the
-value ((h >> 8) - 2^23) 2^-23 = (2a + b) 2^-23 - 1 = (2f - 3) + b 2^-23, every step exact
-in float32 (tests compare these bits with the reference stream).
+Two fast paths, chosen on the host (`tile_plan` in randfx/ops/triton_backend.py):
+- NARROW: every hashed counter of the launch lies in one 2^32 window, so the caller folds
+  the window into the key once (`launch_key`) and tiles hash 32-bit counters.
+- LOG2_VALUES > 0 (grouped): row bases, col_start and BLOCK_C are multiples of the values
+  per hash, so one hash feeds VALUES neighbouring elements of a row. A multi-value
+  distribution that cannot be grouped is passed LOG2_VALUES = 0 and NARROW off, and
+  hashes once per element (`device.sample`).
 """
 
 import triton
 import triton.language as tl
 
 from ..generators import device
-
-
-@triton.jit
-def uniform_from_hash_bits(h):
-    f = ((h >> 9) | 0x3F800000).to(tl.float32, bitcast=True)
-    low = tl.where(((h >> 8) & 1) != 0, 1.1920928955078125e-07, 0.0)
-    return (f * 2.0 - 3.0) + low
-
-
-@triton.jit
-def _hash(counter, key, GENERATOR: tl.constexpr, NARROW: tl.constexpr):
-    if NARROW:
-        h = device.hash_lo(counter.to(tl.uint32), key, GENERATOR)
-    else:
-        h = device.hash_at(counter, key, GENERATOR)
-    return h
-
-
-@triton.jit
-def stream_tile(row_base, col_start, key, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
-                GENERATOR: tl.constexpr, DIST: tl.constexpr, LOG2_VALUES: tl.constexpr,
-                NARROW: tl.constexpr):
-    """float32 [BLOCK_R, BLOCK_C] stream values; row_base int64 [BLOCK_R], col_start a
-    scalar. LOG2_VALUES > 0 selects the grouped layout (one hash per VALUES elements)."""
-    if LOG2_VALUES > 0:
-        VALUES: tl.constexpr = 1 << LOG2_VALUES
-        GROUPS: tl.constexpr = BLOCK_C // VALUES
-        group = (row_base // VALUES)[:, None] + \
-            (col_start // VALUES + tl.arange(0, GROUPS).to(tl.int64))[None, :]
-        h = _hash(group, key, GENERATOR, NARROW)[:, :, None]
-        position = tl.arange(0, VALUES).to(tl.uint32)[None, None, :]
-        if DIST == device.UNIFORM8X4:
-            values = device.uniform8x4_from_hash(h, position)
-        else:
-            values = device.rademacher32_from_hash(h, position)
-        out = tl.reshape(values, (BLOCK_R, BLOCK_C))
-    else:
-        counter = row_base[:, None] + (col_start + tl.arange(0, BLOCK_C).to(tl.int64))[None, :]
-        if DIST == device.UNIFORM8X4 or DIST == device.RADEMACHER32:
-            out = device.sample(counter, key, GENERATOR, DIST)
-        elif DIST == device.NORMAL:
-            out = device.normal_from_hashes(
-                _hash(counter, key, GENERATOR, NARROW),
-                _hash(counter, key ^ device.NORMAL_SECOND_KEY_XOR, GENERATOR, NARROW))
-        else:
-            h = _hash(counter, key, GENERATOR, NARROW)
-            if DIST == device.UNIFORM:
-                out = uniform_from_hash_bits(h)
-            elif DIST == device.UNIFORM01:
-                out = device.uniform01_from_hash(h)
-            else:
-                out = device.rademacher_from_hash(h)
-    return out
 
 
 @triton.jit
@@ -85,3 +33,99 @@ def launch_key(key_ptr, window, NARROW: tl.constexpr):
     if NARROW:
         key = device.window_key(key, window.to(tl.uint32))
     return key
+
+
+@triton.jit
+def _counter_tile(row_base, col_start, BLOCK_C: tl.constexpr, NARROW: tl.constexpr):
+    """row_base[:, None] + col_start + arange(BLOCK_C): uint32 low words under NARROW
+    (a 32-bit add per element), int64 counters otherwise."""
+    cols = col_start + tl.arange(0, BLOCK_C).to(tl.int64)
+    if NARROW:
+        counter = row_base.to(tl.uint32)[:, None] + cols.to(tl.uint32)[None, :]
+    else:
+        counter = row_base[:, None] + cols[None, :]
+    return counter
+
+
+@triton.jit
+def _hash(counter, key, GENERATOR: tl.constexpr, NARROW: tl.constexpr):
+    if NARROW:
+        h = device.hash_lo(counter, key, GENERATOR)
+    else:
+        h = device.hash_at(counter, key, GENERATOR)
+    return h
+
+
+@triton.jit
+def group_hashes(row_base, col_start, key, GROUPS: tl.constexpr, GENERATOR: tl.constexpr,
+                 LOG2_VALUES: tl.constexpr, NARROW: tl.constexpr):
+    """[BLOCK_R, GROUPS] hashes of the groups starting at row_base + col_start."""
+    return _hash(_counter_tile(row_base >> LOG2_VALUES, col_start // (1 << LOG2_VALUES),
+                               GROUPS, NARROW), key, GENERATOR, NARROW)
+
+
+@triton.jit
+def value_in_hash(h, position, DIST: tl.constexpr):
+    """Value `position` (a constexpr or a uint32 tensor) of a multi-value hash."""
+    if DIST == device.UNIFORM8X4:
+        out = device.uniform8x4_from_hash(h, position)
+    else:
+        out = device.rademacher32_from_hash(h, position)
+    return out
+
+
+@triton.jit
+def stream_tile(row_base, col_start, key, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+                GENERATOR: tl.constexpr, DIST: tl.constexpr, LOG2_VALUES: tl.constexpr,
+                NARROW: tl.constexpr):
+    """float32 [BLOCK_R, BLOCK_C] stream values; row_base int64 [BLOCK_R]."""
+    if LOG2_VALUES > 0:
+        VALUES: tl.constexpr = 1 << LOG2_VALUES
+        GROUPS: tl.constexpr = BLOCK_C // VALUES
+        h = group_hashes(row_base, col_start, key, GROUPS, GENERATOR, LOG2_VALUES, NARROW)
+        position = tl.arange(0, VALUES).to(tl.uint32)[None, None, :]
+        out = tl.reshape(value_in_hash(h[:, :, None], position, DIST), (BLOCK_R, BLOCK_C))
+    else:
+        counter = _counter_tile(row_base, col_start, BLOCK_C, NARROW)
+        if DIST == device.UNIFORM8X4 or DIST == device.RADEMACHER32:
+            out = device.sample(counter, key, GENERATOR, DIST)
+        elif DIST == device.NORMAL:
+            out = device.normal_from_hashes(
+                _hash(counter, key, GENERATOR, NARROW),
+                _hash(counter, key ^ device.NORMAL_SECOND_KEY_XOR, GENERATOR, NARROW))
+        else:
+            h = _hash(counter, key, GENERATOR, NARROW)
+            if DIST == device.UNIFORM:
+                out = device.uniform_from_hash(h)
+            elif DIST == device.UNIFORM01:
+                out = device.uniform01_from_hash(h)
+            else:
+                out = device.rademacher_from_hash(h)
+    return out
+
+
+@triton.jit
+def accumulate_rows(acc, vec_ptr, m, M, stride_vm, stride_vc, col_start, C, row_base, key,
+                    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, GENERATOR: tl.constexpr,
+                    DIST: tl.constexpr, LOG2_VALUES: tl.constexpr, NARROW: tl.constexpr):
+    """acc[BLOCK_M, BLOCK_R] + sum over c in [col_start, col_start + BLOCK_C) of
+    vec[m, c] * S[r, c]; vec elements outside m < M, c < C count as zero."""
+    if LOG2_VALUES > 0:
+        VALUES: tl.constexpr = 1 << LOG2_VALUES
+        GROUPS: tl.constexpr = BLOCK_C // VALUES
+        h = group_hashes(row_base, col_start, key, GROUPS, GENERATOR, LOG2_VALUES, NARROW)
+        group = tl.arange(0, GROUPS)
+        for position in tl.static_range(VALUES):
+            c = col_start + group * VALUES + position
+            v = tl.load(vec_ptr + m[:, None] * stride_vm + c[None, :] * stride_vc,
+                        mask=(m < M)[:, None] & (c < C)[None, :], other=0.0)
+            w = value_in_hash(h, position, DIST)
+            acc += tl.sum(v.to(tl.float32)[:, None, :] * w[None, :, :], axis=2)
+    else:
+        c = col_start + tl.arange(0, BLOCK_C)
+        v = tl.load(vec_ptr + m[:, None] * stride_vm + c[None, :] * stride_vc,
+                    mask=(m < M)[:, None] & (c < C)[None, :], other=0.0)
+        w = stream_tile(row_base, col_start, key, BLOCK_R, BLOCK_C, GENERATOR, DIST,
+                        LOG2_VALUES, NARROW)
+        acc += tl.sum(v.to(tl.float32)[:, None, :] * w[None, :, :], axis=2)
+    return acc

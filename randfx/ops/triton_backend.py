@@ -26,10 +26,12 @@ from ..kernels.subspace import pmv_grad_kernel, pmv_kernel
 from . import checks, reference
 
 FUSED_MAX_ROWS = 16
-# rows-of-x bucket -> (BLOCK_N, BLOCK_K, num_warps) of the fused kernel, forward layout;
-# the transposed layout (grad_x) swaps the roles of N and K in W, same tile budget.
-DECODE_CONFIGS = {1: (32, 256, 4), 2: (16, 256, 4), 4: (16, 128, 4), 8: (16, 64, 4),
-                  16: (32, 64, 4)}
+# rows-of-x bucket -> (BLOCK_M, BLOCK_N, BLOCK_K, num_warps) of the fused kernel, forward
+# layout; the transposed layout (grad_x) swaps the roles of N and K, same tile budget.
+# Buckets above FUSED_MAX_ROWS are used only when a caller (the tuner) raises it.
+DECODE_CONFIGS = {1: (1, 32, 256, 4), 2: (2, 16, 256, 4), 4: (4, 16, 128, 4),
+                  8: (8, 16, 64, 4), 16: (16, 32, 64, 4), 32: (32, 64, 64, 4),
+                  64: (64, 64, 64, 4), 128: (64, 128, 64, 8), 256: (128, 128, 64, 8)}
 MATERIALIZE_BLOCK = (8, 256, 4)  # BLOCK_R, BLOCK_C, num_warps
 PMV_BLOCK = (64, 128, 4)  # BLOCK_J, BLOCK_K, num_warps
 PMV_GRAD_BLOCK = (64, 128, 4)
@@ -98,11 +100,11 @@ def generate_weight(key, shape, scale, generator, dist, dtype, device):
 
 
 def _decode_config(rows: int, transpose: bool):
-    bucket = min(FUSED_MAX_ROWS, _pow2_at_least(rows))
-    block_n, block_k, warps = DECODE_CONFIGS[bucket]
+    block_m, block_n, block_k, warps = DECODE_CONFIGS[min(FUSED_MAX_ROWS,
+                                                          _pow2_at_least(rows))]
     if transpose:  # W's rows are now the reduction: keep the tile, swap the roles
         block_n, block_k = block_k, block_n
-    return bucket, block_n, block_k, warps
+    return block_m, block_n, block_k, warps
 
 
 def seeded_matmul(x, key, rows, cols, scale, transpose, bias, lowrank_u, lowrank_v,

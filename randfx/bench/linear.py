@@ -1,0 +1,267 @@
+"""Seeded linear and subspace PMV against dense baselines measured in the same run.
+
+    python -m randfx.bench linear [--json OUT] [--quick] [--dist uniform8x4]
+
+Linear rows (shape out x in, rows of x): dense = F.linear with a materialised W in the
+activation dtype (bf16 on CUDA: cuBLAS); seeded = randfx.ops.seeded_linear. Forward+backward:
+dense computes grad_x and grad_W; seeded_lora_linear (rank 16 adapters) computes grad_x and
+the adapter grads, which is what training a random-base LoRA model needs. `x` columns are
+dense time / seeded time (> 1: seeded is faster). `seeded_extra_MB` is the peak memory the
+seeded forward allocates beyond its output (0 where W never exists in memory);
+`dense_W_MB` what the dense layer keeps resident.
+
+PMV rows: subspace_weight (W = P alpha for one weight of `numel` values, d coefficients)
+and its grad (P^T g) against a PRANC-style torch baseline: the basis drawn with
+torch.randn from a torch.Generator, `chunk` basis vectors at a time, re-seeded per chunk,
+accumulated with addmv (PRANC's reconstruction loop).
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from . import common
+
+SHAPES = [(4096, 4096), (8192, 8192), (28672, 8192)]
+ROWS = [1, 4, 16, 256, 8192]
+QUICK_SHAPES = [(256, 512)]
+QUICK_ROWS = [1, 4, 64]
+PMV_NUMEL = 4096 * 4096
+QUICK_PMV_NUMEL = 128 * 128
+PRANC_CHUNK_BYTES = 256 << 20  # basis vectors held at once by the baseline
+
+
+def _peak_extra_mb(fn, device) -> float:
+    """MB allocated at peak while fn() runs, beyond what it returns."""
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    out = fn()
+    torch.cuda.synchronize(device)
+    peak = torch.cuda.max_memory_allocated(device) - base
+    kept = out.numel() * out.element_size() if isinstance(out, torch.Tensor) else 0
+    return max(0, peak - kept) / 2 ** 20
+
+
+def linear_rows(shapes, rows_list, dist, rank, dtype, device, time_ms):
+    import randfx.ops as ops
+    key = torch.tensor(12345, device=device)
+    out = []
+    for out_f, in_f in shapes:
+        scale = 1.0 / math.sqrt(in_f)
+        w = (torch.rand(out_f, in_f, device=device, dtype=dtype) - 0.5).requires_grad_()
+        a = (torch.randn(rank, in_f, device=device, dtype=dtype) * 0.01).requires_grad_()
+        b = (torch.randn(out_f, rank, device=device, dtype=dtype) * 0.01).requires_grad_()
+        for rows in rows_list:
+            x = torch.randn(rows, in_f, device=device, dtype=dtype)
+            gy = torch.randn(rows, out_f, device=device, dtype=dtype)
+            xg = x.clone().requires_grad_()
+
+            def dense_fwd():
+                with torch.no_grad():
+                    return F.linear(x, w)
+
+            def seeded_fwd():
+                return ops.seeded_linear(x, key, out_f, scale, None, "pcg", dist)
+
+            def dense_fb():
+                xg.grad = w.grad = None
+                F.linear(xg, w).backward(gy)
+
+            def lora_fb():
+                xg.grad = a.grad = b.grad = None
+                ops.seeded_lora_linear(xg, key, a, b, scale, 2.0, None, "pcg", dist).backward(gy)
+
+            t = {name: time_ms(fn) for name, fn in (("dense_fwd", dense_fwd),
+                                                   ("seeded_fwd", seeded_fwd),
+                                                   ("dense_fb", dense_fb),
+                                                   ("lora_fb", lora_fb))}
+            out.append({
+                "shape": f"{out_f}x{in_f}", "rows": rows, "dist": dist,
+                "dense_fwd_us": t["dense_fwd"] * 1e3, "seeded_fwd_us": t["seeded_fwd"] * 1e3,
+                "fwd_x": t["dense_fwd"] / t["seeded_fwd"],
+                "dense_fb_us": t["dense_fb"] * 1e3, "lora_fb_us": t["lora_fb"] * 1e3,
+                "fb_x": t["dense_fb"] / t["lora_fb"],
+                "seeded_extra_MB": _peak_extra_mb(seeded_fwd, device),
+                "dense_W_MB": w.numel() * w.element_size() / 2 ** 20,
+            })
+            print(f"  {out[-1]['shape']} rows={rows}: fwd x{out[-1]['fwd_x']:.2f} "
+                  f"fb x{out[-1]['fb_x']:.2f}", flush=True)
+        del w, a, b
+    return out
+
+
+def pranc_weight(alpha, numel, seed, chunk):
+    """PRANC's reconstruction: theta = sum_k alpha_k basis_k, basis drawn chunk by chunk
+    from a re-seeded torch.Generator."""
+    out = torch.zeros(numel, device=alpha.device, dtype=alpha.dtype)
+    generator = torch.Generator(device=alpha.device)
+    for start in range(0, alpha.numel(), chunk):
+        generator.manual_seed(seed + start)
+        count = min(chunk, alpha.numel() - start)
+        basis = torch.randn(count, numel, generator=generator, device=alpha.device)
+        out.addmv_(basis.T, alpha[start:start + count])
+    return out
+
+
+def pranc_grad(grad, d, seed, chunk):
+    """PRANC's dL/dalpha = basis @ dL/dtheta, regenerating the same chunks."""
+    out = torch.empty(d, device=grad.device, dtype=grad.dtype)
+    generator = torch.Generator(device=grad.device)
+    for start in range(0, d, chunk):
+        generator.manual_seed(seed + start)
+        count = min(chunk, d - start)
+        basis = torch.randn(count, grad.numel(), generator=generator, device=grad.device)
+        out[start:start + count] = basis @ grad
+    return out
+
+
+def pmv_rows(numel, ds, dists, device, time_ms):
+    import randfx.ops as ops
+    key = torch.tensor(777, device=device)
+    out = []
+    chunk = max(1, PRANC_CHUNK_BYTES // (4 * numel))
+    for d in ds:
+        alpha = torch.randn(d, device=device)
+        grad = torch.randn(numel, device=device)
+        base_w = time_ms(lambda: pranc_weight(alpha, numel, 0, chunk))
+        base_g = time_ms(lambda: pranc_grad(grad, d, 0, chunk))
+        for dist in dists:
+            bs = 1.0 / math.sqrt(d)
+            t_w = time_ms(lambda: ops.subspace_weight(alpha, key, numel, 0, bs, "pcg", dist))
+            t_g = time_ms(lambda: torch.ops.randfx.subspace_weight_backward(
+                grad, key, d, 0, bs, "pcg", dist))
+            out.append({"numel": numel, "d": d, "dist": dist, "pranc_chunk": chunk,
+                        "pranc_pmv_ms": base_w, "pmv_ms": t_w, "pmv_x": base_w / t_w,
+                        "pranc_grad_ms": base_g, "grad_ms": t_g, "grad_x": base_g / t_g,
+                        "pmv_Gelem_s": numel * d / t_w / 1e6})
+            print(f"  pmv d={d} {dist}: x{out[-1]['pmv_x']:.1f}, grad x{out[-1]['grad_x']:.1f}",
+                  flush=True)
+    return out
+
+
+TUNE_DECODE = {
+    1: [(1, 16, 256, 4), (1, 32, 256, 4), (1, 64, 128, 4), (1, 32, 512, 8), (1, 16, 512, 4),
+        (1, 64, 256, 8)],
+    4: [(4, 16, 128, 4), (4, 32, 128, 4), (4, 16, 256, 8), (4, 32, 64, 4), (4, 8, 256, 4)],
+    16: [(16, 32, 64, 4), (16, 64, 64, 4), (16, 32, 128, 4), (16, 64, 128, 8),
+         (16, 128, 64, 8)],
+}
+TUNE_PMV = [(64, 128, 4), (32, 256, 4), (128, 64, 4), (16, 256, 4), (128, 128, 8),
+            (64, 256, 8)]
+
+
+def tune_rows(device, t_us, size=8192, numel=PMV_NUMEL):
+    """Sweeps of the launch parameters (CUDA): decode tiles per row bucket, the fused vs
+    materialise crossover, PMV and grad tiles. Prints what the defaults should be."""
+    import randfx.ops as ops
+    from randfx.ops import triton_backend as tb
+
+    key = torch.tensor(12345, device=device)
+    out = []
+    saved = (dict(tb.DECODE_CONFIGS), tb.FUSED_MAX_ROWS, tb.PMV_BLOCK, tb.PMV_GRAD_BLOCK)
+    try:
+        out_f = in_f = size
+        for rows, configs in TUNE_DECODE.items():
+            x = torch.randn(rows, in_f, device=device, dtype=torch.bfloat16)
+            for config in configs:
+                tb.DECODE_CONFIGS[rows] = config
+                for dist in ("uniform8x4", "uniform"):
+                    us = t_us(lambda: ops.seeded_linear(x, key, out_f, 0.01, None, "pcg", dist))
+                    out.append({"sweep": "decode", "rows": rows, "config": str(config),
+                                "dist": dist, "us": us})
+                    print(f"  decode rows={rows} {config} {dist}: {us:.1f} us", flush=True)
+            tb.DECODE_CONFIGS[rows] = saved[0][rows]
+        for rows in (16, 32, 64, 128, 256):
+            x = torch.randn(rows, in_f, device=device, dtype=torch.bfloat16)
+            for path, limit in (("fused", 256), ("materialise", 0)):
+                tb.FUSED_MAX_ROWS = limit
+                us = t_us(lambda: ops.seeded_linear(x, key, out_f, 0.01, None, "pcg",
+                                                    "uniform8x4"))
+                out.append({"sweep": "crossover", "rows": rows, "config": path,
+                            "dist": "uniform8x4", "us": us})
+                print(f"  crossover rows={rows} {path}: {us:.1f} us", flush=True)
+        tb.FUSED_MAX_ROWS = saved[1]
+        d = 1024
+        alpha = torch.randn(d, device=device)
+        grad = torch.randn(numel, device=device)
+        for config in TUNE_PMV:
+            tb.PMV_BLOCK = tb.PMV_GRAD_BLOCK = config
+            for dist in ("uniform8x4", "uniform"):
+                us = t_us(lambda: ops.subspace_weight(alpha, key, numel, 0, 0.03, "pcg", dist))
+                gus = t_us(lambda: torch.ops.randfx.subspace_weight_backward(
+                    grad, key, d, 0, 0.03, "pcg", dist))
+                out.append({"sweep": "pmv", "rows": numel, "config": str(config),
+                            "dist": dist, "us": us, "grad_us": gus})
+                print(f"  pmv {config} {dist}: {us:.0f} us, grad {gus:.0f} us", flush=True)
+    finally:
+        tb.DECODE_CONFIGS.clear()
+        tb.DECODE_CONFIGS.update(saved[0])
+        tb.FUSED_MAX_ROWS, tb.PMV_BLOCK, tb.PMV_GRAD_BLOCK = saved[1:]
+    return out
+
+
+def main(argv=None) -> int:
+    p = common.parser(__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="small shapes (runs on CPU)")
+    p.add_argument("--dist", default="uniform8x4",
+                   help="stream distribution of the seeded weight (uniform8x4: 4 per hash)")
+    p.add_argument("--rank", type=int, default=16)
+    p.add_argument("--rows", type=int, nargs="*", help="override the rows of x")
+    p.add_argument("--pmv-d", type=int, nargs="*", default=[1024])
+    p.add_argument("--skip-linear", action="store_true")
+    p.add_argument("--skip-pmv", action="store_true")
+    p.add_argument("--tune", action="store_true",
+                   help="also sweep launch parameters (CUDA only; 8192x8192, d=1024)")
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    quick = args.quick or device.type != "cuda"
+    shapes = QUICK_SHAPES if quick else SHAPES
+    rows = args.rows or (QUICK_ROWS if quick else ROWS)
+    repeat = 3 if device.type != "cuda" else 20
+
+    def time_ms(fn):
+        return common.time_ms(fn, device=device, warmup=1, repeat=repeat)
+
+    from randfx.ops import triton_backend
+    notes = {"dtype": str(dtype), "fused_max_rows": triton_backend.FUSED_MAX_ROWS,
+             "decode_configs": {str(k): v for k, v in triton_backend.DECODE_CONFIGS.items()},
+             "pmv_block": triton_backend.PMV_BLOCK}
+    rows_out = []
+    tuned = []
+    if args.tune and device.type == "cuda":
+        from triton.testing import do_bench
+        tuned = tune_rows(device, lambda fn: 1e3 * float(
+            do_bench(fn, warmup=10, rep=40, return_mode="median")))
+        common.emit("linear-tune", tuned, ["sweep", "rows", "config", "dist", "us", "grad_us"],
+                    device=device)
+    if not args.skip_linear:
+        rows_out += linear_rows(shapes, rows, args.dist, args.rank, dtype, device, time_ms)
+        common.emit("linear", rows_out,
+                    ["shape", "rows", "dist", "dense_fwd_us", "seeded_fwd_us", "fwd_x",
+                     "dense_fb_us", "lora_fb_us", "fb_x", "seeded_extra_MB", "dense_W_MB"],
+                    device=device)
+    pmv = []
+    if not args.skip_pmv:
+        ds = [min(d, 64) for d in args.pmv_d] if quick else args.pmv_d
+        pmv = pmv_rows(QUICK_PMV_NUMEL if quick else PMV_NUMEL, ds,
+                       ["uniform", "uniform8x4"], device, time_ms)
+        common.emit("linear-pmv", pmv,
+                    ["numel", "d", "dist", "pranc_chunk", "pranc_pmv_ms", "pmv_ms", "pmv_x",
+                     "pranc_grad_ms", "grad_ms", "grad_x", "pmv_Gelem_s"], device=device)
+    if args.json:
+        _write_json(args.json, rows_out, pmv, tuned, notes, device)
+    return 0
+
+
+def _write_json(path, linear, pmv, tuned, notes, device):
+    """All tables in one file (common.emit writes one table per file)."""
+    import json
+    with open(path, "w") as f:
+        json.dump({"benchmark": "linear", "facts": common.run_facts(device), "notes": notes,
+                   "rows": linear, "pmv_rows": pmv, "tune_rows": tuned}, f, indent=2)
+    print(f"wrote {path}")
