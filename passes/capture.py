@@ -41,7 +41,9 @@ def _export_inputs(ctx):
     if not args and not kwargs:
         dummy = getattr(ctx.source, "dummy_inputs", None)
         if isinstance(dummy, dict) and dummy:
-            kwargs = dict(dummy)
+            device = next(ctx.source.parameters()).device
+            kwargs = {k: v.to(device) if isinstance(v, torch.Tensor) else v
+                      for k, v in dummy.items()}
     if (args or kwargs) and "use_cache" not in kwargs and _forward_accepts(ctx.source, "use_cache"):
         kwargs["use_cache"] = False
     return args, kwargs
@@ -79,7 +81,8 @@ class Capture(PassBase):
             try:
                 ctx.graph = trace(ctx)
             except Exception as error:  # every tracer failure means: try the next path
-                failures.append(f"{path}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+                first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+                failures.append(f"{path}: {type(error).__name__}: {first_line}")
                 continue
             ctx.report.capture_path = path
             return PassResult(True, f"captured with {path}")

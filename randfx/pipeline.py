@@ -80,21 +80,24 @@ def materialize(model: nn.Module) -> nn.Module:
     """A copy of a transformed `model` in plain torch modules: every seeded layer becomes
     its original class (nn.Linear, nn.Conv2d, transformers Conv1D, ...) holding the dense
     weight it computes now, so outputs match and randfx is not needed to run it. Tied
-    seeded layers of the same weight layout share one dense Parameter. `model` is not
-    modified."""
+    seeded layers of the same weight layout share one dense Parameter; a sparse backward
+    is removed (dense training again). `model` is not modified."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"randfx.materialize: model must be a torch.nn.Module, "
                         f"got {type(model).__name__}")
+    if not hasattr(model, "randfx_config"):
+        raise ValueError(f"randfx.materialize: this {type(model).__name__} was not made by "
+                         f"randfx.transform (it has no randfx_config)")
     result = copy.deepcopy(model)
+    if hasattr(result, "randfx_sparse_backward"):
+        from randfx.passes.sparse_backward import strip_sparse_backward
+        strip_sparse_backward(result)
     paths = {}
     for name, module in result.named_modules(remove_duplicate=False):
         if isinstance(module, SeededLayer):
             parent_name, _, attribute = name.rpartition(".")
             paths.setdefault(id(module), (module, []))[1].append(
                 (result.get_submodule(parent_name), attribute))
-    if not paths:
-        raise ValueError(f"randfx.materialize: this {type(model).__name__} has no seeded "
-                         f"layers (it was not made by randfx.transform)")
     dense = {}  # (weight name, layout) -> Parameter, so tied layers stay tied
     for layer, places in paths.values():
         template = layer._template

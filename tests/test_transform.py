@@ -209,7 +209,7 @@ def test_bad_input_is_refused_and_the_model_is_untouched():
     transformed = randfx.transform(source, randfx.Config("frozen"))
     with pytest.raises(ValueError, match="already transformed"):
         randfx.transform(transformed, randfx.Config("frozen"))
-    with pytest.raises(ValueError, match="no seeded layers"):
+    with pytest.raises(ValueError, match="not made by randfx.transform"):
         randfx.materialize(source)
 
 
@@ -235,3 +235,28 @@ def test_conv_layers_and_materialize_keep_hyper_parameters(conv, x):
     assert (dense[0].stride, dense[0].dilation, dense[0].padding_mode) == (
         conv.stride, conv.dilation, conv.padding_mode)
     torch.testing.assert_close(dense(x), model(x), atol=1e-5, rtol=1e-5)
+
+
+def test_sparse_backward_pass_runs_and_materialize_removes_it():
+    config = randfx.Config("random_base_lora", rank=2,
+                           sparse_backward=randfx.SparseBackward(num_paths=4))
+    model = randfx.transform(Net(), config)
+    assert model.randfx_report.passes[-1][0] == "sparse_backward"
+    assert hasattr(model, "randfx_sparse_backward")
+    model.eval()
+    dense = randfx.materialize(model)
+    assert not hasattr(dense, "randfx_sparse_backward") and not dense._forward_pre_hooks
+    torch.testing.assert_close(dense(ids()), model(ids()), atol=1e-5, rtol=1e-5)
+
+
+def test_emitted_modules_compile_as_one_graph():
+    # the global scheme reads its alpha through a non-submodule reference: Dynamo must
+    # still see it as a parameter, with no graph break
+    model = randfx.transform(Net(), randfx.Config("subspace", dim=3, scope="global"))
+    with torch.no_grad():
+        model.fc1.subspace.alpha.fill_(0.5)
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    out = compiled(ids())
+    out.sum().backward()
+    torch.testing.assert_close(out, model(ids()))
+    assert model.fc1.subspace.alpha.grad is not None and model.fc1.subspace.alpha.grad.any()
