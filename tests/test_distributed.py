@@ -1,0 +1,272 @@
+"""randfx.distributed on 2 CPU processes with the gloo backend.
+
+The two ranks are started once for the module (`ranks` fixture) and run each test's
+worker function; an assertion failing on a rank fails the test with that rank's
+traceback. The single-process reference is computed inside every rank on the whole
+global batch, so no third process is needed: DDP / FSDP2 / the sharded PRANC basis on 2
+ranks, each on its half of the batch, must reach the same coefficients as one process on
+the global batch.
+"""
+
+import datetime
+import functools
+import queue as queue_module
+import traceback
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+import randfx
+from randfx import distributed as rdist
+from randfx.artifact import load
+from randfx.ops import reference
+
+WORLD = 2
+BATCH = 8  # global batch; each rank takes BATCH // WORLD rows
+STEPS = 3
+COLLECTIVE_S = 60  # a rank that fails mid-collective releases the others after this
+ROOT = Path(__file__).resolve().parents[1]
+
+CONFIGS = {
+    "lora": randfx.Config(scheme="random_base_lora", rank=3, seed=11),
+    "subspace_layer": randfx.Config(scheme="subspace", dim=5, seed=12),
+    "subspace_global": randfx.Config(scheme="subspace", dim=7, scope="global", seed=13),
+}
+# float64 makes "equal" strict (~1e-10). The global alpha is created float32 whatever the
+# model's dtype, and FSDP2 needs one dtype per parameter group, so that scheme runs a
+# float32 model.
+DTYPES = {"lora": torch.float64, "subspace_layer": torch.float64,
+          "subspace_global": torch.float32}
+
+
+# ---------------------------------------------------------------- harness
+
+def _rank_main(rank, folder, tasks, results):
+    """One rank: join the gloo group once, then run (worker, args) tasks until None."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank,
+                            world_size=WORLD, timeout=datetime.timedelta(seconds=COLLECTIVE_S))
+    try:
+        for worker, args in iter(tasks.get, None):
+            try:
+                worker(rank, *args)
+                results.put((rank, None))
+            except BaseException:
+                results.put((rank, traceback.format_exc()))
+    finally:
+        dist.destroy_process_group()
+
+
+class Ranks:
+    """WORLD processes in one gloo group, started once per test module: spawning a
+    process costs seconds (importing torch), far more than the checks themselves."""
+
+    def __init__(self, folder):
+        context = mp.get_context("spawn")
+        self.results = context.Queue()
+        self.tasks = [context.Queue() for _ in range(WORLD)]
+        self.processes = [context.Process(target=_rank_main,
+                                          args=(rank, folder, self.tasks[rank], self.results),
+                                          daemon=True) for rank in range(WORLD)]
+        for process in self.processes:
+            process.start()
+
+    def run(self, worker, *args):
+        """worker(rank, *args) on every rank; raise with each failing rank's
+        traceback. After a failure the group is torn down (its collectives may no longer
+        match) and the next call starts a new one."""
+        for queue in self.tasks:
+            queue.put((worker, args))
+        failures = {}
+        for _ in range(WORLD):
+            try:
+                rank, error = self.results.get(timeout=COLLECTIVE_S + 60)
+            except queue_module.Empty:
+                failures["?"] = "no answer: a rank hung or died"
+                break
+            if error:
+                failures[rank] = error
+        if failures:
+            self.close()
+            raise AssertionError("\n".join(f"rank {rank}:\n{error}"
+                                           for rank, error in failures.items()))
+
+    @property
+    def alive(self):
+        return all(process.is_alive() for process in self.processes)
+
+    def close(self):
+        for queue in self.tasks:
+            queue.put(None)
+        for process in self.processes:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.kill()
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    holder = {}
+
+    def get():
+        if "ranks" not in holder or not holder["ranks"].alive:
+            folder = tmp_path_factory.mktemp("ranks")
+            holder["ranks"] = Ranks(str(folder))
+        return holder["ranks"]
+
+    yield get
+    if "ranks" in holder:
+        holder["ranks"].close()
+
+
+def base_model(dtype=torch.float64):
+    torch.manual_seed(0)  # every rank builds the same dense layers (biases stay dense)
+    return nn.Sequential(nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, 12), nn.Tanh(),
+                         nn.Linear(12, 3)).to(dtype)
+
+
+def batch(dtype=torch.float64):
+    g = torch.Generator().manual_seed(1)
+    return (torch.randn(BATCH, 6, generator=g, dtype=dtype),
+            torch.randn(BATCH, 3, generator=g, dtype=dtype))
+
+
+def local(tensor, rank):
+    per_rank = BATCH // WORLD
+    return tensor[rank * per_rank:(rank + 1) * per_rank]
+
+
+def train(model, x, y, params=None, steps=STEPS):
+    opt = torch.optim.AdamW(params if params is not None else model.parameters(), lr=0.05)
+    for _ in range(steps):
+        opt.zero_grad()
+        nn.functional.mse_loss(model(x), y).backward()
+        opt.step()
+    return model
+
+
+def assert_states_equal(actual: dict, expected: dict, what: str):
+    """Equal up to the rounding of the lowest precision in `expected`: float64 models
+    agree to ~1e-10; a float32 coefficient (the global alpha is float32 whatever the
+    model's dtype) rounds differently when the batch is split, ~1e-7 relative."""
+    assert actual.keys() == expected.keys(), (what, sorted(actual), sorted(expected))
+    lowest = max((t.dtype for t in expected.values() if t.is_floating_point()),
+                 key=lambda dtype: torch.finfo(dtype).eps)
+    rtol, atol = (1e-10, 1e-12) if lowest == torch.float64 else (1e-5, 1e-6)
+    for name, tensor in expected.items():
+        torch.testing.assert_close(actual[name].cpu(), tensor.cpu(), rtol=rtol, atol=atol,
+                                   msg=lambda m: f"{what}: {name} differs: {m}")
+
+
+def trained_reference(config, dtype=torch.float64):
+    """The single-process result: the transformed model trained on the global batch."""
+    x, y = batch(dtype)
+    return train(randfx.transform(base_model(dtype), config), x, y)
+
+
+# ---------------------------------------------------------------- seeds agree
+
+def test_verify_seeds_needs_a_process_group():
+    with pytest.raises(RuntimeError, match="init_process_group"):
+        rdist.verify_seeds(nn.Linear(2, 2))
+
+
+def _verify_worker(rank, folder):
+    same = randfx.transform(base_model(), CONFIGS["lora"])
+    seeds = rdist.verify_seeds(same)
+    assert seeds == {"0.seed": same[0].seed.item(), "2.seed": same[2].seed.item(),
+                     "4.seed": same[4].seed.item()}
+
+    # another root seed on rank 1: the first seed in state_dict order is named, with both
+    # values and the ranks holding each
+    other = randfx.transform(base_model(), randfx.Config(scheme="random_base_lora", rank=3,
+                                                         seed=11 + rank))
+    values = [randfx.transform(base_model(), randfx.Config(
+        scheme="random_base_lora", rank=3, seed=s))[0].seed.item() for s in (11, 12)]
+    with pytest.raises(ValueError) as error:
+        rdist.verify_seeds(other)
+    message = str(error.value)
+    assert "seed tensor '0.seed' differs across ranks" in message, message
+    assert f"{values[0]} on ranks [0]" in message and f"{values[1]} on ranks [1]" in message
+
+    # a seed only one rank has (rank 1 rewrote one layer less)
+    config = randfx.Config(scheme="random_base_lora", rank=3, seed=11,
+                           exclude_modules=("4",) if rank == 1 else ())
+    with pytest.raises(ValueError, match=r"seed tensor '4.seed' differs across ranks: "
+                                         r"\d+ on ranks \[0\], 'absent' on ranks \[1\]"):
+        rdist.verify_seeds(randfx.transform(base_model(), config))
+
+    # same seeds (they derive from Config.seed and the names), different Config
+    config = randfx.Config(scheme="random_base_lora", rank=3 + rank, seed=11)
+    with pytest.raises(ValueError, match=r"Config differs across ranks \(fields \['rank'\]\)"):
+        rdist.verify_seeds(randfx.transform(base_model(), config))
+
+
+def test_verify_seeds_names_first_difference(ranks, tmp_path):
+    ranks().run(_verify_worker, str(tmp_path))
+
+
+# ---------------------------------------------------------------- DDP, FSDP2, artifact
+
+def _ddp_worker(rank, folder):
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    for name, config in CONFIGS.items():
+        like = functools.partial(base_model, DTYPES[name])
+        x, y = batch(DTYPES[name])
+        expected = trained_reference(config, DTYPES[name])
+        model = randfx.transform(like(), config)
+        rdist.verify_seeds(model)
+        ddp = train(DDP(model), local(x, rank), local(y, rank))
+        assert_states_equal(ddp.module.state_dict(), expected.state_dict(), f"DDP {name}")
+
+        # one artifact, written by rank 0 only; it loads on one process as the reference
+        path = Path(folder) / f"ddp_{name}.rfx"
+        assert rdist.save_on_rank0(ddp, path) == (rank == 0)
+        assert_states_equal(load(path, like=like).state_dict(),
+                            expected.state_dict(), f"DDP {name} artifact")
+    assert sorted(p.name for p in Path(folder).glob("*.rfx")) == sorted(
+        f"ddp_{name}.rfx" for name in CONFIGS)
+
+
+def test_ddp_on_two_ranks_equals_one_process_on_the_global_batch(ranks, tmp_path):
+    ranks().run(_ddp_worker, str(tmp_path))
+
+
+def _fsdp_worker(rank, folder):
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import DTensor
+
+    for name, config in CONFIGS.items():
+        like = functools.partial(base_model, DTYPES[name])
+        x, y = batch(DTYPES[name])
+        expected = trained_reference(config, DTYPES[name])
+        model = randfx.transform(like(), config)
+        rdist.verify_seeds(model)
+        if config.scope == "layer":
+            # per-layer groups; a global alpha is shared by all layers, so it stays in
+            # the root's group (sharding it with one layer would free it under the others)
+            for layer in (model[0], model[2]):
+                fully_shard(layer)
+        fully_shard(model)
+        assert any(isinstance(p, DTensor) for p in model.parameters())
+        train(model, local(x, rank), local(y, rank))
+        full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+        assert_states_equal(full, expected.state_dict(), f"FSDP2 {name}")
+
+        path = Path(folder) / f"fsdp_{name}.rfx"
+        assert rdist.save_on_rank0(model, path, like=like) == (rank == 0)
+        assert_states_equal(load(path, like=like).state_dict(),
+                            expected.state_dict(), f"FSDP2 {name} artifact")
+
+
+def test_fsdp2_on_two_ranks_equals_one_process_on_the_global_batch(ranks, tmp_path):
+    ranks().run(_fsdp_worker, str(tmp_path))
