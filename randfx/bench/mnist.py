@@ -1,0 +1,153 @@
+"""Seed 004's experiment: MNIST, MLP 784-256-128-10, Adam 1e-3, batch 128, full
+backprop against the random-walk sparse backward with 10, 50 and 200 paths.
+
+    python -m randfx.bench mnist [--json OUT] [--data DIR] [--epochs N] [--paths 10,50,200]
+
+Columns: test accuracy after the last epoch; row-updates (rows that received a gradient,
+summed over layers and steps; full backprop updates all 394 rows every step) and their
+fraction of full's; ms/step (forward + backward + Adam step + the walks, averaged over
+the whole run, synchronised at the end); sample ms (one draw of the walks alone, median,
+so the sampler's share is visible); ratio = ms/step of full / ms/step of this run.
+The data are read from gzip IDX files by path, never downloaded.
+"""
+
+import gzip
+import os
+import struct
+import time
+
+import torch
+from torch import nn
+
+from . import common
+
+DEFAULT_DATA = "/work/shared/data/mnist"
+FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+         "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+
+
+def _read_idx(path: str) -> torch.Tensor:
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype_code != 0x08:
+        raise ValueError(f"{path}: not an unsigned-byte IDX file (magic {data[:4].hex()})")
+    shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+    body = data[4 + 4 * ndim:]
+    if len(body) != int(torch.Size(shape).numel()):
+        raise ValueError(f"{path}: {len(body)} bytes of data for shape {shape} (truncated?)")
+    return torch.frombuffer(bytearray(body), dtype=torch.uint8).view(shape)
+
+
+def load_mnist(data_dir: str = DEFAULT_DATA, split: str = "train", device="cpu"):
+    """(images (N, 784) float32 in [0, 1], normalised like the usual MNIST recipe;
+    labels (N,) int64) from the gzip IDX files in data_dir."""
+    images_file, labels_file = FILES[split]
+    for name in (images_file, labels_file):
+        if not os.path.exists(os.path.join(data_dir, name)):
+            raise FileNotFoundError(f"MNIST file {name} not found in {data_dir!r} (give "
+                                    f"--data DIR holding the four gzip IDX files)")
+    images = _read_idx(os.path.join(data_dir, images_file)).flatten(1).float().div_(255.0)
+    images = (images - 0.1307) / 0.3081
+    labels = _read_idx(os.path.join(data_dir, labels_file)).long()
+    return images.to(device), labels.to(device)
+
+
+def mlp(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(),
+                         nn.Linear(128, 10))
+
+
+def sparse_model(model: nn.Module, num_paths: int, seed: int = 0, **options) -> nn.Module:
+    """`model` with the random-walk sparse backward (dense weights kept)."""
+    import randfx
+    config = randfx.Config(scheme="dense", seed=seed,
+                           sparse_backward=randfx.SparseBackward(num_paths=num_paths, **options))
+    return randfx.transform(model, config, torch.zeros(1, 784))
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, images, labels, batch: int = 2000) -> float:
+    model.eval()
+    correct = sum(int((model(images[i:i + batch]).argmax(1) == labels[i:i + batch]).sum())
+                  for i in range(0, len(images), batch))
+    return correct / len(images)
+
+
+def train(model: nn.Module, train_data, *, epochs: int, batch: int = 128, lr: float = 1e-3,
+          seed: int = 0):
+    """Adam training; returns (ms per step, steps, rows updated in all)."""
+    images, labels = train_data
+    device = images.device
+    plan = getattr(model, "randfx_sparse_backward", None)
+    full_rows = sum(m.out_features for m in model.modules() if isinstance(m, nn.Linear))
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    loss_fn = nn.CrossEntropyLoss()
+    shuffle = torch.Generator(device).manual_seed(seed)
+    updates = torch.zeros((), dtype=torch.int64, device=device)
+    steps = 0
+    model.train()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(epochs):
+        order = torch.randperm(len(images), device=device, generator=shuffle)
+        for i in range(0, len(images), batch):
+            index = order[i:i + batch]
+            optimizer.zero_grad(set_to_none=True)
+            loss_fn(model(images[index]), labels[index]).backward()
+            optimizer.step()
+            if plan is not None:  # counted on the device: no sync inside the loop
+                updates += sum((r >= 0).sum() for r in plan.last_sample.rows.values())
+            steps += 1
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    ms = (time.perf_counter() - start) * 1e3 / steps
+    rows = int(updates) if plan is not None else full_rows * steps
+    return ms, steps, rows
+
+
+def run(paths, *, data_dir=DEFAULT_DATA, epochs=5, device="cpu", train_limit=None, seed=0):
+    train_data = load_mnist(data_dir, "train", device)
+    if train_limit:
+        train_data = tuple(t[:train_limit] for t in train_data)
+    test_data = load_mnist(data_dir, "test", device)
+    rows = []
+    for num_paths in [None] + list(paths):
+        model = mlp(seed).to(device)
+        if num_paths is not None:
+            model = sparse_model(model, num_paths, seed)
+        ms, steps, updates = train(model, train_data, epochs=epochs, seed=seed)
+        row = {"method": "full" if num_paths is None else f"{num_paths} paths",
+               "accuracy": 100.0 * accuracy(model, *test_data), "row_updates": updates,
+               "ms_per_step": ms, "steps": steps}
+        if num_paths is not None:
+            plan = model.randfx_sparse_backward
+            row["sample_ms"] = common.time_ms(plan.resample, device=device)
+        rows.append(row)
+    full = rows[0]
+    for row in rows:
+        row["update_fraction"] = row["row_updates"] / full["row_updates"]
+        row["ratio"] = full["ms_per_step"] / row["ms_per_step"]
+    return rows
+
+
+def main(argv=None) -> int:
+    p = common.parser(__doc__.split("\n\n")[0])
+    p.add_argument("--data", default=DEFAULT_DATA, help="directory of the gzip IDX files")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--paths", default="10,50,200", help="comma-separated path counts")
+    p.add_argument("--train-limit", type=int, default=None,
+                   help="use only the first N training images (a quick check)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    paths = [int(n) for n in args.paths.split(",") if n]
+    rows = run(paths, data_dir=args.data, epochs=args.epochs, device=args.device,
+               train_limit=args.train_limit, seed=args.seed)
+    columns = ["method", "accuracy", "row_updates", "update_fraction", "ms_per_step",
+               "sample_ms", "ratio"]
+    common.emit("mnist", rows, columns, device=args.device, json_path=args.json,
+                notes={"epochs": args.epochs, "batch": 128, "lr": 1e-3, "seed": args.seed,
+                       "model": "784-256-128-10 ReLU", "train_limit": args.train_limit})
+    return 0

@@ -1,0 +1,88 @@
+"""Row-sparse backward against the dense backward of one linear layer.
+
+    python -m randfx.bench sparse_backward [--json OUT] [--quick] [--dtype bf16]
+
+For each keep fraction (1/64 ... 1/2 of the output rows, a sorted random subset, as the
+sampler hands them over): dense = grad_x = g @ W and grad_W = g^T @ x (cuBLAS / ATen);
+fused = the randfx row-sparse ops (Triton on CUDA: rows gathered inside the GEMM loads,
+scattered into a zeroed grad_W; torch reference on CPU); unfused = the same in torch as
+index_select + GEMM + index_copy. sample = one draw of that many walks over a two-layer
+chain of the same shape (the sampler's cost for one layer); speedup_incl_sample counts it.
+Default shape 8192 tokens x 4096 x 4096 (bf16 on CUDA); --quick 256 x 512 x 512 (CPU).
+"""
+
+import networkx as nx
+import torch
+
+from . import common
+
+FRACTIONS = (64, 32, 16, 8, 4, 2)  # keep 1/n of the rows
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def _sampler(weight, num_paths, device):
+    from randfx.random_walk import RandomWalkSampler, WalkLayer
+    layer = WalkLayer(lambda rows: weight[rows], weight.shape[0], weight.shape[1])
+    graph = nx.DiGraph([("below", "top")])
+    return RandomWalkSampler(graph, {"top": layer, "below": layer}, num_paths=num_paths,
+                             device=device,
+                             generator=torch.Generator(device).manual_seed(0))
+
+
+def run(tokens, out_features, in_features, dtype, device):
+    from randfx.ops.row_sparse import row_sparse_grad_input, row_sparse_grad_weight
+    gen = torch.Generator(device).manual_seed(0)
+    x = torch.randn(tokens, in_features, device=device, dtype=dtype, generator=gen)
+    w = torch.randn(out_features, in_features, device=device, dtype=dtype, generator=gen)
+    g = torch.randn(tokens, out_features, device=device, dtype=dtype, generator=gen)
+
+    def dense():
+        return g @ w, g.t() @ x
+
+    dense_ms = common.time_ms(dense, device=device)
+    rows_out = []
+    for n in FRACTIONS:
+        keep = out_features // n
+        rows = torch.randperm(out_features, device=device, generator=gen)[:keep].sort().values
+
+        def fused():
+            return (row_sparse_grad_input(g, w, rows),
+                    row_sparse_grad_weight(g, x, rows, out_features, False))
+
+        def unfused():
+            g_kept = g.index_select(1, rows)
+            grad_x = g_kept @ w.index_select(0, rows)
+            grad_w = torch.zeros_like(w).index_copy_(0, rows, g_kept.t() @ x)
+            return grad_x, grad_w
+
+        sampler = _sampler(w, keep, device)
+        fused_ms = common.time_ms(fused, device=device)
+        unfused_ms = common.time_ms(unfused, device=device)
+        sample_ms = common.time_ms(sampler.sample, device=device)
+        rows_out.append({
+            "keep": f"1/{n}", "rows": keep, "dense_ms": dense_ms, "fused_ms": fused_ms,
+            "speedup": dense_ms / fused_ms, "unfused_ms": unfused_ms,
+            "unfused_speedup": dense_ms / unfused_ms, "sample_ms": sample_ms,
+            "speedup_incl_sample": dense_ms / (fused_ms + sample_ms)})
+    return rows_out
+
+
+def main(argv=None) -> int:
+    p = common.parser(__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="256 x 512 x 512, for a CPU check")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default=None,
+                   help="default bf16 on CUDA, fp32 on CPU")
+    p.add_argument("--tokens", type=int, default=None)
+    p.add_argument("--features", type=int, default=None, help="out = in features")
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    tokens, features = (256, 512) if args.quick else (8192, 4096)
+    tokens, features = args.tokens or tokens, args.features or features
+    dtype = DTYPES[args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
+    rows = run(tokens, features, features, dtype, device)
+    columns = ["keep", "rows", "dense_ms", "fused_ms", "speedup", "unfused_ms",
+               "unfused_speedup", "sample_ms", "speedup_incl_sample"]
+    common.emit("sparse_backward", rows, columns, device=device, json_path=args.json,
+                notes={"tokens": tokens, "out_features": features, "in_features": features,
+                       "dtype": str(dtype)})
+    return 0
