@@ -95,3 +95,48 @@ def test_roofline_numbers_and_bad_input():
         randfx.inspect(_model(scheme="frozen"), batch_size=0)
     with pytest.raises(TypeError, match="torch.nn.Module"):
         randfx.inspect("model")
+
+
+# ------------------------------------------------------------------ randfx.draw
+
+def _walked_mlp():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(),
+                          nn.Linear(32, 4))
+    return randfx.transform(model, randfx.Config(
+        scheme="frozen", exclude_modules=("2",), sparse_backward=randfx.SparseBackward(8)))
+
+
+def test_draw_dot_highlights_rewritten_layers_and_walks(tmp_path):
+    pytest.importorskip("pydot")
+    model = _walked_mlp()
+    path = randfx.draw(model, tmp_path / "layers.dot")
+    text = path.read_text()
+    from randfx.drawing import SCHEME_COLOURS
+    lines = {name: next(line for line in text.splitlines() if line.strip().startswith(f'"{name}"'))
+             for name in ("0", "2", "4")}
+    assert SCHEME_COLOURS["frozen"] in lines["0"] and SCHEME_COLOURS["frozen"] in lines["4"]
+    assert "fillcolor=white" in lines["2"] and "dense" in lines["2"]
+    assert "walk rows" in lines["4"] and "/4" in lines["4"]
+    # drawing used a private generator: the model's walks are untouched
+    plan = model.randfx_sparse_backward
+    assert plan.last_sample is None and not plan._generators
+
+
+@pytest.mark.skipif(__import__("shutil").which("dot") is None, reason="needs Graphviz dot")
+def test_draw_svg(tmp_path):
+    pytest.importorskip("pydot")
+    path = randfx.draw(_model(), tmp_path / "layers.svg")
+    assert "<svg" in path.read_text()
+
+
+def test_draw_errors(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match=r"\.svg"):
+        randfx.draw(_model(), tmp_path / "layers.jpg")
+    monkeypatch.setitem(__import__("sys").modules, "pydot", None)
+    with pytest.raises(ImportError, match=r"randfx\[viz\]"):
+        randfx.draw(_model(), tmp_path / "layers.svg")
+    monkeypatch.undo()
+    pytest.importorskip("pydot")
+    with pytest.raises(ValueError, match="randfx.transform"):
+        randfx.draw(nn.Linear(2, 2), tmp_path / "layers.svg")
