@@ -4,8 +4,8 @@ Requires: ctx.plans (lower has set `execution`), ctx.source, ctx.config.
 Guarantees: ctx.model is a deep copy of ctx.source (same class, methods, config and
 forward signature: a Hugging Face model stays that model) in which every planned module
 is replaced, at every path where it is registered, by the randfx.modules seeded layer
-built from its plan. The copied layer keeps its own bias Parameter; its weight is never
-copied (a meta placeholder stands in during the copy, so emit costs no weight memory).
+built from its plan, on the device and in the dtype of the weight it replaces. The
+copied layer keeps its own bias Parameter; its weight is never copied (a meta placeholder stands in during the copy, so emit costs no weight memory).
 Tied modules share one seed buffer and one set of coefficients. Scope "global" adds a
 GlobalSubspace as child `subspace` of the first rewritten layer (state_dict keys
 "<first layer>.subspace.alpha" and ".subspace.seed"); every global layer reads it. The copy gets the attributes
@@ -66,15 +66,18 @@ class Emit(PassBase):
 
         subspace = None
         if plans and next(iter(plans.values())).shared_basis:
+            first = source_modules[next(iter(plans))].weight
             subspace = GlobalSubspace(ctx.config.dim,
                                       derive_key(ctx.config.seed, GLOBAL_BASIS_NAME),
-                                      ctx.global_rows)
+                                      ctx.global_rows, dtype=first.dtype).to(first.device)
 
         built = {}  # weight name -> the first seeded layer built for it
         for name, plan in plans.items():
             original = model.get_submodule(name)
             bias = original._parameters.get("bias")
             layer = seeded_layer(plan, _as_template(original), bias, subspace)
+            weight = source_modules[name].weight  # new tensors follow the weight they replace
+            layer.to(device=weight.device, dtype=weight.dtype)
             if plan.name in built:
                 layer.share_weight_with(built[plan.name])
             else:

@@ -216,3 +216,14 @@ def test_layer_output_variance_at_init_matches_untransformed(case, config, input
             expected = unit_variance(source_layers[name](x), channel_dim)
             got = unit_variance(seeded_layers[name](x), channel_dim)
         assert 0.7 < got / expected < 1.43, f"{name}: output variance {got:.3g} vs {expected:.3g}"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_transform_a_model_already_on_the_device(device):
+    source = gpt2().to(device)  # export captures it with its dummy inputs moved there
+    model = randfx.transform(source, randfx.Config("random_base_lora", rank=2))
+    assert {t.device.type for t in model.state_dict().values()} == {torch.device(device).type}
+    model.eval()
+    with torch.no_grad():
+        logits = output_of(model, token_ids(device))
+    assert logits.shape == (2, 6, VOCAB) and torch.isfinite(logits).all()

@@ -260,3 +260,13 @@ def test_emitted_modules_compile_as_one_graph():
     out.sum().backward()
     torch.testing.assert_close(out, model(ids()))
     assert model.fc1.subspace.alpha.grad is not None and model.fc1.subspace.alpha.grad.any()
+
+
+@pytest.mark.parametrize("config", [randfx.Config("random_base_lora", rank=2),
+                                    randfx.Config("subspace", dim=3, scope="global")])
+def test_new_tensors_follow_the_replaced_weights_dtype(config):
+    source = Net().double()
+    model = randfx.transform(source, config)
+    assert {p.dtype for p in model.parameters()} == {torch.float64}
+    assert model.fc1.seed.dtype == torch.int64
+    assert model(ids()).dtype == torch.float64
