@@ -227,3 +227,21 @@ def test_transform_a_model_already_on_the_device(device):
     with torch.no_grad():
         logits = output_of(model, token_ids(device))
     assert logits.shape == (2, 6, VOCAB) and torch.isfinite(logits).all()
+
+
+def test_export_capture_in_training_mode_leaves_batchnorm_statistics_alone():
+    class Untraceable(TinyResNet):
+        def forward(self, x):
+            if x.shape[0] == 0:  # control flow on a shape: symbolic_trace refuses
+                return x
+            return super().forward(x)
+    source = Untraceable().train()
+    before = snapshot(source)
+    model = randfx.transform(source, randfx.Config("frozen"),
+                             example_inputs=torch.randn(2, 3, 8, 8))
+    assert model.randfx_report.capture_path == "export"
+    assert all(torch.equal(before[k], v) for k, v in source.state_dict().items())
+    graph = model.randfx_report.layer_graph
+    assert {("stem", "blocks.0.conv1"), ("stem", "blocks.1.conv1"), ("stem", "head"),
+            ("blocks.0.conv1", "blocks.0.conv2")} <= set(graph.edges)
+    assert ("blocks.0.conv1", "head") not in graph.edges
