@@ -58,6 +58,18 @@ def test_backend_does_not_register_its_name_at_import():
     assert "register_backend" not in source
 
 
+@pytest.mark.parametrize("config", [
+    dict(scheme="frozen"), dict(scheme="random_base_lora", rank=2),
+    dict(scheme="subspace", dim=4), dict(scheme="subspace", dim=4, scope="global")],
+    ids=lambda c: "-".join(map(str, c.values())))
+def test_every_scheme_captures_as_one_graph(config):
+    model = randfx.transform(_mlp(), randfx.Config(seed=3, **config))
+    explanation = torch._dynamo.explain(model)(torch.randn(3, 16))
+    assert explanation.graph_break_count == 0 and explanation.graph_count == 1
+    ops = {name for graph in explanation.graphs for name in backend.randfx_op_names(graph.graph)}
+    assert ops and all(name.startswith("randfx::") for name in ops)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_transformed_model_compiles_fullgraph_once_and_matches_eager(device):
     model = _lora_mlp(device)
