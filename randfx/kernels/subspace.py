@@ -1,5 +1,6 @@
 """Triton kernels for the subspace scheme: the basis P[j, k] (stream value at counter
-basis_offset + j * d + k) is generated tile by tile in registers and never stored.
+basis_offset + j * row_stride + k, row_stride = d unless a column slice of a wider basis
+is read) is generated tile by tile in registers and never stored.
 
 - `pmv_kernel` (RANDUMB's "PMV"): out[j] = basis_scale * sum_k P[j, k] alpha[k], plus
   optionally base_scale * R_base[j] (W0 of subspace_linear, counter j under base_key), so
@@ -16,15 +17,16 @@ from ..generators import device
 from .tiles import accumulate_rows, group_hashes, launch_key, stream_tile, value_in_hash
 
 
-@triton.jit(do_not_specialize=["numel", "d", "offset", "window", "basis_scale", "base_scale"])
-def pmv_kernel(alpha_ptr, key_ptr, base_key_ptr, out_ptr, numel, d, offset, window,
+@triton.jit(do_not_specialize=["numel", "d", "row_stride", "offset", "window", "basis_scale",
+                               "base_scale"])
+def pmv_kernel(alpha_ptr, key_ptr, base_key_ptr, out_ptr, numel, d, row_stride, offset, window,
                basis_scale, base_scale, stride_alpha,
                GENERATOR: tl.constexpr, DIST: tl.constexpr, LOG2_VALUES: tl.constexpr,
                NARROW: tl.constexpr, HAS_BASE: tl.constexpr, BASE_DIST: tl.constexpr,
                BLOCK_J: tl.constexpr, BLOCK_K: tl.constexpr):
     key = launch_key(key_ptr, window, NARROW)
     j = tl.program_id(0).to(tl.int64) * BLOCK_J + tl.arange(0, BLOCK_J).to(tl.int64)
-    row_base = offset.to(tl.int64) + j * d.to(tl.int64)
+    row_base = offset.to(tl.int64) + j * row_stride.to(tl.int64)
     acc = tl.zeros((1, BLOCK_J), dtype=tl.float32)
     one_row = tl.arange(0, 1)
     for k0 in range(0, d, BLOCK_K):
@@ -38,9 +40,10 @@ def pmv_kernel(alpha_ptr, key_ptr, base_key_ptr, out_ptr, numel, d, offset, wind
     tl.store(out_ptr + j, acc.to(out_ptr.dtype.element_ty), mask=j < numel)
 
 
-@triton.jit(do_not_specialize=["numel", "d", "offset", "window", "rows_per_split"])
-def pmv_grad_kernel(grad_ptr, key_ptr, partial_ptr, numel, d, offset, window, stride_grad,
-                    rows_per_split,
+@triton.jit(do_not_specialize=["numel", "d", "row_stride", "offset", "window",
+                               "rows_per_split"])
+def pmv_grad_kernel(grad_ptr, key_ptr, partial_ptr, numel, d, row_stride, offset, window,
+                    stride_grad, rows_per_split,
                     GENERATOR: tl.constexpr, DIST: tl.constexpr, LOG2_VALUES: tl.constexpr,
                     NARROW: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_K: tl.constexpr):
     pid_k = tl.program_id(0)
@@ -49,6 +52,7 @@ def pmv_grad_kernel(grad_ptr, key_ptr, partial_ptr, numel, d, offset, window, st
     k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
     k_start = (pid_k * BLOCK_K).to(tl.int64)
     d64 = d.to(tl.int64)
+    stride64 = row_stride.to(tl.int64)
     first = split.to(tl.int64) * rows_per_split
     if LOG2_VALUES > 0:
         # grouped: accumulate [GROUPS, VALUES] in hash order, store it interleaved
@@ -59,7 +63,7 @@ def pmv_grad_kernel(grad_ptr, key_ptr, partial_ptr, numel, d, offset, window, st
         for j0 in range(0, rows_per_split, BLOCK_J):
             j = first + j0 + tl.arange(0, BLOCK_J).to(tl.int64)
             g = tl.load(grad_ptr + j * stride_grad, mask=j < numel, other=0.0).to(tl.float32)
-            h = group_hashes(offset.to(tl.int64) + j * d64, k_start, key, GROUPS, GENERATOR,
+            h = group_hashes(offset.to(tl.int64) + j * stride64, k_start, key, GROUPS, GENERATOR,
                              LOG2_VALUES, NARROW)
             p = value_in_hash(h[:, :, None], position.to(tl.uint32)[None, None, :], DIST)
             acc3 += tl.sum(p * g[:, None, None], axis=0)
@@ -70,7 +74,7 @@ def pmv_grad_kernel(grad_ptr, key_ptr, partial_ptr, numel, d, offset, window, st
         for j0 in range(0, rows_per_split, BLOCK_J):
             j = first + j0 + tl.arange(0, BLOCK_J).to(tl.int64)
             g = tl.load(grad_ptr + j * stride_grad, mask=j < numel, other=0.0).to(tl.float32)
-            p = stream_tile(offset.to(tl.int64) + j * d64, k_start, key, BLOCK_J, BLOCK_K,
+            p = stream_tile(offset.to(tl.int64) + j * stride64, k_start, key, BLOCK_J, BLOCK_K,
                             GENERATOR, DIST, LOG2_VALUES, NARROW)
             acc += tl.sum(p * g[:, None], axis=0)
         tl.store(partial_ptr + split.to(tl.int64) * d64 + k, acc, mask=k < d)

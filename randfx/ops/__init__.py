@@ -57,12 +57,17 @@ def seeded_lora_linear(x: torch.Tensor, key: torch.Tensor, lora_A: torch.Tensor,
 
 def subspace_weight(alpha: torch.Tensor, key: torch.Tensor, numel: int, basis_offset: int = 0,
                     basis_scale: float = 1.0, generator: str = _GENERATOR,
-                    dist: str = _DIST) -> torch.Tensor:
+                    dist: str = _DIST, row_stride: Optional[int] = None) -> torch.Tensor:
     """out[j] = basis_scale * sum_k P[j, k] alpha[k], P[j, k] the stream value at counter
     basis_offset + j * d + k (d = alpha.numel()). A slice of a global (PRANC) alpha for
-    the parameters starting at position `start` uses basis_offset = start * d."""
+    the parameters starting at position `start` uses basis_offset = start * d.
+
+    row_stride (default d) spaces the rows of P further apart: counter basis_offset +
+    j * row_stride + k. A column slice [k0, k0 + d) of a basis with D >= d columns is
+    row_stride=D, basis_offset=first_counter + k0 (the distributed PRANC basis)."""
     return torch.ops.randfx.subspace_weight(alpha, key, int(numel), int(basis_offset),
-                                            float(basis_scale), generator, dist)
+                                            float(basis_scale), generator, dist,
+                                            None if row_stride is None else int(row_stride))
 
 
 def subspace_linear(x: torch.Tensor, base_key: torch.Tensor, base_scale: float,

@@ -87,14 +87,27 @@ def _check_lora(x, key, lora_A, lora_B, bias, generator, dist):
     checks.stream(op, generator, dist)
 
 
-def _check_subspace(op, alpha, key, numel, basis_offset, generator, dist, dist_argument="dist"):
+def _check_row_stride(op, row_stride, d):
+    if row_stride is not None:
+        checks.positive_int(op, "row_stride", row_stride, minimum=d)
+
+
+def _basis_counters(numel, d, row_stride):
+    """How many counters past basis_offset a (numel, d) basis block reaches."""
+    return (numel - 1) * (d if row_stride is None else row_stride) + d
+
+
+def _check_subspace(op, alpha, key, numel, basis_offset, generator, dist, dist_argument="dist",
+                    row_stride=None):
     checks.floating(op, "alpha", alpha)
     if alpha.dim() != 1 or alpha.numel() < 1:
         checks.fail(op, f"alpha must be 1-D with d >= 1 coefficients, got shape "
                         f"{tuple(alpha.shape)}")
     checks.key(op, key, alpha.device, "key" if op == "subspace_weight" else "basis_key")
     checks.positive_int(op, "numel", numel)
-    checks.counter_range(op, "basis_offset", basis_offset, numel * alpha.numel())
+    _check_row_stride(op, row_stride, alpha.numel())
+    checks.counter_range(op, "basis_offset", basis_offset,
+                         _basis_counters(numel, alpha.numel(), row_stride))
     checks.stream(op, generator, dist, dist_argument)
 
 
@@ -136,22 +149,26 @@ def _seeded_lora_linear(backend, x, key, lora_A, lora_B, scale, lora_scaling, bi
     return y.view(*x.shape[:-1], y.shape[-1])
 
 
-def _subspace_weight(backend, alpha, key, numel, basis_offset, basis_scale, generator, dist):
-    _check_subspace("subspace_weight", alpha, key, numel, basis_offset, generator, dist)
+def _subspace_weight(backend, alpha, key, numel, basis_offset, basis_scale, generator, dist,
+                     row_stride=None):
+    _check_subspace("subspace_weight", alpha, key, numel, basis_offset, generator, dist,
+                    row_stride=row_stride)
     return backend.subspace_weight(alpha, _key(backend, "subspace_weight", key), numel,
-                                   basis_offset, basis_scale, generator, dist)
+                                   basis_offset, basis_scale, generator, dist, row_stride)
 
 
 def _subspace_weight_backward(backend, grad, key, d, basis_offset, basis_scale, generator,
-                              dist):
+                              dist, row_stride=None):
     op = "subspace_weight_backward"
     checks.floating(op, "grad", grad)
     checks.key(op, key, grad.device)
     checks.positive_int(op, "d", d)
-    checks.counter_range(op, "basis_offset", basis_offset, grad.numel() * d)
+    _check_row_stride(op, row_stride, d)
+    checks.counter_range(op, "basis_offset", basis_offset,
+                         _basis_counters(max(grad.numel(), 1), d, row_stride))
     checks.stream(op, generator, dist)
     return backend.subspace_weight_backward(grad, _key(backend, op, key), d, basis_offset,
-                                            basis_scale, generator, dist)
+                                            basis_scale, generator, dist, row_stride)
 
 
 def _subspace_linear_weight(backend, base_key, base_scale, alpha, basis_key, basis_offset,
@@ -249,16 +266,17 @@ def _seeded_lora_linear_schema(x: torch.Tensor, key: torch.Tensor, lora_A: torch
 
 def _subspace_weight_schema(alpha: torch.Tensor, key: torch.Tensor, numel: int,
                             basis_offset: int, basis_scale: float, generator: str,
-                            dist: str) -> torch.Tensor:
+                            dist: str, row_stride: Optional[int] = None) -> torch.Tensor:
     return _subspace_weight(reference, alpha, key, numel, basis_offset, basis_scale, generator,
-                            dist)
+                            dist, row_stride)
 
 
 def _subspace_weight_backward_schema(grad: torch.Tensor, key: torch.Tensor, d: int,
                                      basis_offset: int, basis_scale: float, generator: str,
-                                     dist: str) -> torch.Tensor:
+                                     dist: str, row_stride: Optional[int] = None
+                                     ) -> torch.Tensor:
     return _subspace_weight_backward(reference, grad, key, d, basis_offset, basis_scale,
-                                     generator, dist)
+                                     generator, dist, row_stride)
 
 
 def _subspace_linear_weight_schema(base_key: torch.Tensor, base_scale: float,
@@ -320,13 +338,14 @@ def _(x, key, lora_A, lora_B, scale, lora_scaling, bias, generator, dist):
 
 
 @subspace_weight_op.register_fake
-def _(alpha, key, numel, basis_offset, basis_scale, generator, dist):
-    _check_subspace("subspace_weight", alpha, key, numel, basis_offset, generator, dist)
+def _(alpha, key, numel, basis_offset, basis_scale, generator, dist, row_stride=None):
+    _check_subspace("subspace_weight", alpha, key, numel, basis_offset, generator, dist,
+                    row_stride=row_stride)
     return alpha.new_empty(numel)
 
 
 @subspace_weight_backward_op.register_fake
-def _(grad, key, d, basis_offset, basis_scale, generator, dist):
+def _(grad, key, d, basis_offset, basis_scale, generator, dist, row_stride=None):
     checks.floating("subspace_weight_backward", "grad", grad)
     dtype = checks.compute_dtype(grad.dtype)
     return grad.new_empty(d, dtype=dtype)
@@ -443,36 +462,38 @@ seeded_lora_linear_op.register_autograd(_lora_backward, setup_context=_lora_setu
 
 
 def _subspace_weight_setup(ctx, inputs, output):
-    alpha, key, numel, basis_offset, basis_scale, generator, dist = inputs
+    alpha, key, numel, basis_offset, basis_scale, generator, dist, row_stride = inputs
     ctx.save_for_backward(key)
-    ctx.meta = (alpha.numel(), basis_offset, basis_scale, generator, dist, alpha.dtype)
+    ctx.meta = (alpha.numel(), basis_offset, basis_scale, generator, dist, alpha.dtype,
+                row_stride)
 
 
 def _subspace_weight_grad(ctx, grad_out):
     (key,) = ctx.saved_tensors
-    d, basis_offset, basis_scale, generator, dist, alpha_dtype = ctx.meta
+    d, basis_offset, basis_scale, generator, dist, alpha_dtype, row_stride = ctx.meta
     grad_alpha = torch.ops.randfx.subspace_weight_backward(grad_out, key, d, basis_offset,
-                                                           basis_scale, generator, dist)
-    return grad_alpha.to(alpha_dtype), None, None, None, None, None, None
+                                                           basis_scale, generator, dist,
+                                                           row_stride)
+    return grad_alpha.to(alpha_dtype), None, None, None, None, None, None, None
 
 
 subspace_weight_op.register_autograd(_subspace_weight_grad, setup_context=_subspace_weight_setup)
 
 
 def _subspace_weight_backward_setup(ctx, inputs, output):
-    grad, key, d, basis_offset, basis_scale, generator, dist = inputs
+    grad, key, d, basis_offset, basis_scale, generator, dist, row_stride = inputs
     ctx.save_for_backward(key)
     ctx.meta = (grad.numel(), grad.shape, grad.dtype, basis_offset, basis_scale, generator,
-                dist)
+                dist, row_stride)
 
 
 def _subspace_weight_backward_grad(ctx, grad_alpha):
     # the map g -> s P^T g is linear; its adjoint is a -> s P a, i.e. subspace_weight
     (key,) = ctx.saved_tensors
-    numel, shape, dtype, basis_offset, basis_scale, generator, dist = ctx.meta
+    numel, shape, dtype, basis_offset, basis_scale, generator, dist, row_stride = ctx.meta
     grad = torch.ops.randfx.subspace_weight(grad_alpha, key, numel, basis_offset, basis_scale,
-                                            generator, dist)
-    return grad.view(shape).to(dtype), None, None, None, None, None, None
+                                            generator, dist, row_stride)
+    return grad.view(shape).to(dtype), None, None, None, None, None, None, None
 
 
 subspace_weight_backward_op.register_autograd(_subspace_weight_backward_grad,

@@ -14,10 +14,16 @@ CHUNK_ELEMENTS = 1 << 22
 
 
 def stream_rows(key: int, first_counter: int, rows: int, cols: int, generator: str,
-                dist: str, dtype: torch.dtype, device) -> torch.Tensor:
-    """[rows, cols] stream values at counters first_counter + r * cols + c, in dtype."""
-    counters = torch.arange(first_counter, first_counter + rows * cols, dtype=torch.int64,
-                            device=device)
+                dist: str, dtype: torch.dtype, device, row_stride=None) -> torch.Tensor:
+    """[rows, cols] stream values at counters first_counter + r * row_stride + c, in dtype
+    (row_stride None: cols, a contiguous block)."""
+    if row_stride is None or row_stride == cols:
+        counters = torch.arange(first_counter, first_counter + rows * cols, dtype=torch.int64,
+                                device=device)
+    else:
+        counters = (first_counter
+                    + torch.arange(rows, dtype=torch.int64, device=device)[:, None] * row_stride
+                    + torch.arange(cols, dtype=torch.int64, device=device)).reshape(-1)
     return reference.sample(counters, key, generator, dist).to(dtype).view(rows, cols)
 
 
@@ -67,29 +73,35 @@ def seeded_matmul(x: torch.Tensor, key: int, rows: int, cols: int, scale: float,
 
 
 def subspace_weight(alpha: torch.Tensor, key: int, numel: int, basis_offset: int,
-                    basis_scale: float, generator: str, dist: str) -> torch.Tensor:
-    """out[j] = basis_scale * sum_k P[j, k] alpha[k], P[j, k] at counter offset + j*d + k."""
+                    basis_scale: float, generator: str, dist: str,
+                    row_stride=None) -> torch.Tensor:
+    """out[j] = basis_scale * sum_k P[j, k] alpha[k], P[j, k] at counter offset + j*s + k
+    with row stride s = row_stride, or d = alpha.numel() when None."""
     d = alpha.numel()
+    stride = d if row_stride is None else row_stride
     compute = torch.float64 if alpha.dtype == torch.float64 else torch.float32
     a = alpha.reshape(d).to(compute)
     out = torch.empty(numel, dtype=compute, device=alpha.device)
     for start, stop in _row_chunks(numel, d):
-        basis = stream_rows(key, basis_offset + start * d, stop - start, d, generator, dist,
-                            compute, alpha.device)
+        basis = stream_rows(key, basis_offset + start * stride, stop - start, d, generator,
+                            dist, compute, alpha.device, stride)
         out[start:stop] = (basis @ a) * basis_scale
     return out.to(alpha.dtype)
 
 
 def subspace_weight_backward(grad: torch.Tensor, key: int, d: int, basis_offset: int,
-                             basis_scale: float, generator: str, dist: str) -> torch.Tensor:
-    """grad_alpha = basis_scale * P^T grad, in float32 (float64 for a float64 grad)."""
+                             basis_scale: float, generator: str, dist: str,
+                             row_stride=None) -> torch.Tensor:
+    """grad_alpha = basis_scale * P^T grad, in float32 (float64 for a float64 grad); P as
+    in subspace_weight."""
     numel = grad.numel()
+    stride = d if row_stride is None else row_stride
     compute = torch.float64 if grad.dtype == torch.float64 else torch.float32
     g = grad.reshape(numel).to(compute)
     out = torch.zeros(d, dtype=compute, device=grad.device)
     for start, stop in _row_chunks(numel, d):
-        basis = stream_rows(key, basis_offset + start * d, stop - start, d, generator, dist,
-                            compute, grad.device)
+        basis = stream_rows(key, basis_offset + start * stride, stop - start, d, generator,
+                            dist, compute, grad.device, stride)
         out += g[start:stop] @ basis
     return out * basis_scale
 

@@ -149,16 +149,19 @@ def seeded_matmul(x, key, rows, cols, scale, transpose, bias, lowrank_u, lowrank
 # ---------------------------------------------------------------- subspace
 
 def _pmv(alpha, key, numel, basis_offset, basis_scale, generator, dist, out_dtype,
-         base_key=None, base_scale=0.0, base_dist="uniform"):
+         base_key=None, base_scale=0.0, base_dist="uniform", row_stride=None):
     d = alpha.numel()
+    stride = d if row_stride is None else row_stride
     out = torch.empty(numel, dtype=out_dtype, device=alpha.device)
     block_j, block_k, warps = PMV_BLOCK
-    log2_values, narrow, window = tile_plan(dist, basis_offset, basis_offset + numel * d - 1,
-                                            math.gcd(basis_offset, d),
+    log2_values, narrow, window = tile_plan(dist, basis_offset,
+                                            basis_offset + (numel - 1) * stride + d - 1,
+                                            math.gcd(basis_offset, stride),
                                             block_k)
     gen_id, dist_id = _ids(generator, dist)
     pmv_kernel[(triton.cdiv(numel, block_j),)](
-        alpha, key, base_key if base_key is not None else key, out, numel, d, basis_offset,
+        alpha, key, base_key if base_key is not None else key, out, numel, d, stride,
+        basis_offset,
         window, float(basis_scale), float(base_scale), alpha.stride(0),
         GENERATOR=gen_id, DIST=dist_id, LOG2_VALUES=log2_values, NARROW=narrow,
         HAS_BASE=base_key is not None, BASE_DIST=streams.DISTRIBUTION_IDS[base_dist],
@@ -166,18 +169,24 @@ def _pmv(alpha, key, numel, basis_offset, basis_scale, generator, dist, out_dtyp
     return out
 
 
-def subspace_weight(alpha, key, numel, basis_offset, basis_scale, generator, dist):
+def subspace_weight(alpha, key, numel, basis_offset, basis_scale, generator, dist,
+                    row_stride=None):
     if alpha.dtype == torch.float64:
         return reference.subspace_weight(alpha, _int_key("subspace_weight", key), numel,
-                                         basis_offset, basis_scale, generator, dist)
-    return _pmv(alpha, key, numel, basis_offset, basis_scale, generator, dist, alpha.dtype)
+                                         basis_offset, basis_scale, generator, dist,
+                                         row_stride)
+    return _pmv(alpha, key, numel, basis_offset, basis_scale, generator, dist, alpha.dtype,
+                row_stride=row_stride)
 
 
-def subspace_weight_backward(grad, key, d, basis_offset, basis_scale, generator, dist):
+def subspace_weight_backward(grad, key, d, basis_offset, basis_scale, generator, dist,
+                             row_stride=None):
     if grad.dtype == torch.float64:
         return reference.subspace_weight_backward(grad, _int_key("subspace_weight_backward",
                                                                  key),
-                                                  d, basis_offset, basis_scale, generator, dist)
+                                                  d, basis_offset, basis_scale, generator, dist,
+                                                  row_stride)
+    stride = d if row_stride is None else row_stride
     g = grad.reshape(-1)
     numel = g.numel()
     block_j, block_k, warps = PMV_GRAD_BLOCK
@@ -186,12 +195,13 @@ def subspace_weight_backward(grad, key, d, basis_offset, basis_scale, generator,
     rows_per_split = triton.cdiv(triton.cdiv(numel, splits), block_j) * block_j
     splits = triton.cdiv(numel, rows_per_split)
     partial = torch.empty(splits, d, dtype=torch.float32, device=grad.device)
-    log2_values, narrow, window = tile_plan(dist, basis_offset, basis_offset + numel * d - 1,
-                                            math.gcd(basis_offset, d),
+    log2_values, narrow, window = tile_plan(dist, basis_offset,
+                                            basis_offset + (numel - 1) * stride + d - 1,
+                                            math.gcd(basis_offset, stride),
                                             block_k)
     gen_id, dist_id = _ids(generator, dist)
     pmv_grad_kernel[(k_blocks, splits)](
-        g, key, partial, numel, d, basis_offset, window, g.stride(0), rows_per_split,
+        g, key, partial, numel, d, stride, basis_offset, window, g.stride(0), rows_per_split,
         GENERATOR=gen_id, DIST=dist_id, LOG2_VALUES=log2_values, NARROW=narrow,
         BLOCK_J=block_j, BLOCK_K=block_k, num_warps=warps)
     return partial.sum(0) * basis_scale
