@@ -8,8 +8,10 @@ ranks, each on its half of the batch, must reach the same coefficients as one pr
 the global batch.
 """
 
+import copy
 import datetime
 import functools
+import math
 import queue as queue_module
 import traceback
 import os
@@ -270,3 +272,128 @@ def _fsdp_worker(rank, folder):
 
 def test_fsdp2_on_two_ranks_equals_one_process_on_the_global_batch(ranks, tmp_path):
     ranks().run(_fsdp_worker, str(tmp_path))
+
+
+# ---------------------------------------------------------------- PRANC's distributed basis
+
+def test_row_stride_reads_a_column_slice_of_a_wider_basis():
+    """The op under the distributed basis: columns [k0, k0 + d) of a basis with D columns
+    (row stride D) equal the matching slice of the full basis, forward and backward."""
+    from randfx.generators import generate
+
+    key, numel, D, k0, d, offset = torch.tensor(5), 9, 11, 4, 3, 22
+    full = generate((numel * D,), key=5, offset=offset).double().view(numel, D)
+    alpha = torch.randn(d, dtype=torch.float64, requires_grad=True)
+    out = randfx.ops.subspace_weight(alpha, key, numel, offset + k0, 0.25, row_stride=D)
+    torch.testing.assert_close(out, 0.25 * full[:, k0:k0 + d] @ alpha, rtol=0, atol=1e-15)
+    g = torch.randn(numel, dtype=torch.float64)
+    out.backward(g)
+    torch.testing.assert_close(alpha.grad, 0.25 * full[:, k0:k0 + d].T @ g, rtol=0,
+                               atol=1e-15)
+    torch.autograd.gradcheck(lambda a: randfx.ops.subspace_weight(
+        a, key, numel, offset + k0, 0.25, row_stride=D), (alpha.detach().requires_grad_(),))
+    args = (alpha.detach(), key, numel, offset + k0, 0.25, "pcg", "uniform", D)
+    torch.library.opcheck(torch.ops.randfx.subspace_weight.default, args)
+    with pytest.raises(ValueError, match="row_stride must be an int >= 3, got 2"):
+        randfx.ops.subspace_weight(alpha, key, numel, 0, row_stride=2)
+
+
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available(),
+                    reason="needs Triton (interpreter or GPU)")
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+@pytest.mark.parametrize("dist_name", ["uniform", "rademacher32"])
+def test_row_stride_triton_matches_reference(device, dist_name):
+    from randfx.ops import library
+
+    key = torch.tensor(9, device=device)
+    numel, D, k0, d, offset = 40, 64, 32, 32, 128
+    alpha = torch.randn(d, device=device)
+    grad = torch.randn(numel, device=device)
+    for op, first in (("subspace_weight", alpha), ("subspace_weight_backward", grad)):
+        size = numel if op == "subspace_weight" else d
+        args = (first, key, size, offset + k0, 0.5, "pcg", dist_name, D)
+        torch.testing.assert_close(library.run(op, "triton", *args),
+                                   library.run(op, "reference", *args), rtol=1e-5, atol=1e-5)
+
+
+def _global_subspace(model):
+    (subspace,) = [m for m in model.modules() if type(m).__name__ == "GlobalSubspace"]
+    return subspace
+
+
+def _pranc_worker(rank, folder):
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    config, dtype = CONFIGS["subspace_global"], DTYPES["subspace_global"]
+    like = functools.partial(base_model, dtype)
+    x, y = batch(dtype)
+    reference_model = randfx.transform(like(), config)
+    subspace = _global_subspace(reference_model)
+    with torch.no_grad():  # nonzero alpha, so the forward check sees the basis
+        subspace.alpha.copy_(torch.randn(subspace.dim, generator=torch.Generator().manual_seed(2)))
+    dim, basis_key = subspace.dim, int(subspace.seed)
+    model = copy.deepcopy(reference_model)
+    rdist.shard_subspace_basis(model)
+    start, stop = rdist.column_range(dim, rank, WORLD)
+    assert (start, stop) == ((0, 3), (3, 7))[rank]
+
+    # forward and backward regenerate only this rank's columns of the basis
+    generated = []
+    original = reference.stream_rows
+
+    def spy(key, first, rows, cols, generator, dist, dtype, device, row_stride=None):
+        if key == basis_key:
+            stride = cols if row_stride is None else row_stride
+            generated.append((first + torch.arange(rows)[:, None] * stride
+                              + torch.arange(cols)).reshape(-1))
+        return original(key, first, rows, cols, generator, dist, dtype, device, row_stride)
+
+    reference.stream_rows = spy
+    try:
+        ddp = DDP(model)
+        nn.functional.mse_loss(ddp(local(x, rank)), local(y, rank)).backward()
+    finally:
+        reference.stream_rows = original
+    expected = torch.cat([
+        (layer.basis_offset + torch.arange(math.prod(layer.weight_shape))[:, None] * dim
+         + torch.arange(start, stop)).reshape(-1)
+        for layer in model.modules() if isinstance(layer, rdist.ShardedSubspaceLayer)])
+    assert torch.equal(torch.cat(generated).unique(), expected.unique())
+
+    # the summed partial weights and the gradients are those of one process
+    nn.functional.mse_loss(reference_model(x), y).backward()
+    for mine, theirs in zip(model.modules(), reference_model.modules()):
+        if isinstance(mine, rdist.ShardedSubspaceLayer):
+            torch.testing.assert_close(mine.dense_weight(), theirs.dense_weight())
+    torch.testing.assert_close(_sharded(model).alpha_shard.grad,
+                               subspace.alpha.grad[start:stop], rtol=1e-5, atol=1e-7)
+    for name, param in reference_model.named_parameters():
+        if name.endswith("bias"):
+            torch.testing.assert_close(model.get_parameter(name).grad, param.grad)
+
+    # training: DDP averages the dense parameters and leaves alpha_shard to this rank
+    expected_model = train(copy.deepcopy(reference_model), x, y)
+    trained = train(DDP(model), local(x, rank), local(y, rank)).module
+    torch.testing.assert_close(rdist.gather_subspace_alpha(trained),
+                               _global_subspace(expected_model).alpha, rtol=1e-5, atol=1e-6)
+    path = Path(folder) / "pranc.rfx"
+    assert rdist.save_on_rank0(trained, path, like=like) == (rank == 0)
+    assert_states_equal(load(path, like=like).state_dict(), expected_model.state_dict(),
+                        "sharded basis artifact")
+
+    with pytest.raises(ValueError, match="already sharded"):
+        rdist.shard_subspace_basis(trained)
+    with pytest.raises(ValueError, match="has no global subspace"):
+        rdist.shard_subspace_basis(randfx.transform(like(), CONFIGS["lora"]))
+    narrow = randfx.transform(like(), randfx.Config(scheme="subspace", dim=1, scope="global"))
+    with pytest.raises(ValueError, match=r"dim=1 coefficients, fewer than the 2 ranks"):
+        rdist.shard_subspace_basis(narrow)
+
+
+def _sharded(model):
+    (holder,) = [m for m in model.modules() if isinstance(m, rdist.ShardedGlobalSubspace)]
+    return holder
+
+
+def test_sharded_basis_equals_one_process_and_generates_only_its_columns(ranks, tmp_path):
+    ranks().run(_pranc_worker, str(tmp_path))
