@@ -58,6 +58,10 @@ class LayerKind:
     def to_module_layout(self, weight: torch.Tensor) -> torch.Tensor:
         return weight
 
+    def finish_weight(self, template: nn.Module, weight: torch.Tensor) -> torch.Tensor:
+        """Constraints the layer type puts on its weight (none by default)."""
+        return weight
+
     def apply(self, template: nn.Module, x, weight, bias):
         raise NotImplementedError
 
@@ -112,6 +116,13 @@ class _EmbeddingKind(LayerKind):
 
     def init_variance(self, shape):
         return 1.0  # nn.Embedding's default init is N(0, 1)
+
+    def finish_weight(self, template, weight):
+        # nn.Embedding keeps its padding row at zero (init zeroes it, it gets no gradient)
+        if template.padding_idx is None:
+            return weight
+        index = torch.tensor([template.padding_idx], device=weight.device)
+        return weight.index_fill(0, index, 0.0)
 
     def apply(self, template, x, weight, bias):
         return F.embedding(x, weight, template.padding_idx, template.max_norm,
@@ -177,7 +188,7 @@ class SeededTensor:
 # ------------------------------------------------------------------------------- modules
 
 class SeededLayer(nn.Module):
-    """Base of every emitted layer. Subclasses define `scheme`, `dense_weight()` and
+    """Base of every emitted layer. Subclasses define `scheme`, `scheme_weight(dtype)` and
     `fused_linear(x)`; everything else (bias, key buffer, forward dispatch, records,
     tying) lives here once."""
 
@@ -218,10 +229,15 @@ class SeededLayer(nn.Module):
                                    generator=self.generator, dist=self.dist, dtype=dtype,
                                    device=self.seed.device)
 
+    def scheme_weight(self, dtype: torch.dtype) -> torch.Tensor:
+        """W as the scheme defines it (before the layer type's constraints)."""
+        raise NotImplementedError
+
     def dense_weight(self, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
         """The full weight in canonical (out, in, *kernel) layout, differentiable with
         respect to the coefficients."""
-        raise NotImplementedError
+        return self.kind.finish_weight(self._template,
+                                       self.scheme_weight(dtype or self.param_dtype()))
 
     def fused_linear(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -258,8 +274,8 @@ class SeededLayer(nn.Module):
 class SeededFrozen(SeededLayer):
     scheme = "frozen"
 
-    def dense_weight(self, dtype=None):
-        return self.base_weight(dtype or self.param_dtype())
+    def scheme_weight(self, dtype):
+        return self.base_weight(dtype)
 
     def fused_linear(self, x):
         return ops.seeded_linear(x, self.seed, self.out_features, self.scale, self.bias,
@@ -288,8 +304,7 @@ class SeededLoRA(SeededLayer):
     def delta_weight(self) -> torch.Tensor:
         return (self.lora_B @ self.lora_A).mul(self.lora_scaling).view(self.weight_shape)
 
-    def dense_weight(self, dtype=None):
-        dtype = dtype or self.lora_A.dtype
+    def scheme_weight(self, dtype):
         return self.base_weight(dtype) + self.delta_weight().to(dtype)
 
     def fused_linear(self, x):
@@ -320,8 +335,7 @@ class SeededSubspace(SeededLayer):
                                    self.basis_scale, generator=self.generator,
                                    dist=self.dist).view(self.weight_shape)
 
-    def dense_weight(self, dtype=None):
-        dtype = dtype or self.alpha.dtype
+    def scheme_weight(self, dtype):
         return self.base_weight(dtype) + self.delta_weight().to(dtype)
 
     def fused_linear(self, x):

@@ -270,3 +270,15 @@ def test_new_tensors_follow_the_replaced_weights_dtype(config):
     assert {p.dtype for p in model.parameters()} == {torch.float64}
     assert model.fc1.seed.dtype == torch.int64
     assert model(ids()).dtype == torch.float64
+
+
+def test_seeded_embedding_keeps_its_padding_row_at_zero():
+    source = nn.Sequential(nn.Embedding(10, 8, padding_idx=2), nn.Linear(8, 3))
+    model = randfx.transform(source, randfx.Config("random_base_lora", rank=2,
+                                                   target_modules=["0", "1"]))
+    with torch.no_grad():
+        model[0].lora_B.fill_(0.1)
+    weight = model[0].dense_weight()
+    assert not weight[2].any() and weight[3].any()
+    x = torch.tensor([[2, 3, 2]])
+    torch.testing.assert_close(randfx.materialize(model)(x), model(x))
