@@ -256,21 +256,16 @@ def inspect(model: nn.Module, example_inputs=None, *, batch_size: int = 1, seq_l
             "bound": timing["bound"], "limiter": timing["limiter"],
             "time_s": timing["time_s"]})
 
-    for name, module in model.named_modules():
-        if module.__class__.__name__ == "GlobalSubspace":
-            for tensor_name, tensor in (list(module.named_parameters(recurse=False))
-                                        + list(module.named_buffers(recurse=False))):
-                owned.add(id(tensor))
-                report.shared.append({"name": f"{name}.{tensor_name}",
-                                      "shape": list(tensor.shape), "bytes": _nbytes(tensor)})
-
+    from .modules import GlobalSubspace
+    shared = {id(t) for module in model.modules() if isinstance(module, GlobalSubspace)
+              for t in list(module.parameters(recurse=False)) + list(module.buffers(recurse=False))}
     seen_ids = set()
     for name, tensor in model.state_dict(keep_vars=True).items():
         if id(tensor) in owned or id(tensor) in seen_ids:
             continue
-        seen_ids.add(id(tensor))  # a tied tensor is stored once
-        report.kept_dense.append({"name": name, "shape": list(tensor.shape),
-                                  "bytes": _nbytes(tensor)})
+        seen_ids.add(id(tensor))  # a tied tensor is stored once, under its first name
+        entry = {"name": name, "shape": list(tensor.shape), "bytes": _nbytes(tensor)}
+        (report.shared if id(tensor) in shared else report.kept_dense).append(entry)
 
     kept = sum(t["bytes"] for t in report.kept_dense)
     before = sum(row["bytes_before"] for row in report.weights) + kept

@@ -140,3 +140,19 @@ def test_draw_errors(tmp_path, monkeypatch):
     pytest.importorskip("pydot")
     with pytest.raises(ValueError, match="randfx.transform"):
         randfx.draw(nn.Linear(2, 2), tmp_path / "layers.svg")
+
+
+@pytest.mark.parametrize("config", [
+    dict(scheme="frozen"), dict(scheme="random_base_lora", rank=2),
+    dict(scheme="subspace", dim=4), dict(scheme="subspace", dim=4, scope="global")],
+    ids=lambda c: "-".join(map(str, c.values())))
+def test_bytes_after_is_what_the_state_dict_stores(config):
+    model = _model(**config)
+    report = randfx.inspect(model)
+    stored = {id(t): t.numel() * t.element_size() for t in model.state_dict(keep_vars=True).values()}
+    assert report.totals["bytes_after"] == sum(stored.values())
+    dense = sum(p.numel() * 4 for p in nn.Sequential(nn.Linear(16, 32), nn.LayerNorm(32),
+                                                       nn.Linear(32, 8)).parameters())
+    assert report.totals["bytes_before"] == dense
+    if config.get("scope") == "global":
+        assert [t["name"].rsplit(".", 1)[1] for t in report.shared] == ["alpha", "seed"]
