@@ -207,21 +207,21 @@ class RandomWalkSampler:
         """For every walk at `row` of `layer`, an input feature index drawn from P(j | row)."""
         n = self.num_paths
         columns = layer.in_features // layer.groups
-        uniform = self._randint(columns, n)
         if self.weighting == "uniform" or self.epsilon == 1.0:
-            column = uniform
+            column = self._randint(columns, n)
         else:
             weight = layer.weight_rows(row).detach().abs().float()
             if weight.dim() > 2:  # conv: one weight per input channel, summed over the window
                 weight = weight.flatten(2).sum(2)
+            tiny = torch.finfo(weight.dtype).tiny
             if self.temperature != 1.0:  # scaled by the row's max so 1/T cannot overflow
-                peak = weight.amax(1, keepdim=True).clamp_min(torch.finfo(weight.dtype).tiny)
+                peak = weight.amax(1, keepdim=True).clamp_min(tiny)
                 weight = (weight / peak).pow(1.0 / self.temperature)
-            cdf = weight.cumsum(1)
-            total = cdf[:, -1:]
-            target = self._rand(n, 1) * total
-            drawn = torch.searchsorted(cdf, target, right=True).squeeze(1).clamp_(max=columns - 1)
-            column = torch.where(total.squeeze(1) > 0, drawn, uniform)
+            # every weight at least the smallest normal float: a row of zeros draws
+            # uniformly, a zero among normal weights keeps probability ~1e-38 / row sum
+            cdf = weight.clamp_min(tiny).cumsum(1)
+            target = self._rand(n, 1) * cdf[:, -1:]
+            column = torch.searchsorted(cdf, target, right=True).squeeze(1).clamp_(max=columns - 1)
             if self.epsilon > 0.0:
                 column = torch.where(self._rand(n) < self.epsilon, self._randint(columns, n),
                                      column)
@@ -233,10 +233,10 @@ class RandomWalkSampler:
 
 def _compact(visits: torch.Tensor, size: int) -> torch.Tensor:
     """The visited rows ascending, padded with -1 to `size` (>= the number visited)."""
-    kept = visits > 0
-    order = torch.argsort((~kept).to(torch.int8), stable=True)[:size]
-    slot = torch.arange(size, device=visits.device)
-    return torch.where(slot < kept.sum(), order, -1)
+    out = visits.shape[0]
+    index = torch.arange(out, device=visits.device)
+    rows = torch.where(visits > 0, index, out).sort().values[:size]
+    return rows.masked_fill_(rows == out, -1)
 
 
 def _acyclic(graph):
