@@ -206,3 +206,23 @@ def test_generated_weight_with_other_uses_is_left_materialised():
     torch.testing.assert_close(out, expected)
     torch.testing.assert_close(total, expected_total)
     assert torch.ops.randfx.generate_weight in _targets(seen[0])
+
+
+def test_materialised_lora_backward_keeps_the_adapter_epilogue():
+    # 40 rows: forward and backward seeded matmuls are materialised; the LoRA backward's
+    # seeded_matmul carries a low-rank epilogue that must survive the rewrite
+    model = _lora_mlp("cpu")
+    seen = []
+    compiled = _aot_lowered(model, None, seen)
+    x = torch.randn(40, 16, requires_grad=True)
+    compiled(x).square().sum().backward()
+    grads = _grads(model)
+    model.zero_grad()
+    x_eager = x.detach().clone().requires_grad_(True)
+    model(x_eager).square().sum().backward()
+    torch.testing.assert_close(x.grad, x_eager.grad, rtol=1e-5, atol=1e-5)
+    for name, grad in _grads(model).items():
+        torch.testing.assert_close(grads[name], grad, rtol=1e-5, atol=1e-5, msg=name)
+    backward_graph = seen[-1]
+    assert torch.ops.randfx.seeded_matmul.default not in _targets(backward_graph)
+    assert torch.ops.randfx.generate_weight.default in _targets(backward_graph)
