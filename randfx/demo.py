@@ -8,6 +8,7 @@ and what was rewritten.
 """
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -61,7 +62,7 @@ def train(model, x, y, *, epochs: int, batch_size: int, lr: float, seed: int,
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(batch)
+            total += loss.item() * len(batch)
         bar.set_postfix(loss=f"{total / len(x):.4f}")
     model.eval()
 
@@ -78,36 +79,23 @@ def dense_checkpoint_bytes(model: nn.Module) -> int:
     return len(safetensors_bytes({k: v.contiguous() for k, v in model.state_dict().items()}))
 
 
-def summary_lines(model: nn.Module) -> list:
-    """What was rewritten: each seeded module's regenerated tensors and what it stores."""
-    lines = []
-    for name, module in model.named_modules():
-        if not callable(getattr(module, "seeded_tensors", None)):
-            continue
-        generated = ", ".join(
-            f"{'x'.join(map(str, shape))} {generator}/{dist} scale {scale:.4g}"
-            for _, generator, dist, shape, _, scale in module.seeded_tensors())
-        stored = ", ".join(f"{key} {'x'.join(map(str, t.shape)) or 'scalar'}"
-                           for key, t in module.state_dict().items())
-        lines.append(f"  {name or '(root)'} [{type(module).__name__}]: regenerates {generated}; "
-                     f"stores {stored}")
-    return lines
-
-
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="randfx demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--scheme", choices=SCHEMES, default="random_base_lora")
-    p.add_argument("--rank", type=int, default=8, help="adapter rank (random_base_lora)")
+    p.add_argument("--rank", type=int, default=4, help="adapter rank (random_base_lora)")
     p.add_argument("--dim", type=int, default=64, help="coefficients per layer (subspace)")
     p.add_argument("--hidden", type=int, default=256, help="hidden width of the MLP")
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--lr", type=float, default=1e-2)
     p.add_argument("--seed", type=int, default=0, help="root seed of the generated weights")
     p.add_argument("--out", help="artifact path (default: digits.rfx in a temporary folder)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: this model's tensors are too small "
+                        "to gain from more, and extra threads on a busy machine cost a lot)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = p.parse_args(argv)
-    for name in ("rank", "dim", "hidden", "epochs", "batch_size"):
+    for name in ("rank", "dim", "hidden", "epochs", "batch_size", "threads"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.seed < 0:
@@ -123,10 +111,28 @@ def scheme_config(args):
     return randfx.Config(scheme=args.scheme, seed=args.seed, **extra)
 
 
+@contextlib.contextmanager
+def _program_state(threads: int):
+    """Run with `threads` torch threads and a forked RNG, then restore both, so that
+    calling main() in-process (tests, notebooks) leaves torch as it found it."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    with _program_state(args.threads):
+        return run(args)
+
+
+def run(args) -> int:
     import randfx
 
-    args = parse_args(sys.argv[1:] if argv is None else argv)
     started = time.perf_counter()
     torch.manual_seed(args.seed)  # the dense parts (biases) start the same on every run
     x_train, y_train, x_test, y_test = load_digits_split(args.seed)
@@ -160,7 +166,7 @@ def main(argv=None) -> int:
     print(f"reloaded into a freshly built MLP: predictions "
           f"{'identical' if identical else 'DIFFERENT'} "
           f"(max |logit difference| {float((logits - reloaded_logits).abs().max()):.3g})")
-    print("rewritten modules:")
-    print("\n".join(summary_lines(reloaded)))
-    print(f"done in {time.perf_counter() - started:.1f} s")
+    print()
+    print(randfx.inspect(reloaded, batch_size=args.batch_size))
+    print(f"\ndone in {time.perf_counter() - started:.1f} s")
     return 0 if identical else 1
