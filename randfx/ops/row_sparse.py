@@ -65,7 +65,8 @@ def row_sparse_grad_input(grad: Tensor, weight: Tensor, rows: Tensor) -> Tensor:
 def _(grad, weight, rows):
     from ..kernels.row_sparse import launch_grad_input
     out = grad.new_empty(grad.shape[0], weight.shape[1])
-    return launch_grad_input(grad.contiguous(), weight.contiguous(), rows.contiguous(), out)
+    # the kernels take strides: a transposed weight (transformers Conv1D) is not copied
+    return launch_grad_input(grad, weight, rows.contiguous(), out)
 
 
 @row_sparse_grad_input.register_fake
@@ -89,7 +90,7 @@ def row_sparse_seeded_grad_input(grad: Tensor, key: Tensor, scale: float, in_fea
 def _(grad, key, scale, in_features, rows, generator, dist):
     from ..kernels.row_sparse import launch_grad_input
     out = grad.new_empty(grad.shape[0], in_features)
-    return launch_grad_input(grad.contiguous(), None, rows.contiguous(), out, key=key,
+    return launch_grad_input(grad, None, rows.contiguous(), out, key=key,
                              scale=scale, generator=generator, dist=dist)
 
 
@@ -118,7 +119,7 @@ def _(grad, x, rows, out_features, with_bias):
     from ..kernels.row_sparse import launch_grad_weight
     grad_weight = x.new_zeros(out_features, x.shape[1])
     grad_bias = grad.new_zeros(out_features if with_bias else 0)
-    launch_grad_weight(grad.contiguous(), x.contiguous(), rows.contiguous(), grad_weight,
+    launch_grad_weight(grad, x, rows.contiguous(), grad_weight,
                        grad_bias if with_bias else None)
     return grad_weight, grad_bias
 
