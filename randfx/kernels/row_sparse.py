@@ -30,7 +30,10 @@ _GRAD_INPUT_CONFIGS = [
     triton.Config({"BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=8, num_stages=3),
     triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64}, num_warps=8, num_stages=4),
 ]
+# small BLOCK_K / BLOCK_N keep enough programs for few kept rows (1/64 of 4096 = 64)
 _GRAD_WEIGHT_CONFIGS = [
+    triton.Config({"BLOCK_K": 32, "BLOCK_N": 64, "BLOCK_M": 64}, num_warps=4, num_stages=3),
+    triton.Config({"BLOCK_K": 64, "BLOCK_N": 64, "BLOCK_M": 64}, num_warps=4, num_stages=3),
     triton.Config({"BLOCK_K": 128, "BLOCK_N": 128, "BLOCK_M": 32}, num_warps=4, num_stages=3),
     triton.Config({"BLOCK_K": 128, "BLOCK_N": 256, "BLOCK_M": 32}, num_warps=8, num_stages=3),
     triton.Config({"BLOCK_K": 64, "BLOCK_N": 256, "BLOCK_M": 64}, num_warps=8, num_stages=3),
@@ -46,8 +49,10 @@ def _grad_input_tiles(g_ptr, w_ptr, key_ptr, rows_ptr, out_ptr, scale, M, N, K,
                       SEEDED: tl.constexpr, GENERATOR: tl.constexpr, DIST: tl.constexpr,
                       IEEE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                       BLOCK_K: tl.constexpr):
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
+    # column tiles vary fastest: the programs sharing one gathered tile of g run together
+    # and read it from L2; the kept rows of W (K x in) are small enough to stay there
+    pid_n = tl.program_id(0)
+    pid_m = tl.program_id(1)
     m = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)
     n = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N).to(tl.int64)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
@@ -96,8 +101,8 @@ def _grad_weight_tiles(g_ptr, x_ptr, rows_ptr, gw_ptr, gb_ptr, M, N, K,
                        stride_gm, stride_gk, stride_xm, stride_xn, stride_wr, stride_wn,
                        HAS_BIAS: tl.constexpr, IEEE: tl.constexpr, BLOCK_K: tl.constexpr,
                        BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr):
-    pid_k = tl.program_id(0)
-    pid_n = tl.program_id(1)
+    pid_n = tl.program_id(0)  # fastest, as in grad_input: one gathered g tile, many x tiles
+    pid_k = tl.program_id(1)
     k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
     r = tl.load(rows_ptr + k, mask=k < K, other=-1)
     kept = r >= 0
@@ -106,8 +111,10 @@ def _grad_weight_tiles(g_ptr, x_ptr, rows_ptr, gw_ptr, gb_ptr, M, N, K,
     bias_acc = tl.zeros((BLOCK_K,), dtype=tl.float32)
     for m0 in range(0, M, BLOCK_M):
         m = m0 + tl.arange(0, BLOCK_M).to(tl.int64)
-        a = tl.load(g_ptr + r[:, None] * stride_gk + m[None, :] * stride_gm,
-                    mask=kept[:, None] & (m[None, :] < M), other=0.0)
+        # loaded (tokens, kept rows) so that neighbouring lanes read neighbouring columns
+        # of one row of g, then transposed in registers
+        a = tl.trans(tl.load(g_ptr + m[:, None] * stride_gm + r[None, :] * stride_gk,
+                             mask=(m[:, None] < M) & kept[None, :], other=0.0))
         b = tl.load(x_ptr + m[:, None] * stride_xm + n[None, :] * stride_xn,
                     mask=(m[:, None] < M) & (n[None, :] < N), other=0.0)
         if IEEE:
@@ -157,10 +164,10 @@ def launch_grad_input(grad, weight, rows, out, *, key=None, scale: float = 1.0,
                 DIST=device.DISTRIBUTION_IDS[dist], IEEE=int(ieee))
     if _interpreted(grad):
         c = _INTERPRETER_CONFIG
-        grid = (triton.cdiv(M, c["BLOCK_M"]), triton.cdiv(N, c["BLOCK_N"]))
+        grid = (triton.cdiv(N, c["BLOCK_N"]), triton.cdiv(M, c["BLOCK_M"]))
         row_sparse_grad_input_fixed[grid](*args, **meta, **c)
     else:
-        grid = lambda c: (triton.cdiv(M, c["BLOCK_M"]), triton.cdiv(N, c["BLOCK_N"]))  # noqa: E731
+        grid = lambda c: (triton.cdiv(N, c["BLOCK_N"]), triton.cdiv(M, c["BLOCK_M"]))  # noqa: E731
         row_sparse_grad_input_tuned[grid](*args, **meta)
     return out
 
@@ -176,9 +183,9 @@ def launch_grad_weight(grad, x, rows, grad_weight, grad_bias=None):
     meta = dict(HAS_BIAS=int(has_bias), IEEE=int(grad.dtype == torch.float32))
     if _interpreted(grad):
         c = _INTERPRETER_CONFIG
-        grid = (triton.cdiv(K, c["BLOCK_K"]), triton.cdiv(N, c["BLOCK_N"]))
+        grid = (triton.cdiv(N, c["BLOCK_N"]), triton.cdiv(K, c["BLOCK_K"]))
         row_sparse_grad_weight_fixed[grid](*args, **meta, **c)
     else:
-        grid = lambda c: (triton.cdiv(K, c["BLOCK_K"]), triton.cdiv(N, c["BLOCK_N"]))  # noqa: E731
+        grid = lambda c: (triton.cdiv(N, c["BLOCK_N"]), triton.cdiv(K, c["BLOCK_K"]))  # noqa: E731
         row_sparse_grad_weight_tuned[grid](*args, **meta)
     return grad_weight, grad_bias
