@@ -74,8 +74,9 @@ def test_seeded_matmul(device, rows, transpose):
 
 
 @pytest.mark.parametrize("device", TRITON_DEVICES)
-def test_seeded_linear_and_lora(device):
-    x = torch.randn(2, 3, 40, device=device)
+@pytest.mark.parametrize("rows", [3, 40])  # fused with the adapter epilogue; adapter in W
+def test_seeded_linear_and_lora(device, rows):
+    x = torch.randn(rows, 2, 40, device=device)
     a, b = torch.randn(4, 40, device=device), torch.randn(20, 4, device=device)
     bias = torch.randn(20, device=device)
     key = key_on(device)
@@ -83,6 +84,9 @@ def test_seeded_linear_and_lora(device):
                                 "uniform")), torch.float32)
     assert_close(*reversed(both("seeded_lora_linear", x, key, a, b, 0.1, 0.5, bias, "pcg",
                                 "uniform8x4")), torch.float32)
+    grad_y = torch.randn(rows, 2, 20, device=device)
+    assert_close(*reversed(both("seeded_lora_linear_grad_input", grad_y, key, a, b, 0.1, 0.5,
+                                "pcg", "uniform")), torch.float32)
 
 
 @pytest.mark.parametrize("device", TRITON_DEVICES)
@@ -132,13 +136,11 @@ def test_autograd_on_cuda_matches_cpu(rows):
     """torch.ops dispatch on CUDA (Triton forward and backward) against the CPU reference."""
     import randfx.ops as ops
 
+    torch.manual_seed(0)  # inputs drawn once on the CPU: CUDA's RNG draws other values
+    inputs = [torch.randn(shape) for shape in ((rows, 96), (8, 96), (64, 8), (64,), (16,))]
+
     def grads(device):
-        torch.manual_seed(0)
-        x = torch.randn(rows, 96, device=device, requires_grad=True)
-        a = torch.randn(8, 96, device=device, requires_grad=True)
-        b = torch.randn(64, 8, device=device, requires_grad=True)
-        bias = torch.randn(64, device=device, requires_grad=True)
-        alpha = torch.randn(16, device=device, requires_grad=True)
+        x, a, b, bias, alpha = (t.to(device).requires_grad_() for t in inputs)
         key = key_on(device)
         y = ops.seeded_lora_linear(x, key, a, b, 0.1, 0.5, bias)
         y = y + ops.subspace_linear(x, key, 0.1, alpha, key_on(device, 3), 0, 0.05, 64)

@@ -6,9 +6,16 @@ Linear rows (shape out x in, rows of x): dense = F.linear with a materialised W 
 activation dtype (bf16 on CUDA: cuBLAS); seeded = randfx.ops.seeded_linear. Forward+backward:
 dense computes grad_x and grad_W; seeded_lora_linear (rank 16 adapters) computes grad_x and
 the adapter grads, which is what training a random-base LoRA model needs. `x` columns are
-dense time / seeded time (> 1: seeded is faster). `seeded_extra_MB` is the peak memory the
+dense time / seeded time (> 1: seeded is faster). On CUDA every timed call is captured in
+a CUDA graph and replayed (GPU time, as under torch.compile's "reduce-overhead" or a
+graphed decode loop); `seeded_eager_us` / `dense_eager_us` time plain eager calls, host
+(Python, dispatcher, launcher) overhead included. `seeded_extra_MB` is the peak memory the
 seeded forward allocates beyond its output (0 where W never exists in memory);
 `dense_W_MB` what the dense layer keeps resident.
+
+--tune first sweeps the launch parameters (decode tiles per row bucket, the fused vs
+materialise crossover, PMV and grad tiles, on 8192x8192 and d=1024), applies the fastest
+for the rest of the run and prints them (`tuned` in the JSON).
 
 PMV rows: subspace_weight (W = P alpha for one weight of `numel` values, d coefficients)
 and its grad (P^T g) against a PRANC-style torch baseline: the basis drawn with
@@ -30,6 +37,28 @@ QUICK_ROWS = [1, 4, 64]
 PMV_NUMEL = 4096 * 4096
 QUICK_PMV_NUMEL = 128 * 128
 PRANC_CHUNK_BYTES = 256 << 20  # basis vectors held at once by the baseline
+
+
+def graphed(fn, device):
+    """fn captured in a CUDA graph (warmed up on a side stream first): replaying it costs
+    GPU time only. Elsewhere fn itself."""
+    if device.type != "cuda":
+        return fn
+    stream = torch.cuda.Stream(device)
+    stream.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream(device).wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph):
+            fn()
+    except RuntimeError as error:  # not capturable: time it eagerly and say so
+        print(f"  (eager timing: CUDA graph capture failed: {str(error)[:80]})", flush=True)
+        torch.cuda.synchronize(device)
+        return fn
+    return graph.replay
 
 
 def _peak_extra_mb(fn, device) -> float:
@@ -75,16 +104,17 @@ def linear_rows(shapes, rows_list, dist, rank, dtype, device, time_ms):
                 xg.grad = a.grad = b.grad = None
                 ops.seeded_lora_linear(xg, key, a, b, scale, 2.0, None, "pcg", dist).backward(gy)
 
-            t = {name: time_ms(fn) for name, fn in (("dense_fwd", dense_fwd),
-                                                   ("seeded_fwd", seeded_fwd),
-                                                   ("dense_fb", dense_fb),
-                                                   ("lora_fb", lora_fb))}
+            t = {name: time_ms(graphed(fn, device))
+                 for name, fn in (("dense_fwd", dense_fwd), ("seeded_fwd", seeded_fwd),
+                                  ("dense_fb", dense_fb), ("lora_fb", lora_fb))}
             out.append({
                 "shape": f"{out_f}x{in_f}", "rows": rows, "dist": dist,
                 "dense_fwd_us": t["dense_fwd"] * 1e3, "seeded_fwd_us": t["seeded_fwd"] * 1e3,
                 "fwd_x": t["dense_fwd"] / t["seeded_fwd"],
                 "dense_fb_us": t["dense_fb"] * 1e3, "lora_fb_us": t["lora_fb"] * 1e3,
                 "fb_x": t["dense_fb"] / t["lora_fb"],
+                "dense_eager_us": time_ms(dense_fwd) * 1e3,
+                "seeded_eager_us": time_ms(seeded_fwd) * 1e3,
                 "seeded_extra_MB": _peak_extra_mb(seeded_fwd, device),
                 "dense_W_MB": w.numel() * w.element_size() / 2 ** 20,
             })
@@ -127,13 +157,14 @@ def pmv_rows(numel, ds, dists, device, time_ms):
     for d in ds:
         alpha = torch.randn(d, device=device)
         grad = torch.randn(numel, device=device)
-        base_w = time_ms(lambda: pranc_weight(alpha, numel, 0, chunk))
-        base_g = time_ms(lambda: pranc_grad(grad, d, 0, chunk))
+        base_w = time_ms(graphed(lambda: pranc_weight(alpha, numel, 0, chunk), device))
+        base_g = time_ms(graphed(lambda: pranc_grad(grad, d, 0, chunk), device))
         for dist in dists:
             bs = 1.0 / math.sqrt(d)
-            t_w = time_ms(lambda: ops.subspace_weight(alpha, key, numel, 0, bs, "pcg", dist))
-            t_g = time_ms(lambda: torch.ops.randfx.subspace_weight_backward(
-                grad, key, d, 0, bs, "pcg", dist))
+            t_w = time_ms(graphed(lambda: ops.subspace_weight(alpha, key, numel, 0, bs, "pcg",
+                                                              dist), device))
+            t_g = time_ms(graphed(lambda: torch.ops.randfx.subspace_weight_backward(
+                grad, key, d, 0, bs, "pcg", dist), device))
             out.append({"numel": numel, "d": d, "dist": dist, "pranc_chunk": chunk,
                         "pranc_pmv_ms": base_w, "pmv_ms": t_w, "pmv_x": base_w / t_w,
                         "pranc_grad_ms": base_g, "grad_ms": t_g, "grad_x": base_g / t_g,
@@ -146,62 +177,74 @@ def pmv_rows(numel, ds, dists, device, time_ms):
 TUNE_DECODE = {
     1: [(1, 16, 256, 4), (1, 32, 256, 4), (1, 64, 128, 4), (1, 32, 512, 8), (1, 16, 512, 4),
         (1, 64, 256, 8)],
+    2: [(2, 16, 256, 4), (2, 32, 128, 4), (2, 16, 128, 4)],
     4: [(4, 16, 128, 4), (4, 32, 128, 4), (4, 16, 256, 8), (4, 32, 64, 4), (4, 8, 256, 4)],
+    8: [(8, 16, 64, 4), (8, 16, 128, 8), (8, 32, 64, 8)],
     16: [(16, 32, 64, 4), (16, 64, 64, 4), (16, 32, 128, 4), (16, 64, 128, 8),
          (16, 128, 64, 8)],
 }
-TUNE_PMV = [(64, 128, 4), (32, 256, 4), (128, 64, 4), (16, 256, 4), (128, 128, 8),
-            (64, 256, 8)]
+TUNE_CROSSOVER_ROWS = (16, 32, 64, 128, 256)
+TUNE_PMV = [(64, 128, 4), (32, 256, 4), (128, 64, 4), (16, 256, 4), (16, 128, 4),
+            (32, 128, 4), (128, 128, 8), (64, 256, 8)]
 
 
-def tune_rows(device, t_us, size=8192, numel=PMV_NUMEL):
-    """Sweeps of the launch parameters (CUDA): decode tiles per row bucket, the fused vs
-    materialise crossover, PMV and grad tiles. Prints what the defaults should be."""
+def tune_rows(device, t_us, size=8192, numel=PMV_NUMEL, dist="uniform8x4"):
+    """Sweeps of the launch parameters: decode tiles per row bucket, the fused vs
+    materialise crossover, PMV and grad tiles. Leaves the fastest of each applied in
+    randfx.ops.triton_backend and returns (rows, chosen)."""
     import randfx.ops as ops
     from randfx.ops import triton_backend as tb
 
     key = torch.tensor(12345, device=device)
-    out = []
-    saved = (dict(tb.DECODE_CONFIGS), tb.FUSED_MAX_ROWS, tb.PMV_BLOCK, tb.PMV_GRAD_BLOCK)
-    try:
-        out_f = in_f = size
-        for rows, configs in TUNE_DECODE.items():
-            x = torch.randn(rows, in_f, device=device, dtype=torch.bfloat16)
-            for config in configs:
-                tb.DECODE_CONFIGS[rows] = config
-                for dist in ("uniform8x4", "uniform"):
-                    us = t_us(lambda: ops.seeded_linear(x, key, out_f, 0.01, None, "pcg", dist))
-                    out.append({"sweep": "decode", "rows": rows, "config": str(config),
-                                "dist": dist, "us": us})
-                    print(f"  decode rows={rows} {config} {dist}: {us:.1f} us", flush=True)
-            tb.DECODE_CONFIGS[rows] = saved[0][rows]
-        for rows in (16, 32, 64, 128, 256):
-            x = torch.randn(rows, in_f, device=device, dtype=torch.bfloat16)
-            for path, limit in (("fused", 256), ("materialise", 0)):
-                tb.FUSED_MAX_ROWS = limit
-                us = t_us(lambda: ops.seeded_linear(x, key, out_f, 0.01, None, "pcg",
-                                                    "uniform8x4"))
-                out.append({"sweep": "crossover", "rows": rows, "config": path,
-                            "dist": "uniform8x4", "us": us})
-                print(f"  crossover rows={rows} {path}: {us:.1f} us", flush=True)
-        tb.FUSED_MAX_ROWS = saved[1]
-        d = 1024
-        alpha = torch.randn(d, device=device)
-        grad = torch.randn(numel, device=device)
-        for config in TUNE_PMV:
-            tb.PMV_BLOCK = tb.PMV_GRAD_BLOCK = config
-            for dist in ("uniform8x4", "uniform"):
-                us = t_us(lambda: ops.subspace_weight(alpha, key, numel, 0, 0.03, "pcg", dist))
-                gus = t_us(lambda: torch.ops.randfx.subspace_weight_backward(
-                    grad, key, d, 0, 0.03, "pcg", dist))
-                out.append({"sweep": "pmv", "rows": numel, "config": str(config),
-                            "dist": dist, "us": us, "grad_us": gus})
-                print(f"  pmv {config} {dist}: {us:.0f} us, grad {gus:.0f} us", flush=True)
-    finally:
-        tb.DECODE_CONFIGS.clear()
-        tb.DECODE_CONFIGS.update(saved[0])
-        tb.FUSED_MAX_ROWS, tb.PMV_BLOCK, tb.PMV_GRAD_BLOCK = saved[1:]
-    return out
+    out, chosen = [], {}
+
+    def record(sweep, rows, config, us, **extra):
+        out.append({"sweep": sweep, "rows": rows, "config": str(config), "dist": dist,
+                    "us": us, **extra})
+        print(f"  {sweep} rows={rows} {config}: {us:.1f} us {extra or ''}", flush=True)
+        return us
+
+    for rows, configs in TUNE_DECODE.items():
+        x = torch.randn(rows, size, device=device, dtype=torch.bfloat16)
+        times = {}
+        for config in configs:
+            tb.DECODE_CONFIGS[rows] = config
+            times[config] = record("decode", rows, config, t_us(
+                graphed(lambda: ops.seeded_linear(x, key, size, 0.01, None, "pcg", dist),
+                        device)))
+        tb.DECODE_CONFIGS[rows] = chosen[f"decode_{rows}"] = min(times, key=times.get)
+    saved_limit, fused_wins = tb.FUSED_MAX_ROWS, []
+    for rows in TUNE_CROSSOVER_ROWS:
+        x = torch.randn(rows, size, device=device, dtype=torch.bfloat16)
+        times = {}
+        for path, limit in (("fused", max(TUNE_CROSSOVER_ROWS)), ("materialise", 0)):
+            tb.FUSED_MAX_ROWS = limit
+            times[path] = record("crossover", rows, path, t_us(
+                graphed(lambda: ops.seeded_linear(x, key, size, 0.01, None, "pcg", dist),
+                        device)))
+        fused_wins.append(times["fused"] < times["materialise"])
+    # fused up to the last row count before materialising first wins
+    limit = saved_limit
+    for rows, wins in zip(TUNE_CROSSOVER_ROWS, fused_wins):
+        if not wins:
+            break
+        limit = rows
+    tb.FUSED_MAX_ROWS = chosen["fused_max_rows"] = limit
+    d = 1024
+    alpha = torch.randn(d, device=device)
+    grad = torch.randn(numel, device=device)
+    pmv_times, grad_times = {}, {}
+    for config in TUNE_PMV:
+        tb.PMV_BLOCK = tb.PMV_GRAD_BLOCK = config
+        pmv_times[config] = t_us(graphed(
+            lambda: ops.subspace_weight(alpha, key, numel, 0, 0.03, "pcg", dist), device))
+        grad_times[config] = t_us(graphed(lambda: torch.ops.randfx.subspace_weight_backward(
+            grad, key, d, 0, 0.03, "pcg", dist), device))
+        record("pmv", numel, config, pmv_times[config], grad_us=grad_times[config])
+    tb.PMV_BLOCK = chosen["pmv_block"] = min(pmv_times, key=pmv_times.get)
+    tb.PMV_GRAD_BLOCK = chosen["pmv_grad_block"] = min(grad_times, key=grad_times.get)
+    print("tuned:", chosen, flush=True)
+    return out, chosen
 
 
 def main(argv=None) -> int:
@@ -228,22 +271,25 @@ def main(argv=None) -> int:
         return common.time_ms(fn, device=device, warmup=1, repeat=repeat)
 
     from randfx.ops import triton_backend
-    notes = {"dtype": str(dtype), "fused_max_rows": triton_backend.FUSED_MAX_ROWS,
-             "decode_configs": {str(k): v for k, v in triton_backend.DECODE_CONFIGS.items()},
-             "pmv_block": triton_backend.PMV_BLOCK}
-    rows_out = []
-    tuned = []
+    tuned, chosen = [], {}
     if args.tune and device.type == "cuda":
         from triton.testing import do_bench
-        tuned = tune_rows(device, lambda fn: 1e3 * float(
+        tuned, chosen = tune_rows(device, lambda fn: 1e3 * float(
             do_bench(fn, warmup=10, rep=40, return_mode="median")))
         common.emit("linear-tune", tuned, ["sweep", "rows", "config", "dist", "us", "grad_us"],
                     device=device)
+    notes = {"dtype": str(dtype), "tuned": {k: str(v) for k, v in chosen.items()},
+             "fused_max_rows": triton_backend.FUSED_MAX_ROWS,
+             "decode_configs": {str(k): v for k, v in triton_backend.DECODE_CONFIGS.items()},
+             "pmv_block": triton_backend.PMV_BLOCK,
+             "pmv_grad_block": triton_backend.PMV_GRAD_BLOCK}
+    rows_out = []
     if not args.skip_linear:
         rows_out += linear_rows(shapes, rows, args.dist, args.rank, dtype, device, time_ms)
         common.emit("linear", rows_out,
                     ["shape", "rows", "dist", "dense_fwd_us", "seeded_fwd_us", "fwd_x",
-                     "dense_fb_us", "lora_fb_us", "fb_x", "seeded_extra_MB", "dense_W_MB"],
+                     "dense_fb_us", "lora_fb_us", "fb_x", "dense_eager_us", "seeded_eager_us",
+                     "seeded_extra_MB", "dense_W_MB"],
                     device=device)
     pmv = []
     if not args.skip_pmv:

@@ -8,8 +8,8 @@
   Epilogue: * scale, + u @ v^T (a rank-r adapter term), + bias, cast, store.
   USE_DOT: tensor-core tl.dot (needs BLOCK_M >= 16); otherwise a broadcast multiply-sum
   in hash order (`tiles.accumulate_rows`), which is what decode (1-8 rows) wants.
-- `materialize_kernel`: writes W (scaled, cast) for the materialise-then-cuBLAS path and
-  for `generate_weight`.
+- `materialize_kernel`: writes W (scaled, cast; optionally + an adapter B A) for the
+  materialise-then-cuBLAS path and for `generate_weight`.
 Launch parameters and the shape heuristic live in randfx/ops/triton_backend.py.
 """
 
@@ -38,6 +38,17 @@ def _dot(a, b, acc, USE_DOT: tl.constexpr, DOT_IN_FP32: tl.constexpr):
     return acc
 
 
+@triton.jit
+def _add_lowrank(acc, u_ptr, v_ptr, i, I, j, J, rank, stride_ui, stride_ur, stride_vj,
+                 stride_vr):
+    """acc[i, j] + sum_r u[i, r] v[j, r]: a rank-r term (an adapter) added to a tile."""
+    for r in range(0, rank):
+        u = tl.load(u_ptr + i * stride_ui + r * stride_ur, mask=i < I, other=0.0)
+        v = tl.load(v_ptr + j * stride_vj + r * stride_vr, mask=j < J, other=0.0)
+        acc += u.to(tl.float32)[:, None] * v.to(tl.float32)[None, :]
+    return acc
+
+
 @triton.jit(do_not_specialize=["M", "N", "K", "rank", "scale", "window"])
 def seeded_matmul_kernel(x_ptr, key_ptr, bias_ptr, u_ptr, v_ptr, y_ptr,
                          M, N, K, rank, scale, window,
@@ -58,6 +69,11 @@ def seeded_matmul_kernel(x_ptr, key_ptr, bias_ptr, u_ptr, v_ptr, y_ptr,
     N64 = N.to(tl.int64)
     K64 = K.to(tl.int64)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    # the decode GEMV keeps one partial sum per (row, weight row, hash group) until the end
+    if TRANSPOSE or USE_DOT:
+        products = tl.zeros((1, 1, 1), dtype=tl.float32)  # unused
+    else:
+        products = tl.zeros((BLOCK_M, BLOCK_N, BLOCK_K >> LOG2_VALUES), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         if TRANSPOSE:
             # W is (K, N): the tile is rows k, cols n, already in the k-major order of a @ b
@@ -76,25 +92,28 @@ def seeded_matmul_kernel(x_ptr, key_ptr, bias_ptr, u_ptr, v_ptr, y_ptr,
                             GENERATOR, DIST, LOG2_VALUES, NARROW)
             acc = _dot(x, tl.trans(w), acc, USE_DOT, DOT_IN_FP32)
         else:  # decode GEMV: reduce along W's rows in hash order
-            acc = accumulate_rows(acc, x_ptr, m, M, stride_xm, stride_xk, k0, K,
-                                  n.to(tl.int64) * K64, key, BLOCK_N, BLOCK_K, GENERATOR, DIST,
-                                  LOG2_VALUES, NARROW)
+            products = accumulate_rows(products, x_ptr, m, M, stride_xm, stride_xk, k0, K,
+                                       n.to(tl.int64) * K64, key, BLOCK_N, BLOCK_K, GENERATOR,
+                                       DIST, LOG2_VALUES, NARROW)
+    if not TRANSPOSE and not USE_DOT:
+        acc = tl.sum(products, axis=2)
     acc = acc * scale
     if HAS_LOWRANK:
-        for r in range(0, rank):
-            u = tl.load(u_ptr + m * stride_um + r * stride_ur, mask=m < M, other=0.0)
-            v = tl.load(v_ptr + n * stride_vn + r * stride_vr, mask=n < N, other=0.0)
-            acc += u.to(tl.float32)[:, None] * v.to(tl.float32)[None, :]
+        acc = _add_lowrank(acc, u_ptr, v_ptr, m, M, n, N, rank, stride_um, stride_ur,
+                           stride_vn, stride_vr)
     if HAS_BIAS:
         acc += tl.load(bias_ptr + n, mask=n < N, other=0.0).to(tl.float32)[None, :]
     tl.store(y_ptr + m[:, None] * stride_ym + n[None, :] * stride_yn,
              acc.to(y_ptr.dtype.element_ty), mask=(m < M)[:, None] & (n < N)[None, :])
 
 
-@triton.jit(do_not_specialize=["rows", "cols", "scale", "window"])
-def materialize_kernel(key_ptr, w_ptr, rows, cols, scale, window,
+@triton.jit(do_not_specialize=["rows", "cols", "rank", "scale", "window"])
+def materialize_kernel(key_ptr, u_ptr, v_ptr, w_ptr, rows, cols, rank, scale, window,
+                       stride_ur, stride_uq, stride_vc, stride_vq,
                        GENERATOR: tl.constexpr, DIST: tl.constexpr, LOG2_VALUES: tl.constexpr,
-                       NARROW: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+                       NARROW: tl.constexpr, HAS_LOWRANK: tl.constexpr,
+                       BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    """W[r, c] = scale * R[r, c] (+ sum_q u[r, q] v[c, q], an adapter folded into W)."""
     pid_c = tl.program_id(0)
     pid_r = tl.program_id(1)
     key = launch_key(key_ptr, window, NARROW)
@@ -103,5 +122,8 @@ def materialize_kernel(key_ptr, w_ptr, rows, cols, scale, window,
     cols64 = cols.to(tl.int64)
     w = stream_tile(r * cols64, (pid_c * BLOCK_C).to(tl.int64), key, BLOCK_R, BLOCK_C,
                     GENERATOR, DIST, LOG2_VALUES, NARROW) * scale
+    if HAS_LOWRANK:
+        w = _add_lowrank(w, u_ptr, v_ptr, r, rows, c, cols, rank, stride_ur, stride_uq,
+                         stride_vc, stride_vq)
     tl.store(w_ptr + r[:, None] * cols64 + c[None, :], w.to(w_ptr.dtype.element_ty),
              mask=(r < rows)[:, None] & (c < cols)[None, :])

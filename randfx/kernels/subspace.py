@@ -27,12 +27,13 @@ def pmv_kernel(alpha_ptr, key_ptr, base_key_ptr, out_ptr, numel, d, row_stride, 
     key = launch_key(key_ptr, window, NARROW)
     j = tl.program_id(0).to(tl.int64) * BLOCK_J + tl.arange(0, BLOCK_J).to(tl.int64)
     row_base = offset.to(tl.int64) + j * row_stride.to(tl.int64)
-    acc = tl.zeros((1, BLOCK_J), dtype=tl.float32)
+    products = tl.zeros((1, BLOCK_J, BLOCK_K >> LOG2_VALUES), dtype=tl.float32)
     one_row = tl.arange(0, 1)
     for k0 in range(0, d, BLOCK_K):
-        acc = accumulate_rows(acc, alpha_ptr, one_row, 1, 0, stride_alpha, k0, d, row_base, key,
-                              BLOCK_J, BLOCK_K, GENERATOR, DIST, LOG2_VALUES, NARROW)
-    acc = tl.sum(acc, axis=0)
+        products = accumulate_rows(products, alpha_ptr, one_row, 1, 0, stride_alpha, k0, d,
+                                   row_base, key, BLOCK_J, BLOCK_K, GENERATOR, DIST,
+                                   LOG2_VALUES, NARROW)
+    acc = tl.sum(tl.sum(products, axis=2), axis=0)
     acc = acc * basis_scale
     if HAS_BASE:
         base_key = tl.load(base_key_ptr).to(tl.uint32)
@@ -59,22 +60,24 @@ def pmv_grad_kernel(grad_ptr, key_ptr, partial_ptr, numel, d, row_stride, offset
         VALUES: tl.constexpr = 1 << LOG2_VALUES
         GROUPS: tl.constexpr = BLOCK_K // VALUES
         position = tl.arange(0, VALUES)
-        acc3 = tl.zeros((GROUPS, VALUES), dtype=tl.float32)
+        products = tl.zeros((BLOCK_J, GROUPS, VALUES), dtype=tl.float32)
         for j0 in range(0, rows_per_split, BLOCK_J):
             j = first + j0 + tl.arange(0, BLOCK_J).to(tl.int64)
             g = tl.load(grad_ptr + j * stride_grad, mask=j < numel, other=0.0).to(tl.float32)
             h = group_hashes(offset.to(tl.int64) + j * stride64, k_start, key, GROUPS, GENERATOR,
                              LOG2_VALUES, NARROW)
             p = value_in_hash(h[:, :, None], position.to(tl.uint32)[None, None, :], DIST)
-            acc3 += tl.sum(p * g[:, None, None], axis=0)
+            products += p * g[:, None, None]
+        acc3 = tl.sum(products, axis=0)  # across j once, not per step
         k3 = k_start + tl.arange(0, GROUPS)[:, None] * VALUES + position[None, :]
         tl.store(partial_ptr + split.to(tl.int64) * d64 + k3, acc3, mask=k3 < d)
     else:
-        acc = tl.zeros((BLOCK_K,), dtype=tl.float32)
+        products = tl.zeros((BLOCK_J, BLOCK_K), dtype=tl.float32)
         for j0 in range(0, rows_per_split, BLOCK_J):
             j = first + j0 + tl.arange(0, BLOCK_J).to(tl.int64)
             g = tl.load(grad_ptr + j * stride_grad, mask=j < numel, other=0.0).to(tl.float32)
             p = stream_tile(offset.to(tl.int64) + j * stride64, k_start, key, BLOCK_J, BLOCK_K,
                             GENERATOR, DIST, LOG2_VALUES, NARROW)
-            acc += tl.sum(p * g[:, None], axis=0)
+            products += p * g[:, None]
+        acc = tl.sum(products, axis=0)
         tl.store(partial_ptr + split.to(tl.int64) * d64 + k, acc, mask=k < d)

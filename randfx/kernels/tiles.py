@@ -108,8 +108,10 @@ def stream_tile(row_base, col_start, key, BLOCK_R: tl.constexpr, BLOCK_C: tl.con
 def accumulate_rows(acc, vec_ptr, m, M, stride_vm, stride_vc, col_start, C, row_base, key,
                     BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, GENERATOR: tl.constexpr,
                     DIST: tl.constexpr, LOG2_VALUES: tl.constexpr, NARROW: tl.constexpr):
-    """acc[BLOCK_M, BLOCK_R] + sum over c in [col_start, col_start + BLOCK_C) of
-    vec[m, c] * S[r, c]; vec elements outside m < M, c < C count as zero."""
+    """acc[BLOCK_M, BLOCK_R, BLOCK_C >> LOG2_VALUES] + the products vec[m, c] * S[r, c] for
+    c in [col_start, col_start + BLOCK_C), summed over the values of each hash only.
+    The caller sums the last axis once after its loop (a reduction across threads per
+    step would cost more than the products). vec outside m < M, c < C counts as zero."""
     if LOG2_VALUES > 0:
         VALUES: tl.constexpr = 1 << LOG2_VALUES
         GROUPS: tl.constexpr = BLOCK_C // VALUES
@@ -120,12 +122,12 @@ def accumulate_rows(acc, vec_ptr, m, M, stride_vm, stride_vc, col_start, C, row_
             v = tl.load(vec_ptr + m[:, None] * stride_vm + c[None, :] * stride_vc,
                         mask=(m < M)[:, None] & (c < C)[None, :], other=0.0)
             w = value_in_hash(h, position, DIST)
-            acc += tl.sum(v.to(tl.float32)[:, None, :] * w[None, :, :], axis=2)
+            acc += v.to(tl.float32)[:, None, :] * w[None, :, :]
     else:
         c = col_start + tl.arange(0, BLOCK_C)
         v = tl.load(vec_ptr + m[:, None] * stride_vm + c[None, :] * stride_vc,
                     mask=(m < M)[:, None] & (c < C)[None, :], other=0.0)
         w = stream_tile(row_base, col_start, key, BLOCK_R, BLOCK_C, GENERATOR, DIST,
                         LOG2_VALUES, NARROW)
-        acc += tl.sum(v.to(tl.float32)[:, None, :] * w[None, :, :], axis=2)
+        acc += v.to(tl.float32)[:, None, :] * w[None, :, :]
     return acc

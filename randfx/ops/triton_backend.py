@@ -15,6 +15,7 @@ Shape heuristic for y = x @ W^T with W generated (`seeded_matmul`):
   back once it is re-used by many rows.
 """
 
+import functools
 import math
 
 import torch
@@ -71,8 +72,8 @@ def _pow2_at_least(n: int) -> int:
 # ---------------------------------------------------------------- generated matrices
 
 def materialize(key, rows: int, cols: int, scale: float, generator: str, dist: str,
-                dtype: torch.dtype) -> torch.Tensor:
-    """W = scale * R(key), (rows, cols), written by one Triton pass."""
+                dtype: torch.dtype, lowrank_u=None, lowrank_v=None) -> torch.Tensor:
+    """W = scale * R(key) (+ lowrank_u @ lowrank_v^T), (rows, cols), one Triton pass."""
     out = torch.empty(rows, cols, dtype=dtype, device=key.device)
     if out.numel() == 0:
         return out
@@ -80,11 +81,15 @@ def materialize(key, rows: int, cols: int, scale: float, generator: str, dist: s
     block_r = min(block_r, _pow2_at_least(rows))
     log2_values, narrow, window = tile_plan(dist, 0, rows * cols - 1, cols, block_c)
     gen_id, dist_id = _ids(generator, dist)
+    has_lowrank = lowrank_u is not None
+    u = lowrank_u if has_lowrank else out
+    v = lowrank_v if has_lowrank else out
     grid = (triton.cdiv(cols, block_c), triton.cdiv(rows, block_r))
-    materialize_kernel[grid](key, out, rows, cols, float(scale), window,
-                             GENERATOR=gen_id, DIST=dist_id, LOG2_VALUES=log2_values,
-                             NARROW=narrow, BLOCK_R=block_r, BLOCK_C=block_c,
-                             num_warps=warps)
+    materialize_kernel[grid](key, u, v, out, rows, cols, u.shape[1] if has_lowrank else 0,
+                             float(scale), window, u.stride(0), u.stride(1), v.stride(0),
+                             v.stride(1), GENERATOR=gen_id, DIST=dist_id,
+                             LOG2_VALUES=log2_values, NARROW=narrow, HAS_LOWRANK=has_lowrank,
+                             BLOCK_R=block_r, BLOCK_C=block_c, num_warps=warps)
     return out
 
 
@@ -99,11 +104,25 @@ def generate_weight(key, shape, scale, generator, dist, dtype, device):
     return materialize(key, 1, numel, scale, generator, dist, dtype).view(shape)
 
 
-def _decode_config(rows: int, transpose: bool):
-    block_m, block_n, block_k, warps = DECODE_CONFIGS[min(FUSED_MAX_ROWS,
-                                                          _pow2_at_least(rows))]
+MIN_PROGRAMS_PER_SM = 2  # decode grids narrower than this leave SMs idle: shrink BLOCK_N
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 1
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def _decode_config(m: int, n: int, transpose: bool, device: torch.device):
+    """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps) for the fused kernel: the row bucket's tile,
+    with BLOCK_N halved (down to 8) until the grid gives every SM work."""
+    block_m, block_n, block_k, warps = DECODE_CONFIGS[min(FUSED_MAX_ROWS, _pow2_at_least(m))]
     if transpose:  # W's rows are now the reduction: keep the tile, swap the roles
         block_n, block_k = block_k, block_n
+    wanted = MIN_PROGRAMS_PER_SM * _sm_count(device)
+    while block_n > 8 and triton.cdiv(n, block_n) * triton.cdiv(m, block_m) < wanted:
+        block_n //= 2
     return block_m, block_n, block_k, warps
 
 
@@ -125,7 +144,7 @@ def seeded_matmul(x, key, rows, cols, scale, transpose, bias, lowrank_u, lowrank
     y = torch.empty(m, n, dtype=x.dtype, device=x.device)
     if m == 0:
         return y
-    block_m, block_n, block_k, warps = _decode_config(m, transpose)
+    block_m, block_n, block_k, warps = _decode_config(m, n, transpose, x.device)
     # grouped hashes run along W's rows: the k axis in the forward, n in the transpose
     block_cols = block_n if transpose else block_k
     log2_values, narrow, window = tile_plan(dist, 0, rows * cols - 1, cols, block_cols)
@@ -144,6 +163,25 @@ def seeded_matmul(x, key, rows, cols, scale, transpose, bias, lowrank_u, lowrank
         USE_DOT=block_m >= 16, DOT_IN_FP32=x.device.type == "cpu", BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
         num_warps=warps)
     return y
+
+
+def lora_matmul(x, key, rows, cols, scale, transpose, lora_A, lora_B, lora_scaling, bias,
+                generator, dist):
+    """y = x @ W^T (or x @ W) with W = scale R + lora_scaling * lora_B @ lora_A. Decode:
+    the fused kernel with the adapter as a rank-r epilogue; training: the adapter folded
+    into the materialised W (no extra pass over x or y), then cuBLAS."""
+    if x.shape[0] <= FUSED_MAX_ROWS or torch.float64 in (x.dtype, lora_A.dtype, lora_B.dtype):
+        u, v = reference.lora_factors(x, lora_A, lora_B, lora_scaling, transpose)
+        return seeded_matmul(x, key, rows, cols, scale, transpose, bias, u, v, generator,
+                             dist)
+    w = materialize(key, rows, cols, scale, generator, dist, x.dtype,
+                    lora_B * lora_scaling, lora_A.T)
+    if transpose:
+        y = x @ w
+        return y if bias is None else y.add_(bias.to(y.dtype))
+    if bias is None:
+        return x @ w.T
+    return torch.addmm(bias.to(x.dtype), x, w.T)
 
 
 # ---------------------------------------------------------------- subspace
