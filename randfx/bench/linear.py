@@ -175,17 +175,12 @@ def pmv_rows(numel, ds, dists, device, time_ms):
 
 
 TUNE_DECODE = {
-    1: [(1, 16, 256, 4), (1, 32, 256, 4), (1, 64, 128, 4), (1, 32, 512, 8), (1, 16, 512, 4),
-        (1, 64, 256, 8)],
-    2: [(2, 16, 256, 4), (2, 32, 128, 4), (2, 16, 128, 4)],
-    4: [(4, 16, 128, 4), (4, 32, 128, 4), (4, 16, 256, 8), (4, 32, 64, 4), (4, 8, 256, 4)],
-    8: [(8, 16, 64, 4), (8, 16, 128, 8), (8, 32, 64, 8)],
-    16: [(16, 32, 64, 4), (16, 64, 64, 4), (16, 32, 128, 4), (16, 64, 128, 8),
-         (16, 128, 64, 8)],
+    1: [(1, 32, 256, 4), (1, 16, 512, 4), (1, 64, 128, 4), (1, 32, 512, 8)],
+    4: [(4, 16, 128, 4), (4, 32, 128, 4), (4, 16, 256, 8)],
+    16: [(16, 32, 64, 4), (16, 64, 64, 4), (16, 32, 128, 4)],
 }
-TUNE_CROSSOVER_ROWS = (16, 32, 64, 128, 256)
-TUNE_PMV = [(64, 128, 4), (32, 256, 4), (128, 64, 4), (16, 256, 4), (16, 128, 4),
-            (32, 128, 4), (128, 128, 8), (64, 256, 8)]
+TUNE_CROSSOVER_ROWS = (16, 64, 256)
+TUNE_PMV = [(64, 128, 4), (32, 256, 4), (16, 256, 4), (128, 64, 4), (32, 128, 8)]
 
 
 def tune_rows(device, t_us, size=8192, numel=PMV_NUMEL, dist="uniform8x4"):
@@ -224,7 +219,7 @@ def tune_rows(device, t_us, size=8192, numel=PMV_NUMEL, dist="uniform8x4"):
                         device)))
         fused_wins.append(times["fused"] < times["materialise"])
     # fused up to the last row count before materialising first wins
-    limit = saved_limit
+    limit = saved_limit if fused_wins[0] else TUNE_CROSSOVER_ROWS[0] // 2
     for rows, wins in zip(TUNE_CROSSOVER_ROWS, fused_wins):
         if not wins:
             break
