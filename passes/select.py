@@ -16,7 +16,7 @@ qualified name), or an exact qualified name or dot-separated suffix of one.
 
 import re
 
-from randfx.modules import LAYER_KINDS
+from randfx.modules import LAYER_KINDS, layer_kind
 
 from .manager import PassBase, PassResult
 
@@ -78,6 +78,8 @@ class Select(PassBase):
                 f"exclude_modules={config.exclude_modules!r}"
                 + (f"; left dense: {report.left_dense}" if report.left_dense else "")
                 + f"; rewritable layers: {candidates[:12]}"
-                + (" ..." if len(candidates) > 12 else ""))
+                + (" ..." if len(candidates) > 12 else "")
+                + ("; the model is itself a single layer: wrap it, e.g. nn.Sequential(layer)"
+                   if layer_kind(ctx.source) is not None else ""))
         return PassResult(False, f"{len(ctx.selection)} selected, "
                                  f"{len(report.left_dense)} left dense")

@@ -198,6 +198,8 @@ def test_bad_input_is_refused_and_the_model_is_untouched():
     modules = dict(source.named_modules())
     with pytest.raises(ValueError, match="selects no weight.*target_modules=\\('nothing',\\)"):
         randfx.transform(source, randfx.Config("frozen", target_modules="nothing"))
+    with pytest.raises(ValueError, match="itself a single layer.*nn.Sequential"):
+        randfx.transform(nn.Linear(3, 3), randfx.Config("frozen"))
     with pytest.raises(TypeError, match="config must be a randfx.Config"):
         randfx.transform(source, {"scheme": "frozen"})
     with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
