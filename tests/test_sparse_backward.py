@@ -108,23 +108,26 @@ def _assert_grads_equal(got, want, tol=1e-10):
         torch.testing.assert_close(got[name], want[name], rtol=tol * 10, atol=tol, msg=name)
 
 
+SCHEME_OPTIONS = {"random_base_lora": {"rank": 2}, "subspace": {"dim": 5},
+                  "subspace-global": {"dim": 7, "scope": "global"}}
+
+
 def _transform(model, x, scheme="dense", paths=4, **kwargs):
-    extra = {"rank": 2} if scheme == "random_base_lora" else {"dim": 5} if scheme == "subspace" else {}
-    config = randfx.Config(scheme=scheme, seed=3, **extra,
+    extra = SCHEME_OPTIONS.get(scheme, {})
+    config = randfx.Config(scheme=scheme.split("-")[0], seed=3, **extra,
                            sparse_backward=randfx.SparseBackward(num_paths=paths, **kwargs))
     return randfx.transform(model, config, x)
 
 
-@pytest.mark.parametrize("scheme", ["dense", "frozen", "random_base_lora", "subspace"])
+@pytest.mark.parametrize("scheme", ["dense", "frozen", "random_base_lora", "subspace",
+                                    "subspace-global"])
 def test_mlp_grads_equal_masked_dense_backward(scheme):
     model, x = _mlp(), torch.randn(7, 10, dtype=torch.float64)
     before = copy.deepcopy(model.state_dict())
     t = _transform(model, x, scheme, temperature=0.5, epsilon=0.1)
-    if scheme == "random_base_lora":  # B starts at 0; give the adapter a value to check
-        with torch.no_grad():
-            for p in t.parameters():
-                if p.dim() == 2:
-                    p.normal_()
+    with torch.no_grad():  # adapters and alpha start at 0: give them values to check
+        for p in t.parameters():
+            p.normal_()
     with torch.no_grad():
         dense_out = strip_sparse_backward(copy.deepcopy(t))(x)
     t.train()
