@@ -11,6 +11,7 @@ the global batch.
 import copy
 import datetime
 import functools
+import json
 import math
 import queue as queue_module
 import traceback
@@ -397,3 +398,62 @@ def _sharded(model):
 
 def test_sharded_basis_equals_one_process_and_generates_only_its_columns(ranks, tmp_path):
     ranks().run(_pranc_worker, str(tmp_path))
+
+
+# ---------------------------------------------------------------- examples/distributed_train.py
+
+EXAMPLE = ROOT / "examples" / "distributed_train.py"
+
+
+def _example():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("distributed_train", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _example_worker(rank, folder):
+    example = _example()
+    for extra in (["--wrap", "ddp"],
+                  ["--wrap", "pranc", "--scheme", "subspace", "--scope", "global", "--dim", "8"]):
+        path = str(Path(folder) / f"{extra[1]}.rfx")
+        args = example.parse(["--device", "cpu", "--preset", "tiny", "--steps", "2",
+                              "--warmup", "0", "--batch", "4", "--save", path, *extra])
+        result = example.train(args)
+
+        # one process on the global batch: the same losses, step by step
+        reference_model = randfx.transform(example.build_model("tiny"),
+                                           example.config_from(args))
+        optimizer = torch.optim.AdamW(reference_model.parameters(), lr=args.lr)
+        batches = example.global_batches(args, 256, result["block"], args.steps)
+        expected = []
+        for tokens in batches:
+            optimizer.zero_grad()
+            logits = reference_model(tokens[:, :-1])
+            loss = nn.functional.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten())
+            loss.backward()
+            optimizer.step()
+            expected.append(loss.item())
+        assert result["ranks"] == WORLD
+        torch.testing.assert_close(torch.tensor(result["losses"]), torch.tensor(expected),
+                                   rtol=1e-5, atol=1e-6)
+        loaded = load(path, like=lambda: example.build_model("tiny"))
+        assert_states_equal(loaded.state_dict(), reference_model.state_dict(), extra[1])
+
+
+def test_example_trains_like_one_process(ranks, tmp_path):
+    ranks().run(_example_worker, str(tmp_path))
+
+
+@pytest.mark.slow
+def test_example_command_compares_one_and_two_ranks(tmp_path):
+    """The one command of the example's docstring, on CPU (gloo): two torchrun jobs."""
+    out = tmp_path / "compare.json"
+    subprocess.run([sys.executable, str(EXAMPLE), "--device", "cpu", "--preset", "tiny",
+                    "--ranks", "2", "--steps", "3", "--warmup", "1", "--batch", "4",
+                    "--threads", "2", "--json", str(out)], check=True, cwd=tmp_path)
+    report = json.loads(out.read_text())
+    assert report["matched"] and [row["ranks"] for row in report["rows"]] == [1, 2]
+    assert report["rows"][1]["max_loss_diff"] <= report["loss_tolerance"]
