@@ -106,14 +106,17 @@ def _lower_then_inductor(gm, example_inputs, *args, inductor_compile, **kwargs):
     return inductor_compile(gm, example_inputs, *args, **kwargs)
 
 
-def randfx_backend(gm: torch.fx.GraphModule, example_inputs, **kwargs):
+def randfx_backend(gm: torch.fx.GraphModule, example_inputs, options=None):
     """Dynamo backend: lower randfx ops in the forward and backward aten graphs, then
-    compile with Inductor. `kwargs` (Dynamo's backend options) are accepted and ignored,
-    as Inductor's own entry does for unknown ones."""
+    compile with Inductor. `options` (torch.compile(..., options={...})) are Inductor
+    config settings, applied to this compile as Inductor applies its own."""
+    if options is not None and not isinstance(options, dict):
+        raise TypeError(f"randfx backend: options must be a dict of Inductor config "
+                        f"settings, got {type(options).__name__}")
     if not randfx_op_names(gm.graph):
         _say_nothing_rewritten()
     else:
         log.debug("randfx lowering of the Dynamo graph: %s", run_passes(gm, BEFORE_AUTOGRAD))
     from torch._inductor.compile_fx import compile_fx, compile_fx_inner
     inner = functools.partial(_lower_then_inductor, inductor_compile=compile_fx_inner)
-    return compile_fx(gm, example_inputs, inner_compile=inner)
+    return compile_fx(gm, example_inputs, inner_compile=inner, config_patches=options)

@@ -226,3 +226,11 @@ def test_materialised_lora_backward_keeps_the_adapter_epilogue():
     backward_graph = seen[-1]
     assert torch.ops.randfx.seeded_matmul.default not in _targets(backward_graph)
     assert torch.ops.randfx.generate_weight.default in _targets(backward_graph)
+
+
+def test_options_reach_inductor_config():
+    model = _lora_mlp("cpu")
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend="randfx", options={"no_such_setting": 1})
+    with pytest.raises(Exception, match="no_such_setting does not exist"):
+        compiled(torch.randn(2, 16))
