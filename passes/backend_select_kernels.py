@@ -15,8 +15,8 @@ the epilogue). So the node becomes `generate_weight` + `aten.mm` (+ the low-rank
 epilogue as aten ops).
 
 Guarantees after: every seeded matmul node is either kept with meta["randfx"] naming the
-kernel ("gemv", "gemm", or "runtime" when M is symbolic and the op picks GEMV or GEMM
-per call), or replaced by an equivalent materialised computation marked "materialize".
+kernel ("gemv", "gemm", or "runtime" when M is symbolic and the op applies the same
+rule per call), or replaced by an equivalent materialised computation marked "materialize".
 Values agree up to float rounding. seeded_lora_linear and subspace_linear are left to
 their ops (they already choose internally), and only marked.
 """

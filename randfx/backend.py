@@ -20,7 +20,7 @@ The lowering passes are `randfx.passes.backend_*`:
                      the Dynamo graph (after partitioning, the weight would already be
                      saved for the backward and could not be fused away)
     AFTER_AUTOGRAD   backend_select_kernels: per seeded matmul, by its shape, the fused
-                     GEMV / GEMM kernel or materialise-then-matmul (roofline choice)
+                     GEMV / GEMM kernel or materialise-then-matmul (the ops' heuristic)
 
 Inductor keeps the remaining randfx nodes as calls to the op's kernel (on CUDA a Triton
 kernel that regenerates weight tiles) and compiles the surrounding work as usual.
@@ -116,7 +116,8 @@ def randfx_backend(gm: torch.fx.GraphModule, example_inputs, options=None):
     if not randfx_op_names(gm.graph):
         _say_nothing_rewritten()
     else:
-        log.debug("randfx lowering of the Dynamo graph: %s", run_passes(gm, BEFORE_AUTOGRAD))
+        changed = run_passes(gm, BEFORE_AUTOGRAD)
+        log.debug("randfx lowering of the Dynamo graph: %s", changed)
     from torch._inductor.compile_fx import compile_fx, compile_fx_inner
     inner = functools.partial(_lower_then_inductor, inductor_compile=compile_fx_inner)
     return compile_fx(gm, example_inputs, inner_compile=inner, config_patches=options)
