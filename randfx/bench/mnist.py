@@ -5,8 +5,9 @@ backprop against the random-walk sparse backward with 10, 50 and 200 paths.
 
 Columns: test accuracy after the last epoch; row-updates (rows the walks selected, the
 only ones given gradient, summed over layers and steps; full backprop: all 394 rows every
-step) and their fraction of full's; ms/step (forward + backward + Adam step + the walks, averaged over
-the whole run, synchronised at the end); sample ms (one draw of the walks alone, median,
+step) and their fraction of full's; ms/step (forward + backward + Adam step + the walks,
+averaged over all steps; the models train in lockstep on the same batches, each step
+timed alone, so every method sees the same machine load); sample ms (one draw of the walks alone, median,
 so the sampler's share is visible); ratio = ms/step of full / ms/step of this run.
 The data are read from gzip IDX files by path, never downloaded.
 """
@@ -75,40 +76,48 @@ def accuracy(model: nn.Module, images, labels, batch: int = 2000) -> float:
     return correct / len(images)
 
 
-def train(model: nn.Module, train_data, *, epochs: int, batch: int = 128, lr: float = 1e-3,
+def train(models, train_data, *, epochs: int, batch: int = 128, lr: float = 1e-3,
           seed: int = 0):
-    """Adam training; returns (ms per step, steps, rows updated in all)."""
+    """Adam training of every model in lockstep on the same batches: each model's step is
+    timed on its own, so all of them see the same machine load over time. Returns per
+    model (ms per step, steps, rows updated in all)."""
     images, labels = train_data
     device = images.device
-    plan = getattr(model, "randfx_sparse_backward", None)
-    full_rows = sum(m.out_features for m in model.modules() if isinstance(m, nn.Linear))
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
+    runs = []
+    for model in models:
+        runs.append({"model": model, "plan": getattr(model, "randfx_sparse_backward", None),
+                     "optimizer": torch.optim.Adam(model.parameters(), lr=lr),
+                     "seconds": 0.0, "drawn": []})  # rows per step, counted after training
+        model.train()
     shuffle = torch.Generator(device).manual_seed(seed)
-    drawn = []  # each step's rows per layer, counted after the clock stops
     steps = 0
-    model.train()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
     for _ in range(epochs):
         order = torch.randperm(len(images), device=device, generator=shuffle)
         for i in range(0, len(images), batch):
-            index = order[i:i + batch]
-            optimizer.zero_grad(set_to_none=True)
-            loss_fn(model(images[index]), labels[index]).backward()
-            optimizer.step()
-            if plan is not None:
-                drawn.append(plan.last_sample.rows)
+            x, y = images[order[i:i + batch]], labels[order[i:i + batch]]
+            for run in runs:
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                run["optimizer"].zero_grad(set_to_none=True)
+                loss_fn(run["model"](x), y).backward()
+                run["optimizer"].step()
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                run["seconds"] += time.perf_counter() - start
+                if run["plan"] is not None:
+                    run["drawn"].append(run["plan"].last_sample.rows)
             steps += 1
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    ms = (time.perf_counter() - start) * 1e3 / steps
-    if plan is None:
-        rows = full_rows * steps
-    else:
-        rows = int(sum(int((r >= 0).sum()) for step in drawn for r in step.values()))
-    return ms, steps, rows
+    results = []
+    for run in runs:
+        if run["plan"] is None:
+            rows = steps * sum(m.out_features for m in run["model"].modules()
+                               if isinstance(m, nn.Linear))
+        else:
+            rows = sum(int((r >= 0).sum()) for step in run["drawn"] for r in step.values())
+        results.append((run["seconds"] * 1e3 / steps, steps, rows))
+    return results
 
 
 def run(paths, *, data_dir=DEFAULT_DATA, epochs=5, device="cpu", train_limit=None, seed=0):
@@ -116,18 +125,18 @@ def run(paths, *, data_dir=DEFAULT_DATA, epochs=5, device="cpu", train_limit=Non
     if train_limit:
         train_data = tuple(t[:train_limit] for t in train_data)
     test_data = load_mnist(data_dir, "test", device)
+    methods = [None] + list(paths)
+    models = [mlp(seed).to(device) if n is None else sparse_model(mlp(seed), n, seed).to(device)
+              for n in methods]
+    results = train(models, train_data, epochs=epochs, seed=seed)
     rows = []
-    for num_paths in [None] + list(paths):
-        model = mlp(seed).to(device)
-        if num_paths is not None:
-            model = sparse_model(model, num_paths, seed)
-        ms, steps, updates = train(model, train_data, epochs=epochs, seed=seed)
+    for num_paths, model, (ms, steps, updates) in zip(methods, models, results):
         row = {"method": "full" if num_paths is None else f"{num_paths} paths",
                "accuracy": 100.0 * accuracy(model, *test_data), "row_updates": updates,
                "ms_per_step": ms, "steps": steps}
         if num_paths is not None:
-            plan = model.randfx_sparse_backward
-            row["sample_ms"] = common.time_ms(plan.resample, device=device)
+            row["sample_ms"] = common.time_ms(model.randfx_sparse_backward.resample,
+                                              device=device)
         rows.append(row)
     full = rows[0]
     for row in rows:
