@@ -20,21 +20,18 @@ from .tiles import accumulate_rows, launch_key, stream_tile
 
 
 @triton.jit
-def _dot(a, b, acc, USE_DOT: tl.constexpr, DOT_IN_FP32: tl.constexpr):
-    """acc + a @ b with fp32 accumulation: tensor cores in the operand dtype (exact fp32
-    when the activations are fp32), or a broadcast multiply-sum for tiny row counts.
-    DOT_IN_FP32 (set under TRITON_INTERPRET=1, whose bf16 tl.dot is broken in triton 3.9)
-    keeps W rounded to the operand dtype but multiplies in fp32."""
-    if USE_DOT:
-        if a.dtype == tl.float32:
-            acc = tl.dot(a, b, acc, input_precision="ieee")
-        elif DOT_IN_FP32:
-            acc = tl.dot(a.to(tl.float32), b.to(a.dtype).to(tl.float32), acc,
-                         input_precision="ieee")
-        else:
-            acc = tl.dot(a, b.to(a.dtype), acc)
+def _dot(a, b, acc, DOT_IN_FP32: tl.constexpr):
+    """acc + a @ b on tensor cores with fp32 accumulation, in the operand dtype (exact
+    fp32 when the activations are fp32). DOT_IN_FP32 (set under TRITON_INTERPRET=1, whose
+    bf16 tl.dot is broken in triton 3.9) keeps W rounded to the operand dtype but
+    multiplies in fp32."""
+    if a.dtype == tl.float32:
+        acc = tl.dot(a, b, acc, input_precision="ieee")
+    elif DOT_IN_FP32:
+        acc = tl.dot(a.to(tl.float32), b.to(a.dtype).to(tl.float32), acc,
+                     input_precision="ieee")
     else:
-        acc += tl.sum(a.to(tl.float32)[:, :, None] * b[None, :, :], axis=1)
+        acc = tl.dot(a, b.to(a.dtype), acc)
     return acc
 
 
@@ -69,9 +66,13 @@ def seeded_matmul_kernel(x_ptr, key_ptr, bias_ptr, u_ptr, v_ptr, y_ptr,
     N64 = N.to(tl.int64)
     K64 = K.to(tl.int64)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    # the decode GEMV keeps one partial sum per (row, weight row, hash group) until the end
-    if TRANSPOSE or USE_DOT:
+    # without tensor cores, products are summed over k only once after the loop (a
+    # reduction across threads per step costs more than the products themselves); the
+    # forward keeps one partial sum per (row, weight row, hash group)
+    if USE_DOT:
         products = tl.zeros((1, 1, 1), dtype=tl.float32)  # unused
+    elif TRANSPOSE:
+        products = tl.zeros((BLOCK_M, BLOCK_K, BLOCK_N), dtype=tl.float32)
     else:
         products = tl.zeros((BLOCK_M, BLOCK_N, BLOCK_K >> LOG2_VALUES), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
@@ -82,7 +83,10 @@ def seeded_matmul_kernel(x_ptr, key_ptr, bias_ptr, u_ptr, v_ptr, y_ptr,
                         mask=(m < M)[:, None] & (k < K)[None, :], other=0.0)
             w = stream_tile(k.to(tl.int64) * N64, n_start, key, BLOCK_K, BLOCK_N,
                             GENERATOR, DIST, LOG2_VALUES, NARROW)
-            acc = _dot(x, w, acc, USE_DOT, DOT_IN_FP32)
+            if USE_DOT:
+                acc = _dot(x, w, acc, DOT_IN_FP32)
+            else:
+                products += x.to(tl.float32)[:, :, None] * w[None, :, :]
         elif USE_DOT:
             # W is (N, K): the tile is rows n, cols k; its transpose feeds a @ b
             k = k0 + tl.arange(0, BLOCK_K)
@@ -90,13 +94,16 @@ def seeded_matmul_kernel(x_ptr, key_ptr, bias_ptr, u_ptr, v_ptr, y_ptr,
                         mask=(m < M)[:, None] & (k < K)[None, :], other=0.0)
             w = stream_tile(n.to(tl.int64) * K64, k0, key, BLOCK_N, BLOCK_K,
                             GENERATOR, DIST, LOG2_VALUES, NARROW)
-            acc = _dot(x, tl.trans(w), acc, USE_DOT, DOT_IN_FP32)
+            acc = _dot(x, tl.trans(w), acc, DOT_IN_FP32)
         else:  # decode GEMV: reduce along W's rows in hash order
             products = accumulate_rows(products, x_ptr, m, M, stride_xm, stride_xk, k0, K,
                                        n.to(tl.int64) * K64, key, BLOCK_N, BLOCK_K, GENERATOR,
                                        DIST, LOG2_VALUES, NARROW)
-    if not TRANSPOSE and not USE_DOT:
-        acc = tl.sum(products, axis=2)
+    if not USE_DOT:
+        if TRANSPOSE:
+            acc = tl.sum(products, axis=1)
+        else:
+            acc = tl.sum(products, axis=2)
     acc = acc * scale
     if HAS_LOWRANK:
         acc = _add_lowrank(acc, u_ptr, v_ptr, m, M, n, N, rank, stride_um, stride_ur,

@@ -30,12 +30,12 @@ FUSED_MAX_ROWS = 16
 # rows-of-x bucket -> (BLOCK_M, BLOCK_N, BLOCK_K, num_warps) of the fused kernel, forward
 # layout; the transposed layout (grad_x) swaps the roles of N and K, same tile budget.
 # Buckets above FUSED_MAX_ROWS are used only when a caller (the tuner) raises it.
-DECODE_CONFIGS = {1: (1, 32, 256, 4), 2: (2, 16, 256, 4), 4: (4, 16, 128, 4),
+DECODE_CONFIGS = {1: (1, 16, 512, 4), 2: (2, 16, 256, 4), 4: (4, 16, 256, 8),
                   8: (8, 16, 64, 4), 16: (16, 32, 64, 4), 32: (32, 64, 64, 4),
                   64: (64, 64, 64, 4), 128: (64, 128, 64, 8), 256: (128, 128, 64, 8)}
 MATERIALIZE_BLOCK = (8, 256, 4)  # BLOCK_R, BLOCK_C, num_warps
 PMV_BLOCK = (64, 128, 4)  # BLOCK_J, BLOCK_K, num_warps
-PMV_GRAD_BLOCK = (64, 128, 4)
+PMV_GRAD_BLOCK = (16, 256, 4)
 PMV_GRAD_PROGRAMS = 2048  # splits of the j range so the grid fills the GPU
 
 
