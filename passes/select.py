@@ -58,6 +58,11 @@ class Select(PassBase):
             elif info.functional_use:
                 report.left_dense[name] = (f"its weight {info.weight_name} is also used "
                                            f"outside {name}'s forward")
+            elif not info.nodes:
+                report.left_dense[name] = (
+                    "it is never applied through its own forward in the captured graph "
+                    "(a parent may read its weight directly, as nn.MultiheadAttention "
+                    "does with out_proj, or it is unused)")
             else:
                 wanted.append(name)
         chosen = set(wanted)
@@ -68,7 +73,7 @@ class Select(PassBase):
                                            f"which is not rewritten")
         ctx.selection = [name for name in wanted if name not in report.left_dense]
         for name, reason in report.left_dense.items():
-            if reason.startswith(("no randfx rule", "its weight")):
+            if reason.startswith(("no randfx rule", "its weight", "it is never applied")):
                 report.warn(f"randfx: {name} stays dense: {reason}")
         if not ctx.selection:
             candidates = [n for n, i in ctx.layers.items() if i.kind is not None]
