@@ -43,13 +43,15 @@ device, not bit-identical across devices (they choose rows, never weight values)
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
+import networkx as nx
 import torch
 
 WEIGHTINGS = ("magnitude", "uniform")
 
 
 def check_walk_options(num_paths, temperature, epsilon, weighting) -> None:
-    """ValueError naming the argument and its accepted range; shared with the Config."""
+    """ValueError naming the argument and its accepted range (randfx.SparseBackward
+    checks the same when a Config is built; the sampler can be used without one)."""
     if isinstance(num_paths, bool) or not isinstance(num_paths, int) or num_paths <= 0:
         raise ValueError(f"sparse_backward: num_paths must be an int >= 1, got {num_paths!r}")
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
@@ -120,7 +122,6 @@ class RandomWalkSampler:
             raise ValueError(f"sparse_backward: outputs {list(outputs)} must be a non-empty "
                              f"list of graph layers; not layers: {unknown}")
         self.outputs = list(outputs)
-        import networkx as nx
         reached = set(self.outputs)
         for name in self.outputs:
             reached |= nx.ancestors(self.graph, name)
@@ -241,7 +242,6 @@ def _compact(visits: torch.Tensor, size: int) -> torch.Tensor:
 
 def _acyclic(graph):
     """The graph without the edges that close a cycle against its node order."""
-    import networkx as nx
     graph = nx.DiGraph(graph)
     if nx.is_directed_acyclic_graph(graph):
         return graph
@@ -254,7 +254,6 @@ def _acyclic(graph):
 
 
 def _reverse_topological(graph, nodes) -> List[str]:
-    import networkx as nx
     position = {n: i for i, n in enumerate(nodes)}
     order = list(nx.lexicographical_topological_sort(graph, key=position.__getitem__))
     return order[::-1]
