@@ -239,6 +239,13 @@ class SeededLayer(nn.Module):
         return self.kind.finish_weight(self._template,
                                        self.scheme_weight(dtype or self.param_dtype()))
 
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dense weight in the original module's layout, computed on each access (one
+        full generation): for code that reads `layer.weight` (its dtype, device, or the
+        values). Not a parameter or buffer, so not in state_dict; forward never uses it."""
+        return self.kind.to_module_layout(self.dense_weight())
+
     def fused_linear(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 

@@ -291,3 +291,24 @@ def test_seeded_embedding_keeps_its_padding_row_at_zero():
     assert not weight[2].any() and weight[3].any()
     x = torch.tensor([[2, 3, 2]])
     torch.testing.assert_close(randfx.materialize(model)(x), model(x))
+
+
+def test_weight_attribute_is_the_dense_weight_in_the_original_layout():
+    model = randfx.transform(Net(), randfx.Config("random_base_lora", rank=2))
+    with torch.no_grad():
+        model.fc1.lora_B.fill_(0.2)
+    assert "fc1.weight" not in model.state_dict()
+    assert torch.equal(model.fc1.weight, model.fc1.dense_weight())
+    assert model.fc1.weight.dtype == torch.float32 and model.fc1.weight.shape == (32, 16)
+    model.fc1.weight.sum().backward()  # differentiable in the coefficients
+    assert model.fc1.lora_A.grad is not None
+
+
+def test_weight_attribute_of_a_transposed_hf_conv1d():
+    pytorch_utils = pytest.importorskip("transformers.pytorch_utils")
+    source = nn.Sequential(pytorch_utils.Conv1D(6, 4))  # nf=6 outputs, nx=4 inputs
+    model = randfx.transform(source, randfx.Config("frozen"))
+    assert model[0].weight_shape == (6, 4) and model[0].weight.shape == (4, 6)
+    x = torch.randn(2, 4)
+    torch.testing.assert_close(model(x), x @ model[0].weight + model[0].bias)
+    assert isinstance(randfx.materialize(model)[0], pytorch_utils.Conv1D)
