@@ -1,10 +1,11 @@
 """Data-parallel training of a randfx-transformed GPT-2-small-size model (DDP, FSDP2 or
 PRANC's distributed basis), compared against one process on the same global batch.
 
-One command runs everything: a 1-rank run, an N-rank run, the per-step loss comparison
+One command runs everything: a 1-rank run, the N-rank runs, the per-step loss comparison
 and the tokens/s scaling table (each run launched with torchrun):
 
     python examples/distributed_train.py --ranks 2                    # N GPUs, NCCL
+    python examples/distributed_train.py --ranks 2,4,8                # a scaling table
     python examples/distributed_train.py --ranks 2 --wrap fsdp2
     python examples/distributed_train.py --ranks 2 --scheme subspace --scope global \\
         --dim 4096 --wrap pranc                                       # sharded basis
@@ -227,12 +228,12 @@ def launch(args, ranks, out):
 
 
 def compare(args):
-    if args.device == "cuda" and torch.cuda.device_count() < args.ranks:
-        sys.exit(f"--ranks {args.ranks} needs {args.ranks} GPUs, this host has "
+    if args.device == "cuda" and torch.cuda.device_count() < max(args.ranks):
+        sys.exit(f"--ranks {max(args.ranks)} needs {max(args.ranks)} GPUs, this host has "
                  f"{torch.cuda.device_count()}")
     with tempfile.TemporaryDirectory() as folder:
         runs = [launch(args, ranks, os.path.join(folder, f"ranks{ranks}.json"))
-                for ranks in sorted({1, args.ranks})]
+                for ranks in sorted({1, *args.ranks})]
     single = runs[0]
     rows = []
     for run in runs:
@@ -266,9 +267,17 @@ def compare(args):
     return 0 if matched else 1
 
 
+def _rank_counts(text):
+    counts = [int(part) for part in text.split(",")]
+    if any(count < 1 for count in counts):
+        raise argparse.ArgumentTypeError(f"rank counts must be >= 1, got {text!r}")
+    return counts
+
+
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--ranks", type=int, default=2, help="ranks of the distributed run")
+    p.add_argument("--ranks", type=_rank_counts, default=[2],
+                   help="ranks of the distributed runs, e.g. 2 or 2,4,8 (1 always runs)")
     p.add_argument("--device", choices=("cuda", "cpu"),
                    default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--preset", choices=sorted(PRESETS), default="gpt2-small")
@@ -296,8 +305,8 @@ def parse(argv=None):
     args = p.parse_args(argv)
     if args.wrap == "pranc" and (args.scheme, args.scope) != ("subspace", "global"):
         p.error("--wrap pranc needs --scheme subspace --scope global")
-    if args.ranks < 1 or args.batch % args.ranks:
-        p.error(f"--batch {args.batch} must be divisible by --ranks {args.ranks}")
+    if any(args.batch % ranks for ranks in args.ranks):
+        p.error(f"--batch {args.batch} must be divisible by every --ranks entry {args.ranks}")
     return args
 
 

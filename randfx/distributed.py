@@ -39,7 +39,7 @@ def _fail(function: str, message: str, error=ValueError):
     raise error(f"randfx.distributed.{function}: {message}")
 
 
-def _require_process_group(function: str, group) -> None:
+def _require_process_group(function: str) -> None:
     if not dist.is_available() or not dist.is_initialized():
         _fail(function, "torch.distributed is not initialised; call "
                         "torch.distributed.init_process_group first", RuntimeError)
@@ -88,7 +88,7 @@ def verify_seeds(model: nn.Module, group=None) -> dict:
     ValueError when anything differs, naming the first differing seed (in state_dict
     order) and which ranks hold which value.
     """
-    _require_process_group("verify_seeds", group)
+    _require_process_group("verify_seeds")
     mine = _description(model)
     world = dist.get_world_size(group)
     gathered = [None] * world
@@ -118,13 +118,13 @@ def verify_seeds(model: nn.Module, group=None) -> dict:
                   "must transform the same model with the same randfx.Config (same "
                   "Config.seed) before training; otherwise each rank regenerates "
                   "different weights")
-    configs = [g["config"] for g in gathered]
-    if any(c != configs[0] for c in configs):
-        fields = sorted({k for c in configs if c for k in c
-                         if any((other or {}).get(k) != c.get(k) for other in configs)})
-        _fail("verify_seeds",
-              f"the randfx Config differs across ranks (fields {fields or 'all'}): "
-              f"{by_rank(configs)}. Transform the model with the same Config on every rank")
+    configs = [g["config"] or {} for g in gathered]
+    for field in dict.fromkeys(k for c in configs for k in c):
+        values = [c.get(field, "absent") for c in configs]
+        if any(v != values[0] for v in values):
+            _fail("verify_seeds",
+                  f"the randfx Config differs across ranks: {field} is {by_rank(values)}. "
+                  "Transform the model with the same Config on every rank")
     return mine["seeds"]
 
 
@@ -213,7 +213,7 @@ def shard_subspace_basis(model: nn.Module, group=None) -> nn.Module:
     slice is different, averaging them would be wrong). Not for FSDP2. Save with
     `save_on_rank0`, which gathers the full alpha. A collective: every rank calls it.
     """
-    _require_process_group("shard_subspace_basis", group)
+    _require_process_group("shard_subspace_basis")
     if isinstance(model, nn.parallel.DistributedDataParallel):
         _fail("shard_subspace_basis", "the model is already wrapped in "
                                       "DistributedDataParallel; shard first, then wrap")
@@ -263,7 +263,7 @@ def _gather_alpha(holder: ShardedGlobalSubspace) -> torch.Tensor:
 def gather_subspace_alpha(model: nn.Module) -> torch.Tensor:
     """The full alpha of a model under `shard_subspace_basis`, on every rank (a
     collective)."""
-    _require_process_group("gather_subspace_alpha", None)
+    _require_process_group("gather_subspace_alpha")
     sharded = _sharded_subspaces(unwrap(model))
     if len(sharded) != 1:
         _fail("gather_subspace_alpha", f"expected one sharded global subspace (see "
@@ -331,7 +331,7 @@ def save_on_rank0(model: nn.Module, path, like=None, group=None) -> bool:
     state, so the file is exactly what randfx.save writes on one process."""
     from .artifact import save
 
-    _require_process_group("save_on_rank0", group)
+    _require_process_group("save_on_rank0")
     root = unwrap(model)
     state = _full_state_dict(root)
     writer = dist.get_rank(group) == 0

@@ -51,10 +51,13 @@ DTYPES = {"lora": torch.float64, "subspace_layer": torch.float64,
 
 # ---------------------------------------------------------------- harness
 
-def _rank_main(rank, folder, tasks, results):
-    """One rank: join the gloo group once, then run (worker, args) tasks until None."""
+def _rank_main(rank, folder, backend, tasks, results):
+    """One rank: join the group once, then run (worker, args) tasks until None. With
+    NCCL, rank r computes on cuda:r."""
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank,
+    if backend == "nccl":
+        torch.cuda.set_device(rank)
+    dist.init_process_group(backend, init_method=f"file://{folder}/store", rank=rank,
                             world_size=WORLD, timeout=datetime.timedelta(seconds=COLLECTIVE_S))
     try:
         for worker, args in iter(tasks.get, None):
@@ -68,15 +71,17 @@ def _rank_main(rank, folder, tasks, results):
 
 
 class Ranks:
-    """WORLD processes in one gloo group, started once per test module: spawning a
-    process costs seconds (importing torch), far more than the checks themselves."""
+    """WORLD processes in one process group (gloo on CPU, NCCL on GPUs), started once per
+    test module: spawning a process costs seconds (importing torch), far more than the
+    checks themselves."""
 
-    def __init__(self, folder):
+    def __init__(self, folder, backend):
         context = mp.get_context("spawn")
         self.results = context.Queue()
         self.tasks = [context.Queue() for _ in range(WORLD)]
         self.processes = [context.Process(target=_rank_main,
-                                          args=(rank, folder, self.tasks[rank], self.results),
+                                          args=(rank, folder, backend, self.tasks[rank],
+                                                self.results),
                                           daemon=True) for rank in range(WORLD)]
         for process in self.processes:
             process.start()
@@ -114,19 +119,40 @@ class Ranks:
                 process.kill()
 
 
-@pytest.fixture(scope="module")
-def ranks(tmp_path_factory):
-    holder = {}
+def _ranks_fixture(backend):
+    @pytest.fixture(scope="module")
+    def fixture(tmp_path_factory):
+        holder = {}
 
-    def get():
-        if "ranks" not in holder or not holder["ranks"].alive:
-            folder = tmp_path_factory.mktemp("ranks")
-            holder["ranks"] = Ranks(str(folder))
-        return holder["ranks"]
+        def get():
+            if "ranks" not in holder or not holder["ranks"].alive:
+                holder["ranks"] = Ranks(str(tmp_path_factory.mktemp("ranks")), backend)
+            return holder["ranks"]
 
-    yield get
-    if "ranks" in holder:
-        holder["ranks"].close()
+        yield get
+        if "ranks" in holder:
+            holder["ranks"].close()
+    return fixture
+
+
+ranks = _ranks_fixture("gloo")
+cuda_ranks = _ranks_fixture("nccl")
+needs_gpus = pytest.mark.skipif(torch.cuda.device_count() < WORLD,
+                                reason=f"needs {WORLD} CUDA GPUs for NCCL")
+
+
+def device():
+    """This rank's device: cuda:<rank> under NCCL, else the CPU."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def ddp(model):
+    from torch.nn.parallel import DistributedDataParallel
+
+    gpu = device().type == "cuda"
+    return DistributedDataParallel(model, device_ids=[device().index] if gpu else None)
 
 
 def base_model(dtype=torch.float64):
@@ -137,8 +163,8 @@ def base_model(dtype=torch.float64):
 
 def batch(dtype=torch.float64):
     g = torch.Generator().manual_seed(1)
-    return (torch.randn(BATCH, 6, generator=g, dtype=dtype),
-            torch.randn(BATCH, 3, generator=g, dtype=dtype))
+    return (torch.randn(BATCH, 6, generator=g, dtype=dtype).to(device()),
+            torch.randn(BATCH, 3, generator=g, dtype=dtype).to(device()))
 
 
 def local(tensor, rank):
@@ -171,7 +197,7 @@ def assert_states_equal(actual: dict, expected: dict, what: str):
 def trained_reference(config, dtype=torch.float64):
     """The single-process result: the transformed model trained on the global batch."""
     x, y = batch(dtype)
-    return train(randfx.transform(base_model(dtype), config), x, y)
+    return train(randfx.transform(base_model(dtype), config).to(device()), x, y)
 
 
 # ---------------------------------------------------------------- seeds agree
@@ -208,7 +234,8 @@ def _verify_worker(rank, folder):
 
     # same seeds (they derive from Config.seed and the names), different Config
     config = randfx.Config(scheme="random_base_lora", rank=3 + rank, seed=11)
-    with pytest.raises(ValueError, match=r"Config differs across ranks \(fields \['rank'\]\)"):
+    with pytest.raises(ValueError, match=r"Config differs across ranks: rank is 3 on ranks "
+                                         r"\[0\], 4 on ranks \[1\]"):
         rdist.verify_seeds(randfx.transform(base_model(), config))
 
 
@@ -219,20 +246,18 @@ def test_verify_seeds_names_first_difference(ranks, tmp_path):
 # ---------------------------------------------------------------- DDP, FSDP2, artifact
 
 def _ddp_worker(rank, folder):
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
     for name, config in CONFIGS.items():
         like = functools.partial(base_model, DTYPES[name])
         x, y = batch(DTYPES[name])
         expected = trained_reference(config, DTYPES[name])
-        model = randfx.transform(like(), config)
+        model = randfx.transform(like(), config).to(device())
         rdist.verify_seeds(model)
-        ddp = train(DDP(model), local(x, rank), local(y, rank))
-        assert_states_equal(ddp.module.state_dict(), expected.state_dict(), f"DDP {name}")
+        wrapped = train(ddp(model), local(x, rank), local(y, rank))
+        assert_states_equal(wrapped.module.state_dict(), expected.state_dict(), f"DDP {name}")
 
         # one artifact, written by rank 0 only; it loads on one process as the reference
         path = Path(folder) / f"ddp_{name}.rfx"
-        assert rdist.save_on_rank0(ddp, path) == (rank == 0)
+        assert rdist.save_on_rank0(wrapped, path) == (rank == 0)
         assert_states_equal(load(path, like=like).state_dict(),
                             expected.state_dict(), f"DDP {name} artifact")
     assert sorted(p.name for p in Path(folder).glob("*.rfx")) == sorted(
@@ -241,6 +266,15 @@ def _ddp_worker(rank, folder):
 
 def test_ddp_on_two_ranks_equals_one_process_on_the_global_batch(ranks, tmp_path):
     ranks().run(_ddp_worker, str(tmp_path))
+
+
+@pytest.mark.parametrize("worker", [pytest.param(w, id=w.strip("_"))
+                                    for w in ("_ddp_worker", "_fsdp_worker", "_pranc_worker")])
+@pytest.mark.cuda
+@needs_gpus
+def test_nccl_on_two_gpus_equals_one_gpu(cuda_ranks, tmp_path, worker):
+    """The gloo checks again with NCCL, one GPU per rank (the lead's multi-GPU run)."""
+    cuda_ranks().run(globals()[worker], str(tmp_path))
 
 
 def _fsdp_worker(rank, folder):
@@ -252,7 +286,7 @@ def _fsdp_worker(rank, folder):
         like = functools.partial(base_model, DTYPES[name])
         x, y = batch(DTYPES[name])
         expected = trained_reference(config, DTYPES[name])
-        model = randfx.transform(like(), config)
+        model = randfx.transform(like(), config).to(device())
         rdist.verify_seeds(model)
         if config.scope == "layer":
             # per-layer groups; a global alpha is shared by all layers, so it stays in
@@ -323,15 +357,14 @@ def _global_subspace(model):
 
 
 def _pranc_worker(rank, folder):
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
     config, dtype = CONFIGS["subspace_global"], DTYPES["subspace_global"]
     like = functools.partial(base_model, dtype)
     x, y = batch(dtype)
-    reference_model = randfx.transform(like(), config)
+    reference_model = randfx.transform(like(), config).to(device())
     subspace = _global_subspace(reference_model)
     with torch.no_grad():  # nonzero alpha, so the forward check sees the basis
-        subspace.alpha.copy_(torch.randn(subspace.dim, generator=torch.Generator().manual_seed(2)))
+        subspace.alpha.copy_(torch.randn(subspace.dim,
+                                         generator=torch.Generator().manual_seed(2)))
     dim, basis_key = subspace.dim, int(subspace.seed)
     model = copy.deepcopy(reference_model)
     rdist.shard_subspace_basis(model)
@@ -351,15 +384,16 @@ def _pranc_worker(rank, folder):
 
     reference.stream_rows = spy
     try:
-        ddp = DDP(model)
-        nn.functional.mse_loss(ddp(local(x, rank)), local(y, rank)).backward()
+        wrapped = ddp(model)  # alive until backward ends: its reducer averages the grads
+        nn.functional.mse_loss(wrapped(local(x, rank)), local(y, rank)).backward()
     finally:
         reference.stream_rows = original
     expected = torch.cat([
         (layer.basis_offset + torch.arange(math.prod(layer.weight_shape))[:, None] * dim
          + torch.arange(start, stop)).reshape(-1)
         for layer in model.modules() if isinstance(layer, rdist.ShardedSubspaceLayer)])
-    assert torch.equal(torch.cat(generated).unique(), expected.unique())
+    if device().type == "cpu":  # on a GPU, float32 runs the Triton kernels, not the spy
+        assert torch.equal(torch.cat(generated).unique(), expected.unique())
 
     # the summed partial weights and the gradients are those of one process
     nn.functional.mse_loss(reference_model(x), y).backward()
@@ -374,7 +408,7 @@ def _pranc_worker(rank, folder):
 
     # training: DDP averages the dense parameters and leaves alpha_shard to this rank
     expected_model = train(copy.deepcopy(reference_model), x, y)
-    trained = train(DDP(model), local(x, rank), local(y, rank)).module
+    trained = train(ddp(model), local(x, rank), local(y, rank)).module
     torch.testing.assert_close(rdist.gather_subspace_alpha(trained),
                                _global_subspace(expected_model).alpha, rtol=1e-5, atol=1e-6)
     path = Path(folder) / "pranc.rfx"
