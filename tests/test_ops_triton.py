@@ -37,8 +37,9 @@ def assert_close(got, want, dtype):
 @pytest.mark.parametrize("dist", ["uniform", "uniform01", "rademacher", "uniform8x4",
                                   "rademacher32", "normal"])
 def test_generate_weight_bits(device, generator, dist):
+    # (2, 2, 512) is viewed as rows of 1024 values; the others as one flat row
     for shape, dtype in (((4, 64), torch.float32), ((5, 3, 7), torch.bfloat16),
-                         ((33,), torch.float16)):
+                         ((33,), torch.float16), ((2, 2, 512), torch.float32)):
         want, got = both("generate_weight", key_on(device), list(shape), 0.75, generator,
                          dist, dtype)
         # normal: Box-Muller's cos/log differ by ulps between libraries (tolerance 1e-5,

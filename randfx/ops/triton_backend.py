@@ -34,6 +34,7 @@ DECODE_CONFIGS = {1: (1, 16, 512, 4), 2: (2, 16, 256, 4), 4: (4, 16, 256, 8),
                   8: (8, 16, 64, 4), 16: (16, 32, 64, 4), 32: (32, 64, 64, 4),
                   64: (64, 64, 64, 4), 128: (64, 128, 64, 8), 256: (128, 128, 64, 8)}
 MATERIALIZE_BLOCK = (8, 256, 4)  # BLOCK_R, BLOCK_C, num_warps
+FLAT_ROW = 1024  # generate_weight views its output as rows of this many values
 PMV_BLOCK = (64, 128, 4)  # BLOCK_J, BLOCK_K, num_warps
 PMV_GRAD_BLOCK = (16, 256, 4)
 PMV_GRAD_PROGRAMS = 2048  # splits of the j range so the grid fills the GPU
@@ -100,8 +101,11 @@ def generate_weight(key, shape, scale, generator, dist, dtype, device):
     numel = 1
     for size in shape:
         numel *= size
-    # one flat row: counter = flat position, and the grid's first axis has room for any size
-    return materialize(key, 1, numel, scale, generator, dist, dtype).view(shape)
+    # any (rows, cols) factorisation keeps counter = flat position: rows of 1024 give the
+    # kernel 2-D tiles; one flat row serves other sizes (the grid's first axis has room)
+    cols = FLAT_ROW if numel % FLAT_ROW == 0 and numel // FLAT_ROW < 65535 * 8 else numel
+    return materialize(key, numel // cols if cols else 1, cols, scale, generator, dist,
+                       dtype).view(shape)
 
 
 MIN_PROGRAMS_PER_SM = 2  # decode grids narrower than this leave SMs idle: shrink BLOCK_N
