@@ -23,6 +23,7 @@ _PUBLIC = {
     "load": "randfx.artifact",
     "inspect": "randfx.report",
     "draw": "randfx.drawing",
+    "distributed": "randfx.distributed",
 }
 
 
