@@ -177,20 +177,29 @@ def _seeds(model: nn.Module) -> dict:
     seeds = {}
     for name, module in _randfx_modules(model):
         for buffer_name, buffer in module.named_buffers(recurse=False):
-            if buffer.dtype == torch.int64 and buffer_name not in module._non_persistent_buffers_set:
+            persistent = buffer_name not in module._non_persistent_buffers_set
+            if buffer.dtype == torch.int64 and persistent:
                 seeds[f"{name}.{buffer_name}" if name else buffer_name] = buffer.tolist()
     return seeds
 
 
-def _window_starts(numel: int) -> list:
-    return sorted({0, max(0, numel // 2 - _CHECK_WINDOW // 2), max(0, numel - _CHECK_WINDOW)})
+def generated_values_sha256(key: int, generator: str, dist: str, shape, offset: int) -> str:
+    """sha256 of the stream values of a seeded tensor at a few counters (windows at the
+    start, middle and end of its range), from the CPU reference: recorded at save,
+    compared at load and by `randfx inspect`."""
+    from .generators import generate
+
+    numel = math.prod(shape)
+    starts = sorted({0, max(0, numel // 2 - _CHECK_WINDOW // 2), max(0, numel - _CHECK_WINDOW)})
+    values = [generate((min(_CHECK_WINDOW, numel - start),), key=int(key), generator=generator,
+                       dist=dist, offset=int(offset) + start)
+              for start in starts]
+    return _sha256(*(v.numpy().tobytes() for v in values))
 
 
 def _generated_checks(model: nn.Module) -> dict:
-    """Per seeded tensor (by its name): stream, shape, offset, scale and the sha256 of its
-    values at the start, middle and end of its counter range, from the CPU reference."""
-    from .generators import generate
-
+    """Per seeded tensor (by its name): key, stream, shape, offset, scale and the sha256
+    of a few of its generated values."""
     checks = {}
     for _, module in _randfx_modules(model):
         if not callable(getattr(module, "seeded_tensors", None)):
@@ -198,16 +207,13 @@ def _generated_checks(model: nn.Module) -> dict:
         for record in module.seeded_tensors():
             if record.name in checks:  # a tied weight: one seeded tensor, several layers
                 continue
-            numel = math.prod(record.shape)
-            values = [generate((min(_CHECK_WINDOW, numel - start),), key=int(record.key),
-                               generator=record.generator, dist=record.dist,
-                               offset=int(record.offset) + start)
-                      for start in _window_starts(numel)]
             checks[record.name] = {
                 "key": int(record.key), "generator": record.generator, "dist": record.dist,
                 "shape": [int(s) for s in record.shape], "offset": int(record.offset),
                 "scale": float(record.scale),
-                "values_sha256": _sha256(*(v.numpy().tobytes() for v in values)),
+                "values_sha256": generated_values_sha256(record.key, record.generator,
+                                                         record.dist, record.shape,
+                                                         record.offset),
             }
     return checks
 
@@ -381,7 +387,11 @@ _HEADER_FIELDS = {"randfx_version": str, "config": dict, "streams": dict,
                   "architecture": dict, "seeds": dict, "generated": dict, "aliases": dict}
 
 
-def _check_header_fields(header: dict, where: str) -> None:
+def check_header(header: dict, where: str) -> None:
+    """Refuse (ArtifactError) a header that lacks a field, or that needs a generator or
+    distribution version this randfx does not have."""
+    from .generators import stream_versions
+
     wrong = [name for name, kind in _HEADER_FIELDS.items()
              if not isinstance(header.get(name), kind)]
     streams = header.get("streams")
@@ -391,11 +401,6 @@ def _check_header_fields(header: dict, where: str) -> None:
     if wrong:
         raise ArtifactError(f"{where} is malformed: header field(s) {wrong} are missing or "
                             "of the wrong type")
-
-
-def _check_streams(header: dict, where: str) -> None:
-    from .generators import stream_versions
-
     available = stream_versions()
     for kind, singular in (("generators", "generator"), ("distributions", "distribution")):
         for name, version in header["streams"][kind].items():
@@ -445,8 +450,7 @@ def load(path, like, *, example_inputs=None) -> nn.Module:
 
     tensors, header = read_artifact(path)
     where = f"artifact {str(path)!r}"
-    _check_header_fields(header, where)
-    _check_streams(header, where)
+    check_header(header, where)
 
     source = _build_like(like)
     architecture = architecture_fingerprint(source)
