@@ -290,11 +290,12 @@ def _check_path(path, caller: str) -> Path:
     return Path(path)
 
 
-def write_artifact(path: Path, tensors: dict, header: dict) -> None:
+def write_artifact(path, tensors: dict, header: dict) -> None:
     """Write `tensors` (contiguous CPU) and `header` as an artifact at `path`: adds the
     per-tensor digests and the header's sha256, then writes atomically."""
     from safetensors.torch import save as safetensors_bytes
 
+    path = Path(path)
     header = dict(header, tensors={name: tensor_digest(name, t) for name, t in tensors.items()})
     header["sha256"] = header_digest(header)
     data = safetensors_bytes(tensors, metadata={METADATA_KEY: canonical_json(header)})
@@ -394,10 +395,15 @@ def check_header(header: dict, where: str) -> None:
 
     wrong = [name for name, kind in _HEADER_FIELDS.items()
              if not isinstance(header.get(name), kind)]
-    streams = header.get("streams")
+    streams, architecture = header.get("streams"), header.get("architecture")
     if isinstance(streams, dict) and not all(
             isinstance(streams.get(kind), dict) for kind in ("generators", "distributions")):
         wrong.append("streams")
+    if isinstance(architecture, dict) and not (
+            isinstance(architecture.get("sha256"), str)
+            and isinstance(architecture.get("modules"), list)
+            and all(isinstance(m, list) and len(m) == 4 for m in architecture["modules"])):
+        wrong.append("architecture")
     if wrong:
         raise ArtifactError(f"{where} is malformed: header field(s) {wrong} are missing or "
                             "of the wrong type")

@@ -33,7 +33,7 @@ def load_digits_split(seed: int, test_fraction: float = 0.2):
         from sklearn.datasets import load_digits
     except ImportError:
         raise SystemExit("randfx demo needs scikit-learn for its bundled digits data: "
-                         "pip install scikit-learn") from None
+                         "pip install 'randfx[demo]' (or scikit-learn)") from None
     digits = load_digits()
     x = torch.tensor(digits.data, dtype=torch.float32) / 16.0
     y = torch.tensor(digits.target, dtype=torch.int64)

@@ -184,6 +184,18 @@ def test_load_never_unpickles(saved, monkeypatch):
     randfx.load(path, like=mlp)
 
 
+@pytest.mark.cuda
+def test_a_model_on_cuda_round_trips(tmp_path):
+    factory, config, inputs = CASES["random_base_lora"]
+    model = trained(factory, config, inputs).cuda()
+    path = tmp_path / "cuda.rfx"
+    randfx.save(model, path)
+    loaded = randfx.load(path, like=factory).cuda().eval()
+    x = inputs().cuda()
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
+
 # ---------------------------------------------------------------- atomic writes
 
 
@@ -356,6 +368,9 @@ def test_a_header_missing_fields_is_refused(saved):
     path, _, _ = saved
     rewrite(path, lambda t, header: header.pop("seeds"))
     with pytest.raises(ArtifactError, match=r"malformed: header field\(s\) \['seeds'\]"):
+        randfx.load(path, like=mlp)
+    rewrite(path, lambda t, header: header.update(seeds={}, architecture={"modules": 3}))
+    with pytest.raises(ArtifactError, match=r"header field\(s\) \['architecture'\]"):
         randfx.load(path, like=mlp)
 
 
