@@ -120,9 +120,12 @@ def materialize_kernel(key_ptr, u_ptr, v_ptr, w_ptr, rows, cols, rank, scale, wi
                        GENERATOR: tl.constexpr, DIST: tl.constexpr, LOG2_VALUES: tl.constexpr,
                        NARROW: tl.constexpr, HAS_LOWRANK: tl.constexpr,
                        BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
-    """W[r, c] = scale * R[r, c] (+ sum_q u[r, q] v[c, q], an adapter folded into W)."""
-    pid_c = tl.program_id(0)
-    pid_r = tl.program_id(1)
+    """W[r, c] = scale * R[r, c] (+ sum_q u[r, q] v[c, q], an adapter folded into W).
+    A 1-D grid over (row block, column block): any rows and cols fit in it."""
+    col_blocks = tl.cdiv(cols, BLOCK_C)
+    pid = tl.program_id(0)
+    pid_c = pid % col_blocks
+    pid_r = pid // col_blocks
     key = launch_key(key_ptr, window, NARROW)
     r = (pid_r * BLOCK_R + tl.arange(0, BLOCK_R)).to(tl.int64)
     c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)

@@ -85,7 +85,7 @@ def materialize(key, rows: int, cols: int, scale: float, generator: str, dist: s
     has_lowrank = lowrank_u is not None
     u = lowrank_u if has_lowrank else out
     v = lowrank_v if has_lowrank else out
-    grid = (triton.cdiv(cols, block_c), triton.cdiv(rows, block_r))
+    grid = (triton.cdiv(cols, block_c) * triton.cdiv(rows, block_r),)
     materialize_kernel[grid](key, u, v, out, rows, cols, u.shape[1] if has_lowrank else 0,
                              float(scale), window, u.stride(0), u.stride(1), v.stride(0),
                              v.stride(1), GENERATOR=gen_id, DIST=dist_id,
@@ -103,7 +103,7 @@ def generate_weight(key, shape, scale, generator, dist, dtype, device):
         numel *= size
     # any (rows, cols) factorisation keeps counter = flat position: rows of 1024 give the
     # kernel 2-D tiles; one flat row serves other sizes (the grid's first axis has room)
-    cols = FLAT_ROW if numel % FLAT_ROW == 0 and numel // FLAT_ROW < 65535 * 8 else numel
+    cols = FLAT_ROW if numel % FLAT_ROW == 0 else numel
     return materialize(key, numel // cols if cols else 1, cols, scale, generator, dist,
                        dtype).view(shape)
 
@@ -148,6 +148,8 @@ def seeded_matmul(x, key, rows, cols, scale, transpose, bias, lowrank_u, lowrank
     y = torch.empty(m, n, dtype=x.dtype, device=x.device)
     if m == 0:
         return y
+    if bias is not None:
+        bias = bias.contiguous()  # the kernel reads bias[n] at unit stride
     block_m, block_n, block_k, warps = _decode_config(m, n, transpose, x.device)
     # grouped hashes run along W's rows: the k axis in the forward, n in the transpose
     block_cols = block_n if transpose else block_k
