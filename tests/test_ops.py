@@ -224,6 +224,9 @@ def test_generate_weight_under_fake_tensors_and_compile_tracing():
     (lambda: ops.subspace_linear(torch.randn(2, 5), torch.tensor(1), 1.0, torch.randn(3), torch.tensor(1.5), 0, 1.0, 4), ["subspace_linear", "basis_key"]),
     (lambda: ops.subspace_linear(torch.randn(2, 5), torch.tensor(1), 1.0, torch.randn(3), torch.tensor(2), 0, 1.0, 4, None, "pcg", "gauss"), ["subspace_linear", "base_dist"]),
     (lambda: ops.generate_weight(torch.tensor(1), (2, 3), 1.0, dtype=torch.int32), ["generate_weight", "dtype"]),
+    # a device mismatch, shown with the meta device (the fake kernel runs the same checks)
+    (lambda: ops.seeded_linear(torch.randn(2, 5, device="meta"), torch.tensor(1), 3, 1.0), ["seeded_linear", "key", "meta"]),
+    (lambda: ops.seeded_linear(torch.randn(2, 5), torch.tensor(1), 3, 1.0, torch.randn(3, device="meta")), ["seeded_linear", "bias", "meta"]),
 ])
 def test_bad_input_names_op_and_argument(call, words):
     with pytest.raises((ValueError, TypeError)) as info:
