@@ -14,10 +14,9 @@ import functools
 import json
 import math
 import queue as queue_module
-import traceback
-import os
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import pytest
@@ -30,6 +29,8 @@ import randfx
 from randfx import distributed as rdist
 from randfx.artifact import load
 from randfx.ops import reference
+
+from conftest import TRITON_DEVICES
 
 WORLD = 2
 BATCH = 8  # global batch; each rank takes BATCH // WORLD rows
@@ -333,9 +334,7 @@ def test_row_stride_reads_a_column_slice_of_a_wider_basis():
         randfx.ops.subspace_weight(alpha, key, numel, 0, row_stride=2)
 
 
-@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available(),
-                    reason="needs Triton (interpreter or GPU)")
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+@pytest.mark.parametrize("device", TRITON_DEVICES)
 @pytest.mark.parametrize("dist_name", ["uniform", "rademacher32"])
 def test_row_stride_triton_matches_reference(device, dist_name):
     from randfx.ops import library
