@@ -54,7 +54,7 @@ def train(model, x, y, *, epochs: int, batch_size: int, lr: float, seed: int,
                file=sys.stderr)
     model.train()
     for _ in bar:
-        order = torch.randperm(len(x), generator=shuffle)
+        order = torch.randperm(len(x), generator=shuffle).to(x.device)
         total = 0.0
         for start in range(0, len(x), batch_size):
             batch = order[start:start + batch_size]
@@ -89,6 +89,7 @@ def parse_args(argv):
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-2)
     p.add_argument("--seed", type=int, default=0, help="root seed of the generated weights")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
     p.add_argument("--out", help="artifact path (default: digits.rfx in a temporary folder)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: this model's tensors are too small "
@@ -100,6 +101,10 @@ def parse_args(argv):
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.seed < 0:
         p.error(f"--seed must be >= 0, got {args.seed}")
+    try:
+        torch.device(args.device)
+    except RuntimeError:
+        p.error(f"--device {args.device!r} is not a torch device (e.g. cpu, cuda, cuda:1)")
     return args
 
 
@@ -135,11 +140,12 @@ def run(args) -> int:
 
     started = time.perf_counter()
     torch.manual_seed(args.seed)  # the dense parts (biases) start the same on every run
-    x_train, y_train, x_test, y_test = load_digits_split(args.seed)
+    x_train, y_train, x_test, y_test = (t.to(args.device)
+                                        for t in load_digits_split(args.seed))
     factory = partial(build_mlp, args.hidden)
     dense = factory()
     config = scheme_config(args)
-    model = randfx.transform(dense, config)
+    model = randfx.transform(dense, config).to(args.device)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     print(f"randfx demo: digits ({len(x_train)} train / {len(x_test)} test 8x8 images), "
           f"MLP 64-{args.hidden}-{args.hidden}-10")
@@ -160,7 +166,7 @@ def run(args) -> int:
         dense_bytes = dense_checkpoint_bytes(dense)
         print(f"artifact: {artifact_bytes:,} bytes ({path}); dense checkpoint: "
               f"{dense_bytes:,} bytes; {dense_bytes / artifact_bytes:.1f}x smaller")
-        reloaded = randfx.load(path, like=factory)
+        reloaded = randfx.load(path, like=factory).to(args.device)
     reloaded_logits = predict(reloaded, x_test)
     identical = torch.equal(logits, reloaded_logits)
     print(f"reloaded into a freshly built MLP: predictions "

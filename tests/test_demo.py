@@ -54,10 +54,20 @@ def test_demo_other_schemes(capsys, tmp_path, scheme):
     assert "predictions identical" in out
 
 
+@pytest.mark.cuda
+def test_demo_on_cuda(capsys, tmp_path):
+    code, out = run_demo(capsys, "--device", "cuda", "--epochs", "3",
+                         "--out", str(tmp_path / "d.rfx"))
+    assert code == 0, out
+    assert float(re.search(r"test accuracy: ([\d.]+)%", out).group(1)) > 70.0, out
+    assert "predictions identical" in out
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--rank", "0"], "--rank must be >= 1, got 0"),
     (["--seed", "-1"], "--seed must be >= 0, got -1"),
     (["--scheme", "magic"], "invalid choice: 'magic'"),
+    (["--device", "toaster"], "--device 'toaster' is not a torch device"),
 ])
 def test_demo_rejects_bad_flags(capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:
