@@ -481,6 +481,7 @@ def load(path, like, *, example_inputs=None) -> nn.Module:
             raise ArtifactError(f"{where} is malformed: alias {name!r} points at "
                                 f"{target!r}, which it does not store")
         state[name] = tensors[target]
+    _cast_as_stored(model, state)
     _check_state_layout(model, state, where)
     model.load_state_dict(state, strict=True)
     _check_generated(model, header, where)
@@ -509,6 +510,15 @@ def _check_seeds(model: nn.Module, header: dict, tensors: dict, where: str) -> N
                 f"{where}: seed {name!r} is {recorded[name]} in the artifact, but re-applying "
                 f"its config (seed={header['config'].get('seed')!r}) to `like` gives "
                 f"{derived[name]}: the artifact was made with another seed or edited")
+
+
+def _cast_as_stored(model: nn.Module, state: dict) -> None:
+    """A model cast after transform (`model.to(torch.bfloat16)`) stored every floating
+    tensor in that one dtype, while `like` rebuilds it in its own: cast it the same way."""
+    stored = {t.dtype for t in state.values() if t.is_floating_point()}
+    built = {t.dtype for t in model.state_dict().values() if t.is_floating_point()}
+    if len(stored) == 1 and built and stored != built:
+        model.to(stored.pop())
 
 
 def _check_state_layout(model: nn.Module, state: dict, where: str) -> None:

@@ -120,6 +120,18 @@ def test_round_trip_gives_identical_outputs(case, tmp_path):
     assert loaded.randfx_config == config
 
 
+def test_a_model_cast_after_transform_loads_in_its_dtype(tmp_path):
+    factory, config, inputs = CASES["random_base_lora"]
+    model = trained(factory, config, inputs).to(torch.bfloat16)
+    path = tmp_path / "bf16.rfx"
+    randfx.save(model, path)
+    loaded = randfx.load(path, like=factory)
+    assert {p.dtype for p in loaded.parameters()} == {torch.bfloat16}
+    x = inputs().to(torch.bfloat16)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
+
 def test_tied_tensor_is_stored_once_and_stays_tied(tmp_path):
     factory, config, inputs = CASES["tied_dense"]
     model = trained(factory, config, inputs)
