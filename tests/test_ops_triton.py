@@ -75,6 +75,18 @@ def test_seeded_matmul(device, rows, transpose):
 
 
 @pytest.mark.parametrize("device", TRITON_DEVICES)
+def test_sixteen_rows_without_tensor_cores(device, monkeypatch):
+    """The tuner may pick the broadcast path for 16 rows: same values as tl.dot."""
+    monkeypatch.setitem(triton_backend.DECODE_CONFIGS, 16, (16, 16, 64, 4, False))
+    x = torch.randn(16, 200, device=device)
+    for transpose in (False, True):
+        xt = x[:, :24] if transpose else x
+        want, got = both("seeded_matmul", xt, key_on(device), 24, 200, 0.2, transpose, None,
+                         None, None, "pcg", "uniform8x4")
+        assert_close(got, want, torch.float32)
+
+
+@pytest.mark.parametrize("device", TRITON_DEVICES)
 @pytest.mark.parametrize("rows", [3, 40])  # fused with the adapter epilogue; adapter in W
 def test_seeded_linear_and_lora(device, rows):
     x = torch.randn(rows, 2, 40, device=device)

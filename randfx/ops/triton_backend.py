@@ -7,8 +7,8 @@ float64 has no Triton path: it falls back to the reference (on the tensors' devi
 
 Shape heuristic for y = x @ W^T with W generated (`seeded_matmul`):
 - M <= FUSED_MAX_ROWS rows (decode): the fused kernel; W tiles are generated in registers
-  and used at once, zero bytes of W in memory. M <= 8 uses a broadcast multiply-sum,
-  larger M tensor-core tl.dot.
+  and used at once, zero bytes of W in memory. Per row bucket (`DECODE_CONFIGS`): a
+  broadcast multiply-sum (measured best up to 8 rows) or tensor-core tl.dot (16 rows).
 - more rows (training): materialise W in the activation dtype (one fused generate pass,
   peak extra memory = one layer's weight, freed on return) and call cuBLAS. A fused
   kernel would regenerate W once per row block, and generation costs more than reading W
@@ -27,12 +27,15 @@ from ..kernels.subspace import pmv_grad_kernel, pmv_kernel
 from . import checks, reference
 
 FUSED_MAX_ROWS = 16
-# rows-of-x bucket -> (BLOCK_M, BLOCK_N, BLOCK_K, num_warps) of the fused kernel, forward
-# layout; the transposed layout (grad_x) swaps the roles of N and K, same tile budget.
-# Buckets above FUSED_MAX_ROWS are used only when a caller (the tuner) raises it.
-DECODE_CONFIGS = {1: (1, 16, 512, 4), 2: (2, 16, 256, 4), 4: (4, 16, 256, 8),
-                  8: (8, 16, 64, 4), 16: (16, 32, 64, 4), 32: (32, 64, 64, 4),
-                  64: (64, 64, 64, 4), 128: (64, 128, 64, 8), 256: (128, 128, 64, 8)}
+# rows-of-x bucket -> (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, USE_DOT) of the fused
+# kernel, forward layout; the transposed layout (grad_x) swaps the roles of N and K, same
+# tile budget. USE_DOT (tensor cores) needs BLOCK_M >= 16. Buckets above FUSED_MAX_ROWS
+# are used only when a caller (the tuner) raises it. Tuned on an H100: docs/performance.md.
+DECODE_CONFIGS = {1: (1, 16, 512, 4, False), 2: (2, 16, 256, 4, False),
+                  4: (4, 16, 256, 8, False), 8: (8, 16, 64, 4, False),
+                  16: (16, 32, 64, 4, True), 32: (32, 64, 64, 4, True),
+                  64: (64, 64, 64, 4, True), 128: (64, 128, 64, 8, True),
+                  256: (128, 128, 64, 8, True)}
 MATERIALIZE_BLOCK = (8, 256, 4)  # BLOCK_R, BLOCK_C, num_warps
 FLAT_ROW = 1024  # generate_weight views its output as rows of this many values
 PMV_BLOCK = (64, 128, 4)  # BLOCK_J, BLOCK_K, num_warps
@@ -119,15 +122,16 @@ def _sm_count(device: torch.device) -> int:
 
 
 def _decode_config(m: int, n: int, transpose: bool, device: torch.device):
-    """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps) for the fused kernel: the row bucket's tile,
-    with BLOCK_N halved (down to 8) until the grid gives every SM work."""
-    block_m, block_n, block_k, warps = DECODE_CONFIGS[min(FUSED_MAX_ROWS, _pow2_at_least(m))]
+    """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps, USE_DOT) for the fused kernel: the row
+    bucket's tile, with BLOCK_N halved (down to 8) until the grid gives every SM work."""
+    block_m, block_n, block_k, warps, use_dot = \
+        DECODE_CONFIGS[min(FUSED_MAX_ROWS, _pow2_at_least(m))]
     if transpose:  # W's rows are now the reduction: keep the tile, swap the roles
         block_n, block_k = block_k, block_n
     wanted = MIN_PROGRAMS_PER_SM * _sm_count(device)
     while block_n > 8 and triton.cdiv(n, block_n) * triton.cdiv(m, block_m) < wanted:
         block_n //= 2
-    return block_m, block_n, block_k, warps
+    return block_m, block_n, block_k, warps, use_dot and block_m >= 16
 
 
 def seeded_matmul(x, key, rows, cols, scale, transpose, bias, lowrank_u, lowrank_v,
@@ -150,7 +154,7 @@ def seeded_matmul(x, key, rows, cols, scale, transpose, bias, lowrank_u, lowrank
         return y
     if bias is not None:
         bias = bias.contiguous()  # the kernel reads bias[n] at unit stride
-    block_m, block_n, block_k, warps = _decode_config(m, n, transpose, x.device)
+    block_m, block_n, block_k, warps, use_dot = _decode_config(m, n, transpose, x.device)
     # grouped hashes run along W's rows: the k axis in the forward, n in the transpose
     block_cols = block_n if transpose else block_k
     log2_values, narrow, window = tile_plan(dist, 0, rows * cols - 1, cols, block_cols)
@@ -166,7 +170,8 @@ def seeded_matmul(x, key, rows, cols, scale, transpose, bias, lowrank_u, lowrank
         y.stride(0), y.stride(1),
         GENERATOR=gen_id, DIST=dist_id, LOG2_VALUES=log2_values, NARROW=narrow,
         TRANSPOSE=transpose, HAS_BIAS=bias is not None, HAS_LOWRANK=has_lowrank,
-        USE_DOT=block_m >= 16, DOT_IN_FP32=x.device.type == "cpu", BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
+        USE_DOT=use_dot, DOT_IN_FP32=x.device.type == "cpu", BLOCK_M=block_m,
+        BLOCK_N=block_n, BLOCK_K=block_k,
         num_warps=warps)
     return y
 
