@@ -39,3 +39,19 @@ def test_save_load_round_trip_on_real_architectures(case, device, tmp_path):
     assert type(loaded) is type(model)
     with torch.no_grad():
         assert torch.equal(output_of(loaded, inputs), reference)
+
+
+def test_artifact_bench_writes_sizes(tmp_path):
+    """`python -m randfx.bench artifact` on a 1-layer GPT-2: the artifact it measures
+    is smaller than the dense checkpoint it measures beside it."""
+    import json
+
+    from randfx.bench import artifact as bench
+
+    out = tmp_path / "artifact.json"
+    assert bench.main(["--n-layer", "1", "--n-embd", "48", "--repeat", "1", "--device", "cpu",
+                       "--json", str(out)]) == 0
+    rows = {row["case"]: row for row in json.loads(out.read_text())["rows"]}
+    dense, saved = rows["dense safetensors save (baseline)"], rows["randfx.save"]
+    assert 0 < saved["bytes"] < dense["bytes"]
+    assert saved["bytes_ratio"] == saved["bytes"] / dense["bytes"]
