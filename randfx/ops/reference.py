@@ -73,21 +73,19 @@ def seeded_matmul(x: torch.Tensor, key: int, rows: int, cols: int, scale: float,
 
 
 def lora_factors(x: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor,
-                 lora_scaling: float, transpose: bool):
-    """(u, v) with x @ (c B A)^T = u @ v^T (transpose False) or x @ (c B A) = u @ v^T: the
-    adapter of W as a rank-r term on y, computed in the promoted dtype."""
+                 lora_scaling: float):
+    """(u, v) with x @ (c B A)^T = u @ v^T: the adapter of W as a rank-r term on y,
+    computed in the promoted dtype."""
     dtype = torch.promote_types(torch.promote_types(x.dtype, lora_A.dtype), lora_B.dtype)
-    a, b = lora_A.to(dtype), lora_B.to(dtype)
-    if transpose:
-        return (x.to(dtype) @ b) * lora_scaling, a.T
-    return (x.to(dtype) @ a.T) * lora_scaling, b
+    return (x.to(dtype) @ lora_A.to(dtype).T) * lora_scaling, lora_B.to(dtype)
 
 
-def lora_matmul(x: torch.Tensor, key: int, rows: int, cols: int, scale: float, transpose: bool,
-                lora_A, lora_B, lora_scaling: float, bias, generator: str, dist: str):
-    """y = x @ W^T (or x @ W), W = scale R + lora_scaling * lora_B @ lora_A."""
-    u, v = lora_factors(x, lora_A, lora_B, lora_scaling, transpose)
-    return seeded_matmul(x, key, rows, cols, scale, transpose, bias, u, v, generator, dist)
+def lora_linear(x: torch.Tensor, key: int, out_features: int, scale: float, lora_A, lora_B,
+                lora_scaling: float, bias, generator: str, dist: str):
+    """y = x @ W^T + bias, W = scale R + lora_scaling * lora_B @ lora_A."""
+    u, v = lora_factors(x, lora_A, lora_B, lora_scaling)
+    return seeded_matmul(x, key, out_features, x.shape[1], scale, False, bias, u, v,
+                         generator, dist)
 
 
 def subspace_weight(alpha: torch.Tensor, key: int, numel: int, basis_offset: int,

@@ -176,20 +176,17 @@ def seeded_matmul(x, key, rows, cols, scale, transpose, bias, lowrank_u, lowrank
     return y
 
 
-def lora_matmul(x, key, rows, cols, scale, transpose, lora_A, lora_B, lora_scaling, bias,
-                generator, dist):
-    """y = x @ W^T (or x @ W) with W = scale R + lora_scaling * lora_B @ lora_A. Decode:
-    the fused kernel with the adapter as a rank-r epilogue; training: the adapter folded
-    into the materialised W (no extra pass over x or y), then cuBLAS."""
+def lora_linear(x, key, out_features, scale, lora_A, lora_B, lora_scaling, bias, generator,
+                dist):
+    """y = x @ W^T + bias, W = scale R + lora_scaling * lora_B @ lora_A. Decode: the fused
+    kernel with the adapter as a rank-r epilogue; training: the adapter folded into the
+    materialised W (no extra pass over x or y), then cuBLAS."""
     if x.shape[0] <= FUSED_MAX_ROWS or torch.float64 in (x.dtype, lora_A.dtype, lora_B.dtype):
-        u, v = reference.lora_factors(x, lora_A, lora_B, lora_scaling, transpose)
-        return seeded_matmul(x, key, rows, cols, scale, transpose, bias, u, v, generator,
-                             dist)
-    w = materialize(key, rows, cols, scale, generator, dist, x.dtype,
+        u, v = reference.lora_factors(x, lora_A, lora_B, lora_scaling)
+        return seeded_matmul(x, key, out_features, x.shape[1], scale, False, bias, u, v,
+                             generator, dist)
+    w = materialize(key, out_features, x.shape[1], scale, generator, dist, x.dtype,
                     lora_B * lora_scaling, lora_A.T)
-    if transpose:
-        y = x @ w
-        return y if bias is None else y.add_(bias.to(y.dtype))
     if bias is None:
         return x @ w.T
     return torch.addmm(bias.to(x.dtype), x, w.T)
