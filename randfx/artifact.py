@@ -83,6 +83,23 @@ def _describe(tensor: torch.Tensor) -> str:
     return f"{str(tensor.dtype).replace('torch.', '')}{list(tensor.shape)}"
 
 
+def _comparable(description: str) -> str:
+    """A description with any floating dtype spelled "float": floating precision is not
+    part of the architecture (a model cast after transform keeps meta templates in the
+    dtype it was transformed in; load casts the rebuilt model to the stored dtype)."""
+    dtype, bracket, shape = description.partition("[")
+    known = getattr(torch, dtype, None)
+    if isinstance(known, torch.dtype) and known.is_floating_point:
+        dtype = "float"
+    return dtype + bracket + shape
+
+
+def _comparable_modules(modules: list) -> list:
+    return [[name, kind, {k: _comparable(v) for k, v in params.items()},
+             {k: _comparable(v) for k, v in buffers.items()}]
+            for name, kind, params, buffers in modules]
+
+
 def _is_randfx(module: nn.Module) -> bool:
     return type(module).__module__.startswith("randfx.")
 
@@ -113,9 +130,10 @@ def _source_modules(model: nn.Module):
 def architecture_fingerprint(model: nn.Module) -> dict:
     """What an artifact must be loaded into: for every module of the untransformed
     architecture (by name) its class name and its own parameters and persistent buffers
-    as "dtype[shape]". A transformed model gives the fingerprint of the model it was made
-    from, so save and load compute the same. Values are not included: two instances of
-    one architecture have one fingerprint whatever their weights."""
+    as "dtype[shape]", and the sha256 of that list with floating dtypes spelled "float".
+    A transformed model gives the fingerprint of the model it was made from, so save and
+    load compute the same. Values are not included: two instances of one architecture
+    have one fingerprint whatever their weights."""
     modules = []
     for name, module in _source_modules(model):
         skipped = getattr(module, "_non_persistent_buffers_set", set())
@@ -123,13 +141,14 @@ def architecture_fingerprint(model: nn.Module) -> dict:
         buffers = {b: _describe(t) for b, t in module._buffers.items()
                    if t is not None and b not in skipped}
         modules.append([name, type(module).__qualname__, params, buffers])
-    return {"sha256": _sha256(canonical_json(modules).encode()), "modules": modules}
+    return {"sha256": _sha256(canonical_json(_comparable_modules(modules)).encode()),
+            "modules": modules}
 
 
 def _fingerprint_differences(stored: dict, actual: dict, limit: int = 6) -> list:
     """Readable lines naming how `actual` differs from `stored` (at most `limit`)."""
-    stored_modules = {m[0]: m for m in stored["modules"]}
-    actual_modules = {m[0]: m for m in actual["modules"]}
+    stored_modules = {m[0]: m for m in _comparable_modules(stored["modules"])}
+    actual_modules = {m[0]: m for m in _comparable_modules(actual["modules"])}
     lines = []
     for name, (_, kind, params, buffers) in stored_modules.items():
         shown = repr(name) if name else "the root module"
