@@ -13,6 +13,7 @@ import datetime
 import functools
 import json
 import math
+import os
 import queue as queue_module
 import subprocess
 import sys
@@ -57,6 +58,8 @@ def _rank_main(rank, folder, backend, tasks, results):
     NCCL, rank r computes on cuda:r."""
     torch.set_num_threads(1)
     if backend == "nccl":
+        # NVLink multicast off, as the GPU hosts require (read when NCCL starts)
+        os.environ.update(NCCL_NVLS_ENABLE="0", TORCH_SYMM_MEM_DISABLE_MULTICAST="1")
         torch.cuda.set_device(rank)
     dist.init_process_group(backend, init_method=f"file://{folder}/store", rank=rank,
                             world_size=WORLD, timeout=datetime.timedelta(seconds=COLLECTIVE_S))
