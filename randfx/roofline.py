@@ -194,12 +194,12 @@ KERNELS = ("gemv", "gemm", "materialize")
 
 def choose_kernel(m: int) -> str:
     """The kernel the seeded matmul ops run for `m` rows of x, by the ops' own shape
-    heuristic (randfx/ops/triton_backend.py): up to FUSED_MAX_ROWS rows the fused kernel,
+    heuristic (randfx/ops/heuristics.py): up to FUSED_MAX_ROWS rows the fused kernel,
     which generates W tiles in registers (a broadcast multiply-sum "gemv" up to 8 rows, a
     tensor-core tl.dot "gemm" from a 16-row block), above it W is materialised once in
     the activation dtype and multiplied densely."""
-    from .ops.triton_backend import FUSED_MAX_ROWS  # imports Triton: only when asked
-    if m > FUSED_MAX_ROWS:
+    from .ops.heuristics import uses_fused_kernel
+    if not uses_fused_kernel(m):
         return "materialize"
     return "gemv" if m <= 8 else "gemm"
 

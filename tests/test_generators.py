@@ -286,14 +286,17 @@ def test_import_is_lazy_and_cuda_free():
     assert float(out.stdout) < 0.5, f"import randfx took {out.stdout.strip()} s"
 
 
-@pytestmark_triton
-@pytest.mark.parametrize("device", TRITON_DEVICES)
-@pytest.mark.parametrize("dist", ["uniform", "uniform8x4", "rademacher32", "normal"])
-def test_generate_sum_kernel_sums_the_stream(device, dist):
-    from randfx.kernels.generate import launch_generate_sum
-    offset = (1 << 32) - 64 * 32  # runs cross the 2^32 boundary
-    partials = torch.empty(3, dtype=torch.float32, device=device)
-    per_program = launch_generate_sum(partials, 77, offset, "pcg", dist, iters=2,
-                                      block_groups=16)
-    ref = generate((3, per_program), key=77, dist=dist, offset=offset).double().sum(1)
-    assert torch.allclose(partials.cpu().double(), ref, atol=1e-3, rtol=1e-5)
+def test_cpu_path_runs_without_triton_installed():
+    code = (
+        "import sys\n"
+        "sys.modules['triton'] = None  # any import of triton now raises ImportError\n"
+        "import torch, randfx\n"
+        "model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))\n"
+        "for scheme in ('frozen', 'random_base_lora'):\n"
+        "    m = randfx.transform(model, randfx.Config(scheme=scheme, rank=2))\n"
+        "    m(torch.ones(3, 8)).sum().backward()\n"
+        "    assert 'Linear' in str(randfx.inspect(m))\n"
+        "assert not torch.cuda.is_initialized()\n")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr

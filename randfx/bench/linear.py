@@ -190,7 +190,7 @@ def tune_rows(device, t_us, size=8192, numel=PMV_NUMEL, dist="uniform8x4"):
     materialise crossover, PMV and grad tiles. Leaves the fastest of each applied in
     randfx.ops.triton_backend and returns (rows, chosen)."""
     import randfx.ops as ops
-    from randfx.ops import triton_backend as tb
+    from randfx.ops import heuristics, triton_backend as tb
 
     key = torch.tensor(12345, device=device)
     out, chosen = [], {}
@@ -210,12 +210,12 @@ def tune_rows(device, t_us, size=8192, numel=PMV_NUMEL, dist="uniform8x4"):
                 graphed(lambda: ops.seeded_linear(x, key, size, 0.01, None, "pcg", dist),
                         device)))
         tb.DECODE_CONFIGS[rows] = chosen[f"decode_{rows}"] = min(times, key=times.get)
-    saved_limit, fused_wins = tb.FUSED_MAX_ROWS, []
+    saved_limit, fused_wins = heuristics.FUSED_MAX_ROWS, []
     for rows in TUNE_CROSSOVER_ROWS:
         x = torch.randn(rows, size, device=device, dtype=torch.bfloat16)
         times = {}
         for path, limit in (("fused", max(TUNE_CROSSOVER_ROWS)), ("materialise", 0)):
-            tb.FUSED_MAX_ROWS = limit
+            heuristics.FUSED_MAX_ROWS = limit
             times[path] = record("crossover", rows, path, t_us(
                 graphed(lambda: ops.seeded_linear(x, key, size, 0.01, None, "pcg", dist),
                         device)))
@@ -226,7 +226,7 @@ def tune_rows(device, t_us, size=8192, numel=PMV_NUMEL, dist="uniform8x4"):
         if not wins:
             break
         limit = rows
-    tb.FUSED_MAX_ROWS = chosen["fused_max_rows"] = limit
+    heuristics.FUSED_MAX_ROWS = chosen["fused_max_rows"] = limit
     d = 1024
     alpha = torch.randn(d, device=device)
     grad = torch.randn(numel, device=device)
@@ -267,7 +267,7 @@ def main(argv=None) -> int:
     def time_ms(fn):
         return common.time_ms(fn, device=device, warmup=1, repeat=repeat)
 
-    from randfx.ops import triton_backend
+    from randfx.ops import heuristics, triton_backend
     tuned, chosen = [], {}
     if args.tune and device.type == "cuda":
         from triton.testing import do_bench
@@ -276,7 +276,7 @@ def main(argv=None) -> int:
         common.emit("linear-tune", tuned, ["sweep", "rows", "config", "dist", "us", "grad_us"],
                     device=device)
     notes = {"dtype": str(dtype), "tuned": {k: str(v) for k, v in chosen.items()},
-             "fused_max_rows": triton_backend.FUSED_MAX_ROWS,
+             "fused_max_rows": heuristics.FUSED_MAX_ROWS,
              "decode_configs": {str(k): v for k, v in triton_backend.DECODE_CONFIGS.items()},
              "pmv_block": triton_backend.PMV_BLOCK,
              "pmv_grad_block": triton_backend.PMV_GRAD_BLOCK}

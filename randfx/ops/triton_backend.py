@@ -6,7 +6,7 @@ too under TRITON_INTERPRET=1, which is how the tests check it against the refere
 float64 has no Triton path: it falls back to the reference (on the tensors' device).
 
 Shape heuristic for y = x @ W^T with W generated (`seeded_matmul`):
-- M <= FUSED_MAX_ROWS rows (decode): the fused kernel; W tiles are generated in registers
+- M <= heuristics.FUSED_MAX_ROWS rows (decode): the fused kernel; W tiles are generated in registers
   and used at once, zero bytes of W in memory. Per row bucket (`DECODE_CONFIGS`): a
   broadcast multiply-sum (measured best up to 8 rows) or tensor-core tl.dot (16 rows).
 - more rows (training): materialise W in the activation dtype (one fused generate pass,
@@ -24,9 +24,8 @@ import triton
 from ..generators import device as streams
 from ..kernels.seeded_matmul import materialize_kernel, seeded_matmul_kernel
 from ..kernels.subspace import pmv_grad_kernel, pmv_kernel
-from . import checks, reference
+from . import checks, heuristics, reference
 
-FUSED_MAX_ROWS = 16
 # rows-of-x bucket -> (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, USE_DOT) of the fused
 # kernel, forward layout; the transposed layout (grad_x) swaps the roles of N and K, same
 # tile budget. USE_DOT (tensor cores) needs BLOCK_M >= 16. Buckets above FUSED_MAX_ROWS
@@ -125,7 +124,7 @@ def _decode_config(m: int, n: int, transpose: bool, device: torch.device):
     """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps, USE_DOT) for the fused kernel: the row
     bucket's tile, with BLOCK_N halved (down to 8) until the grid gives every SM work."""
     block_m, block_n, block_k, warps, use_dot = \
-        DECODE_CONFIGS[min(FUSED_MAX_ROWS, _pow2_at_least(m))]
+        DECODE_CONFIGS[min(heuristics.FUSED_MAX_ROWS, _pow2_at_least(m))]
     if transpose:  # W's rows are now the reduction: keep the tile, swap the roles
         block_n, block_k = block_k, block_n
     wanted = MIN_PROGRAMS_PER_SM * _sm_count(device)
@@ -141,7 +140,7 @@ def seeded_matmul(x, key, rows, cols, scale, transpose, bias, lowrank_u, lowrank
                                        transpose, bias, lowrank_u, lowrank_v, generator, dist)
     m = x.shape[0]
     n = cols if transpose else rows
-    if m > FUSED_MAX_ROWS:
+    if not heuristics.uses_fused_kernel(m):
         w = materialize(key, rows, cols, scale, generator, dist, x.dtype)
         y = x @ (w if transpose else w.T)
         if lowrank_u is not None:
@@ -181,7 +180,7 @@ def lora_linear(x, key, out_features, scale, lora_A, lora_B, lora_scaling, bias,
     """y = x @ W^T + bias, W = scale R + lora_scaling * lora_B @ lora_A. Decode: the fused
     kernel with the adapter as a rank-r epilogue; training: the adapter folded into the
     materialised W (no extra pass over x or y), then cuBLAS."""
-    if x.shape[0] <= FUSED_MAX_ROWS or torch.float64 in (x.dtype, lora_A.dtype, lora_B.dtype):
+    if heuristics.uses_fused_kernel(x.shape[0]) or torch.float64 in (x.dtype, lora_A.dtype, lora_B.dtype):
         u, v = reference.lora_factors(x, lora_A, lora_B, lora_scaling)
         return seeded_matmul(x, key, out_features, x.shape[1], scale, False, bias, u, v,
                              generator, dist)
