@@ -120,14 +120,15 @@ def train(models, train_data, *, epochs: int, batch: int = 128, lr: float = 1e-3
     return results
 
 
-def run(paths, *, data_dir=DEFAULT_DATA, epochs=5, device="cpu", train_limit=None, seed=0):
+def run(paths, *, data_dir=DEFAULT_DATA, epochs=5, device="cpu", train_limit=None, seed=0,
+        **walk_options):
     train_data = load_mnist(data_dir, "train", device)
     if train_limit:
         train_data = tuple(t[:train_limit] for t in train_data)
     test_data = load_mnist(data_dir, "test", device)
     methods = [None] + list(paths)
-    models = [mlp(seed).to(device) if n is None else sparse_model(mlp(seed), n, seed).to(device)
-              for n in methods]
+    models = [mlp(seed).to(device) if n is None
+              else sparse_model(mlp(seed), n, seed, **walk_options).to(device) for n in methods]
     results = train(models, train_data, epochs=epochs, seed=seed)
     rows = []
     for num_paths, model, (ms, steps, updates) in zip(methods, models, results):
@@ -153,13 +154,19 @@ def main(argv=None) -> int:
     p.add_argument("--train-limit", type=int, default=None,
                    help="use only the first N training images (a quick check)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--epsilon", type=float, default=0.0)
+    p.add_argument("--weighting", default="magnitude", choices=("magnitude", "uniform"))
     args = p.parse_args(argv)
     paths = [int(n) for n in args.paths.split(",") if n]
+    walk = {"temperature": args.temperature, "epsilon": args.epsilon,
+            "weighting": args.weighting}
     rows = run(paths, data_dir=args.data, epochs=args.epochs, device=args.device,
-               train_limit=args.train_limit, seed=args.seed)
+               train_limit=args.train_limit, seed=args.seed, **walk)
     columns = ["method", "accuracy", "row_updates", "update_fraction", "ms_per_step",
                "sample_ms", "ratio"]
     common.emit("mnist", rows, columns, device=args.device, json_path=args.json,
                 notes={"epochs": args.epochs, "batch": 128, "lr": 1e-3, "seed": args.seed,
-                       "model": "784-256-128-10 ReLU", "train_limit": args.train_limit})
+                       "model": "784-256-128-10 ReLU", "train_limit": args.train_limit,
+                       **walk})
     return 0
