@@ -35,7 +35,8 @@ class Block(nn.Module):
     def forward(self, x):
         b, t, d = x.shape
         h = self.ln1(x)
-        q, k, v = (p(h).view(b, t, self.heads, -1).transpose(1, 2) for p in (self.q, self.k, self.v))
+        q, k, v = (p(h).view(b, t, self.heads, -1).transpose(1, 2)
+                   for p in (self.q, self.k, self.v))
         att = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         x = x + self.o(att.transpose(1, 2).reshape(b, t, d))
         return x + self.down(F.gelu(self.up(self.ln2(x))))

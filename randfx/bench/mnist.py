@@ -7,8 +7,9 @@ Columns: test accuracy after the last epoch; row-updates (rows the walks selecte
 only ones given gradient, summed over layers and steps; full backprop: all 394 rows every
 step) and their fraction of full's; ms/step (forward + backward + Adam step + the walks,
 averaged over all steps; the models train in lockstep on the same batches, each step
-timed alone, so every method sees the same machine load); sample ms (one draw of the walks alone, median,
-so the sampler's share is visible); ratio = ms/step of full / ms/step of this run.
+timed alone, so every method sees the same machine load); sample ms (one draw of the
+walks alone, median, so the sampler's share is visible); ratio = ms/step of full /
+ms/step of this run. --temperature/--epsilon/--weighting set the walk options.
 The data are read from gzip IDX files by path, never downloaded.
 """
 
