@@ -108,19 +108,29 @@ def _weight_rows(rule: str, module: nn.Module, rows: torch.Tensor) -> torch.Tens
     return weight.view(len(rows), *shape[1:])
 
 
+class _WeightRows:
+    """`weight_rows` for the sampler: an object, not a closure, so that a deep copy of the
+    model samples from the copy's weights."""
+
+    def __init__(self, rule: str, module: nn.Module):
+        self.rule = rule
+        self.module = module
+
+    def __call__(self, rows: torch.Tensor) -> torch.Tensor:
+        return _weight_rows(self.rule, self.module, rows)
+
+
 def _walk_layer(rule: str, module: nn.Module) -> WalkLayer:
+    rows = _WeightRows(rule, module)
     if rule in ("linear", "conv"):
         shape = module.weight.shape
         groups = module.groups if rule == "conv" else 1
-        return WalkLayer(lambda r: _weight_rows(rule, module, r), shape[0],
-                         shape[1] * groups, groups)
+        return WalkLayer(rows, shape[0], shape[1] * groups, groups)
     if rule == "hf_conv1d":
-        return WalkLayer(lambda r: _weight_rows(rule, module, r), module.weight.shape[1],
-                         module.weight.shape[0])
+        return WalkLayer(rows, module.weight.shape[1], module.weight.shape[0])
     groups = module._template.groups if rule == "seeded_conv" else 1
     shape = module.weight_shape
-    return WalkLayer(lambda r: _weight_rows(rule, module, r), shape[0], shape[1] * groups,
-                     groups)
+    return WalkLayer(rows, shape[0], shape[1] * groups, groups)
 
 
 class RowSparseForward:

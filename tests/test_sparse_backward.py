@@ -281,3 +281,18 @@ def test_cuda_pass_equals_masked_dense_backward(scheme):
     got = _sparse_grads(t, x)
     assert all(r.is_cuda for r in t.randfx_sparse_backward.last_sample.rows.values())
     _assert_grads_equal(got, _masked_reference(t, x), tol=1e-4)
+
+
+def test_a_deep_copy_walks_on_its_own_weights():
+    model, x = _mlp(), torch.randn(4, 10, dtype=torch.float64)
+    t = _transform(model, x, paths=200)
+    twin = copy.deepcopy(t)
+    with torch.no_grad():
+        twin[4].weight.zero_()
+        twin[4].weight[:, 3] = 1.0  # the twin's output layer only reads feature 3
+    _loss(twin, x).backward()
+    rows = twin.randfx_sparse_backward.last_sample.rows["2"]
+    assert rows.tolist() == [3] + [-1] * (len(rows) - 1)
+    assert twin[2].weight.grad.abs().sum(1).nonzero().flatten().tolist() == [3]
+    _loss(t, x).backward()  # the original still walks on its own weights
+    assert (t.randfx_sparse_backward.last_sample.rows["2"] >= 0).sum() > 1
