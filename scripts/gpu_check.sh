@@ -9,7 +9,7 @@ python -m pip install -q --no-deps --no-build-isolation -e . > "$out/pip.log" 2>
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,memory.used --format=csv,noheader
 python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
 if [ "$what" = tests ] || [ "$what" = all ]; then
-  python -m pytest -q -p no:cacheprovider -x ${filter:+-k "$filter"} -m "not slow" \
+  python -m pytest -q -p no:cacheprovider ${filter:+-k "$filter"} -m "not slow" -rfE \
     > "$out/pytest-cuda.log" 2>&1
   echo "pytest exit $?"; tail -25 "$out/pytest-cuda.log"
 fi
