@@ -138,12 +138,15 @@ def wrap(model, args, device):
         rdist.shard_subspace_basis(model)  # then DDP for the dense params, alpha_shard ignored
         return nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
+    from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
+    # an explicit mesh: the default one is CUDA whenever a GPU exists, even under gloo
+    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
     if args.scope != "global":
         # a global alpha is shared by every block: it must stay in the root's group
         for block in model.h:
-            fully_shard(block)
-    fully_shard(model)
+            fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
     return model
 
 

@@ -187,12 +187,13 @@ def train(model, x, y, params=None, steps=STEPS):
 
 def assert_states_equal(actual: dict, expected: dict, what: str):
     """Equal up to the rounding of the lowest precision in `expected`: float64 models
-    agree to ~1e-10; a float32 coefficient (the global alpha is float32 whatever the
-    model's dtype) rounds differently when the batch is split, ~1e-7 relative."""
+    agree to ~1e-10; float32 ones (the global alpha is float32 whatever the model's
+    dtype) round differently when the batch is split, and AdamW's normalised steps carry
+    that to ~1e-6 absolute after a few steps (seen on a 16-core machine)."""
     assert actual.keys() == expected.keys(), (what, sorted(actual), sorted(expected))
     lowest = max((t.dtype for t in expected.values() if t.is_floating_point()),
                  key=lambda dtype: torch.finfo(dtype).eps)
-    rtol, atol = (1e-10, 1e-12) if lowest == torch.float64 else (1e-5, 1e-6)
+    rtol, atol = (1e-10, 1e-12) if lowest == torch.float64 else (1e-5, 1e-5)
     for name, tensor in expected.items():
         torch.testing.assert_close(actual[name].cpu(), tensor.cpu(), rtol=rtol, atol=atol,
                                    msg=lambda m: f"{what}: {name} differs: {m}")
@@ -283,6 +284,7 @@ def test_nccl_on_two_gpus_equals_one_gpu(cuda_ranks, tmp_path, worker):
 
 def _fsdp_worker(rank, folder):
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
     from torch.distributed.tensor import DTensor
 
@@ -292,12 +294,14 @@ def _fsdp_worker(rank, folder):
         expected = trained_reference(config, DTYPES[name])
         model = randfx.transform(like(), config).to(device())
         rdist.verify_seeds(model)
+        # an explicit mesh: the default one is CUDA whenever a GPU exists, even under gloo
+        mesh = init_device_mesh(device().type, (dist.get_world_size(),))
         if config.scope == "layer":
             # per-layer groups; a global alpha is shared by all layers, so it stays in
             # the root's group (sharding it with one layer would free it under the others)
             for layer in (model[0], model[2]):
-                fully_shard(layer)
-        fully_shard(model)
+                fully_shard(layer, mesh=mesh)
+        fully_shard(model, mesh=mesh)
         assert any(isinstance(p, DTensor) for p in model.parameters())
         train(model, local(x, rank), local(y, rank))
         full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
