@@ -12,10 +12,14 @@ the model output (no successor in the layer graph).
 Layers the walks cannot reach (every path to the output crosses a non-eligible layer)
 keep their dense backward; they are reported in `randfx_sparse_backward.unreachable`,
 in ctx.report.warnings and by a warning, never silently frozen. No module is replaced
-and no parameter or buffer added: state_dict keys and values are exactly emit's. Each
-eligible module gets an instance-level `forward` (a `RowSparseForward`), and the root a
-forward pre-hook that redraws the walks before every forward that can build a backward
-(training mode, grad enabled): resample="every_step". `model.randfx_sparse_backward`
+and no parameter or persistent buffer added: state_dict keys and values are exactly
+emit's. Each eligible module gets an instance-level `forward` (a `RowSparseForward`), and
+the root a forward pre-hook that redraws the walks before every forward that can build a
+backward (training mode, grad enabled): resample="every_step". The walks' randomness is
+counter-based (randfx.random_walk): keyed on derive_key(config.seed,
+"randfx.sparse_backward") and the root's non-persistent int64 buffer `randfx_walk_step`,
+which the hook increments in place, so the hook traces into the graph and
+torch.compile(model, fullgraph=True) captures one graph. `model.randfx_sparse_backward`
 (a `SparseBackwardPlan`) holds the sampler and the last draw.
 
 Scheme notes. frozen: grad_x regenerates only rows I of R (fused in the Triton kernel).
@@ -148,38 +152,50 @@ class RowSparseForward:
         return _sparse_forward(self.rule, self.module, x, self.rows)
 
 
+STEP_BUFFER = "randfx_walk_step"
+
+
+def _device(module: nn.Module) -> torch.device:
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
 class SparseBackwardPlan:
-    """What the pass installed on a model: the sampler, the layers, the last draw."""
+    """What the pass installed on a model (`root`): the sampler, the layers, the last
+    draw. The root holds the step counter (STEP_BUFFER), so it moves with `.to()`."""
 
     def __init__(self, options, modules: Dict[str, nn.Module], rules: Dict[str, str],
-                 graph, outputs: List[str], seed: int):
+                 graph, outputs: List[str], seed: int, root: nn.Module):
         self.options = options
+        self.seed = derive_key(seed, "randfx.sparse_backward")
         self.sampler = RandomWalkSampler(
             graph, {name: _walk_layer(rule, modules[name]) for name, rule in rules.items()},
             num_paths=options.num_paths, temperature=options.temperature,
-            epsilon=options.epsilon, weighting=options.weighting, outputs=outputs)
+            epsilon=options.epsilon, weighting=options.weighting, outputs=outputs,
+            key=self.seed)
         self.outputs = self.sampler.outputs
         self.unreachable = self.sampler.unreachable
         self.layers = {name: RowSparseForward(modules[name], rules[name])
                        for name in self.sampler.reachable}
-        self.seed = derive_key(seed, "randfx.sparse_backward")
         self.last_sample = None
-        self._generators: Dict[torch.device, torch.Generator] = {}
+        self.root = root
+        root.register_buffer(STEP_BUFFER, torch.zeros(
+            (), dtype=torch.int64, device=_device(next(iter(self.layers.values())).module)),
+            persistent=False)
 
-    def _device(self) -> torch.device:
-        module = next(iter(self.layers.values())).module
-        for tensor in list(module.parameters()) + list(module.buffers()):
-            return tensor.device
-        return torch.device("cpu")
+    @property
+    def step(self) -> torch.Tensor:
+        """The step of the next draw (training forwards drawn so far): a 0-d int64 tensor
+        on the model's device."""
+        return getattr(self.root, STEP_BUFFER)
 
     def resample(self):
-        """Draw new walks on the layers' device and hand each layer its rows."""
-        device = self._device()
-        if device not in self._generators:
-            self._generators[device] = torch.Generator(device).manual_seed(self.seed)
-        self.sampler.device = device
-        self.sampler.generator = self._generators[device]
-        sample = self.sampler.sample()
+        """Draw this step's walks on the model's device, hand each layer its rows and
+        advance the step (in place: no host sync, traceable by torch.compile)."""
+        step = self.step
+        sample = self.sampler.sample(step)
+        step.add_(1)
         for name, forward in self.layers.items():
             forward.rows = sample.rows.get(name)
         self.last_sample = sample
@@ -224,7 +240,7 @@ class SparseBackwardPass(PassBase):
             raise ValueError("sparse_backward: no eligible layer feeds the model output; "
                              f"output layers: {[n for n in graph if graph.out_degree(n) == 0]}")
         plan = SparseBackwardPlan(options, modules, rules, graph.subgraph(list(rules)),
-                                  outputs, ctx.config.seed)
+                                  outputs, ctx.config.seed, model)
         if plan.unreachable:
             ctx.report.warn(
                 f"sparse_backward: no walk can reach {plan.unreachable} (every path to the "
@@ -240,7 +256,8 @@ class SparseBackwardPass(PassBase):
 
 def strip_sparse_backward(model: nn.Module) -> nn.Module:
     """Undo the pass on `model` in place: modules get their class forward back, the
-    pre-hook and the plan go. For materialize or for switching back to dense training."""
+    pre-hook, the step buffer and the plan go. For materialize or for switching back to
+    dense training."""
     plan = getattr(model, "randfx_sparse_backward", None)
     if plan is None:
         return model
@@ -249,6 +266,7 @@ def strip_sparse_backward(model: nn.Module) -> nn.Module:
     for key, hook in list(model._forward_pre_hooks.items()):
         if hook is plan:
             del model._forward_pre_hooks[key]
+    delattr(model, STEP_BUFFER)
     del model.randfx_sparse_backward
     return model
 

@@ -13,17 +13,15 @@ its rows the draw kept, its border width grows with that fraction, edges between
 layers (the ones walks can take) are red, and unreachable layers are dashed.
 
 The walks drawn are the model's last draw (the one its last training forward used) or,
-before any training step, one draw from a private generator seeded like the model's own,
-so drawing changes neither the model nor its future walks.
+before any training step, the walks its next training forward will draw (the sampler is
+a pure function of key, step and weights), so drawing changes neither the model nor its
+future walks.
 
 Needs the optional extra `randfx[viz]` (pydot) and Graphviz's `dot` program for SVG/PNG;
 `.dot` writes the Graphviz source and needs only pydot.
 """
 
-import copy
 from pathlib import Path
-
-import torch
 
 SCHEME_COLOURS = {"frozen": "#9ecae1", "random_base_lora": "#fdae6b", "subspace": "#a1d99b"}
 FORMATS = ("svg", "png", "dot")
@@ -45,12 +43,8 @@ def _walk_rows(model):
     if plan is None:
         return {}, []
     sample = plan.last_sample
-    if sample is None:  # not trained yet: draw once without touching the plan's generator
-        sampler = copy.copy(plan.sampler)
-        device = plan._device()
-        sampler.device = device
-        sampler.generator = torch.Generator(device).manual_seed(plan.seed)
-        sample = sampler.sample()
+    if sample is None:  # not trained yet: the walks of the next step (drawing is pure)
+        sample = plan.sampler.sample(plan.step)
     rows = {name: (int((visits > 0).sum()), visits.numel())
             for name, visits in sample.visits.items()}
     return rows, list(plan.unreachable)

@@ -36,8 +36,18 @@ Rules beyond the seed's plain MLP (all of them keep every walk a single path, so
 Everything per layer is vectorised torch on the device of the layers' weights: all walks
 advance together as fixed-size tensors (a row and an alive flag per walk), so there is no
 Python loop per walk or row and no host synchronisation. The Python loop runs over layers.
-Sampling draws from a torch.Generator: walks are reproducible for a fixed seed on one
-device, not bit-identical across devices (they choose rows, never weight values).
+
+Randomness is counter-based, so a draw is a pure function of (key, step, weights) that
+torch.compile traces into the graph (a torch.Generator cannot be traced): every random
+quantity has a fixed slot s (the start rows, and per layer its column, epsilon, epsilon
+column, predecessor and slice draws), and walk w of step t reads the PCG hash of
+`randfx.generators` (reference.hash_u32, the bit-exact stream) under `key` at counter
+t * (num_paths * slots) + s * num_paths + w. Successive steps use consecutive counter
+ranges: no counter is used twice, and no hash value repeats within a 2^32-counter block
+(the high counter word folds into the key). A uniform in [0, 1) is the top 24 bits of the
+hash (the "uniform01" distribution); an integer in [0, high) is (hash * high) >> 32 (bias
+below high / 2^32). The numbers, so the walks, are the same on every device (a magnitude
+draw could differ only where the float cdf rounds differently).
 """
 
 from dataclasses import dataclass
@@ -46,7 +56,12 @@ from typing import Callable, Dict, List, Optional, Sequence
 import networkx as nx
 import torch
 
+from .generators import reference as stream
+from .generators import spec
+
 WEIGHTINGS = ("magnitude", "uniform")
+HASH = "pcg"  # the cheaper of the project's two hashes; any stream would do
+_LAYER_DRAWS = ("column", "epsilon", "epsilon column", "predecessor")  # slots per layer
 
 
 def check_walk_options(num_paths, temperature, epsilon, weighting) -> None:
@@ -94,13 +109,16 @@ class RandomWalkSampler:
     edge u -> v when u's output feeds v's input) for the layers in `layers`.
 
     outputs: the layers the walks start from (default: layers with no successor).
+    key: the 32-bit key of the walks' random stream (module doc); `sample(step)` draws
+    step `step` of it.
     """
 
     def __init__(self, graph, layers: Dict[str, WalkLayer], *, num_paths: int,
                  temperature: float = 1.0, epsilon: float = 0.0,
                  weighting: str = "magnitude", outputs: Optional[Sequence[str]] = None,
-                 device=None, generator: Optional[torch.Generator] = None):
+                 device=None, key: int = 0):
         check_walk_options(num_paths, temperature, epsilon, weighting)
+        self.key = spec.check_key(key, "sparse_backward: key")
         nodes = [n for n in graph.nodes if n in layers]
         if not nodes:
             raise ValueError(
@@ -112,7 +130,6 @@ class RandomWalkSampler:
         self.epsilon = float(epsilon)
         self.weighting = weighting
         self.device = torch.device(device) if device is not None else None
-        self.generator = generator
         self.graph = _acyclic(graph.subgraph(nodes))
         self.order = _reverse_topological(self.graph, nodes)
         if outputs is None:
@@ -134,41 +151,61 @@ class RandomWalkSampler:
                 raise ValueError(
                     f"sparse_backward: layer {name!r}: groups={layer.groups} must divide "
                     f"out_features={layer.out_features} and in_features={layer.in_features}")
+            if max(layer.out_features, layer.in_features) >= 1 << 31:
+                raise ValueError(f"sparse_backward: layer {name!r}: out_features and "
+                                 "in_features must be below 2^31")
         self.predecessors: Dict[str, List[str]] = {
             n: [u for u in self.graph.predecessors(n) if u in reached] for n in self.reachable}
+        # the counter slot of every random quantity of a draw; slot 0: the start rows
+        self._slot: Dict[tuple, int] = {}
+        for name in self.reachable:
+            if not self.predecessors[name]:
+                continue  # the walks end here: nothing to draw
+            for what in _LAYER_DRAWS:
+                self._slot[name, what] = len(self._slot) + 1
+            for pred in self.predecessors[name]:  # a fused predecessor: which slice
+                if _sliced(layers[pred].out_features, layers[name].in_features):
+                    self._slot[name, pred] = len(self._slot) + 1
+        self._slots = len(self._slot) + 1
 
-    def _rand(self, *shape):
-        return torch.rand(shape, device=self.device, generator=self.generator)
-
-    def _randint(self, high: int, n: int):
-        return torch.randint(high, (n,), device=self.device, generator=self.generator)
-
-    def sample(self) -> WalkSample:
-        """Draw the walks; no host synchronisation, no per-walk Python work."""
-        if self.device is None:  # the weights' device, found once
-            probe = self.layers[self.outputs[0]].weight_rows(
-                torch.zeros(1, dtype=torch.int64))
-            self.device = probe.device
+    def sample(self, step=0) -> WalkSample:
+        """Draw the walks of step `step` (an int >= 0, or a 0-d int64 tensor holding one:
+        the walks are drawn on its device); no host synchronisation, no per-walk Python work.
+        The same (key, step, weights) always give the same walks."""
+        if isinstance(step, torch.Tensor) and step.dtype == torch.int64 and step.dim() == 0:
+            device = step.device
+        else:
+            if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+                raise ValueError(f"sparse_backward: step must be an int >= 0 or a 0-d int64 "
+                                 f"tensor, got {step!r}")
+            if self.device is None:  # the weights' device, found once
+                self.device = self.layers[self.outputs[0]].weight_rows(
+                    torch.zeros(1, dtype=torch.int64)).device
+            device = self.device
         n = self.num_paths
-        state = self._start()
+        # every random word of this step in one hash: words[s, w] is slot s of walk w
+        per_step = self._slots * n
+        counters = step * per_step + torch.arange(per_step, device=device).view(-1, n)
+        words = stream.hash_u32(counters, self.key, HASH)
+        state = self._start(words[0])
         visits, rows = {}, {}
         for name in self.order:
             if name not in state:
                 continue
             layer = self.layers[name]
             row, alive = state.pop(name)
-            count = torch.zeros(layer.out_features, dtype=torch.int64, device=self.device)
+            count = torch.zeros(layer.out_features, dtype=torch.int64, device=device)
             visits[name] = count.index_add_(0, row, alive.to(torch.int64))
             rows[name] = _compact(visits[name], min(layer.out_features, n))
             preds = self.predecessors[name]
             if not preds:
                 continue
-            feature = self._draw_columns(layer, row)
-            which = self._randint(len(preds), n) if len(preds) > 1 else None
+            draws = {what: words[self._slot[name, what]] for what in _LAYER_DRAWS}
+            feature = self._draw_columns(layer, row, draws)
+            which = _below(draws["predecessor"], len(preds)) if len(preds) > 1 else None
             for k, pred in enumerate(preds):
                 moving = alive if which is None else alive & (which == k)
-                pred_row = self._map_feature(feature, layer.in_features,
-                                             self.layers[pred].out_features)
+                pred_row = self._map_feature(name, pred, feature, words)
                 if pred in state:
                     old_row, old_alive = state[pred]
                     state[pred] = (torch.where(moving, pred_row, old_row), old_alive | moving)
@@ -177,18 +214,16 @@ class RandomWalkSampler:
         for name in self.reachable:  # reachable but no walk arrived this time
             if name not in visits:
                 out = self.layers[name].out_features
-                visits[name] = torch.zeros(out, dtype=torch.int64, device=self.device)
-                rows[name] = torch.full((min(out, n),), -1, dtype=torch.int64,
-                                        device=self.device)
+                visits[name] = torch.zeros(out, dtype=torch.int64, device=device)
+                rows[name] = torch.full((min(out, n),), -1, dtype=torch.int64, device=device)
         return WalkSample(visits=visits, rows=rows)
 
-    def _start(self):
+    def _start(self, words: torch.Tensor):
         """Each walk's first row, uniform over the union of all output layers' rows."""
-        n = self.num_paths
         sizes = [self.layers[o].out_features for o in self.outputs]
-        start = self._randint(sum(sizes), n)
+        start = _below(words, sum(sizes))
         if len(sizes) == 1:
-            return {self.outputs[0]: (start, torch.ones(n, dtype=torch.bool, device=self.device))}
+            return {self.outputs[0]: (start, torch.ones_like(start, dtype=torch.bool))}
         state, first = {}, 0
         for name, size in zip(self.outputs, sizes):
             inside = (start >= first) & (start < first + size)
@@ -196,20 +231,24 @@ class RandomWalkSampler:
             first += size
         return state
 
-    def _map_feature(self, feature, in_features: int, pred_out: int) -> torch.Tensor:
-        """Row of the predecessor (pred_out rows) producing input `feature` (module doc)."""
+    def _map_feature(self, name: str, pred: str, feature: torch.Tensor,
+                     words: torch.Tensor) -> torch.Tensor:
+        """Row of `pred` producing input `feature` of layer `name` (module doc)."""
+        in_features, pred_out = self.layers[name].in_features, self.layers[pred].out_features
         if pred_out == in_features:
             return feature
-        if pred_out % in_features == 0:
-            return feature + self._randint(pred_out // in_features, self.num_paths) * in_features
+        if _sliced(pred_out, in_features):  # the slice: uniform per walk
+            slices = _below(words[self._slot[name, pred]], pred_out // in_features)
+            return feature + slices * in_features
         return torch.div(feature * pred_out, in_features, rounding_mode="floor")
 
-    def _draw_columns(self, layer: WalkLayer, row: torch.Tensor) -> torch.Tensor:
-        """For every walk at `row` of `layer`, an input feature index drawn from P(j | row)."""
-        n = self.num_paths
+    def _draw_columns(self, layer: WalkLayer, row: torch.Tensor,
+                      draws: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """For every walk at `row` of `layer`, an input feature index drawn from P(j | row),
+        from the walks' random words `draws` (column, epsilon, epsilon column)."""
         columns = layer.in_features // layer.groups
         if self.weighting == "uniform" or self.epsilon == 1.0:
-            column = self._randint(columns, n)
+            column = _below(draws["column"], columns)
         else:
             weight = layer.weight_rows(row).detach().abs().float()
             if weight.dim() > 2:  # conv: one weight per input channel, summed over the window
@@ -221,15 +260,31 @@ class RandomWalkSampler:
             # every weight at least the smallest normal float: a row of zeros draws
             # uniformly, a zero among normal weights keeps probability ~1e-38 / row sum
             cdf = weight.clamp_min(tiny).cumsum(1)
-            target = self._rand(n, 1) * cdf[:, -1:]
+            target = _uniform(draws["column"])[:, None] * cdf[:, -1:]
             column = torch.searchsorted(cdf, target, right=True).squeeze(1).clamp_(max=columns - 1)
             if self.epsilon > 0.0:
-                column = torch.where(self._rand(n) < self.epsilon, self._randint(columns, n),
-                                     column)
+                column = torch.where(_uniform(draws["epsilon"]) < self.epsilon,
+                                     _below(draws["epsilon column"], columns), column)
         if layer.groups > 1:
             column = column + torch.div(row, layer.out_features // layer.groups,
                                         rounding_mode="floor") * columns
         return column
+
+
+def _sliced(pred_out: int, in_features: int) -> bool:
+    """Whether a predecessor of pred_out rows is a fused projection of stacked slices."""
+    return pred_out != in_features and pred_out % in_features == 0
+
+
+def _uniform(words: torch.Tensor) -> torch.Tensor:
+    """float32 in [0, 1) from uint32 words: their top 24 bits (the "uniform01" stream)."""
+    return (words >> 8).to(torch.float32) * 2.0 ** -24
+
+
+def _below(words: torch.Tensor, high: int) -> torch.Tensor:
+    """int64 in [0, high) from uint32 words: (word * high) >> 32, bias < high / 2^32
+    (high < 2^31, so the product fits in int64)."""
+    return (words * high) >> 32
 
 
 def _compact(visits: torch.Tensor, size: int) -> torch.Tensor:

@@ -118,9 +118,9 @@ def test_draw_dot_highlights_rewritten_layers_and_walks(tmp_path):
     assert SCHEME_COLOURS["frozen"] in lines["0"] and SCHEME_COLOURS["frozen"] in lines["4"]
     assert "fillcolor=white" in lines["2"] and "dense" in lines["2"]
     assert "walk rows" in lines["4"] and "/4" in lines["4"]
-    # drawing used a private generator: the model's walks are untouched
+    # drawing is a pure draw of the next step: the model's walks are untouched
     plan = model.randfx_sparse_backward
-    assert plan.last_sample is None and not plan._generators
+    assert plan.last_sample is None and plan.step.item() == 0
 
 
 @pytest.mark.skipif(__import__("shutil").which("dot") is None, reason="needs Graphviz dot")

@@ -1,6 +1,7 @@
 """The random-walk sampler: its statistics match the stated distribution (chi-square at a
-fixed seed), graph rules (residual, attention, fan-out, conv groups, cycles), reporting of
-unreachable layers, bad input, and no host synchronisation on CUDA."""
+fixed key), graph rules (residual, attention, fan-out, conv groups, cycles), reporting of
+unreachable layers, bad input, a draw is a pure function of (key, step), no host
+synchronisation on CUDA and the same walks on CPU and CUDA."""
 
 import networkx as nx
 import pytest
@@ -47,7 +48,7 @@ def test_column_distribution_matches_the_stated_rule(temperature, epsilon, weigh
     n = 40000
     sampler = RandomWalkSampler(graph, layers, num_paths=n, temperature=temperature,
                                 epsilon=epsilon, weighting=weighting,
-                                generator=torch.Generator().manual_seed(11))
+                                key=11)
     visits = sampler.sample().visits
     assert visits["top"].sum() == n
     assert chisquare(visits["top"].numpy(), [n / 4] * 4).pvalue > P_CRITICAL
@@ -61,7 +62,7 @@ def test_zero_weight_columns_are_never_drawn_without_epsilon():
     weight = torch.tensor([[0.0, 1.0, 0.0, 2.0]])
     graph, layers = _chain(weight, 4)
     visits = RandomWalkSampler(graph, layers, num_paths=5000,
-                               generator=torch.Generator().manual_seed(0)).sample().visits
+                               key=0).sample().visits
     assert visits["below"][0] == 0 and visits["below"][2] == 0
     ratio = visits["below"][3].item() / visits["below"][1].item()
     assert 1.8 < ratio < 2.2
@@ -77,7 +78,7 @@ def _mlp_layers(sizes, seed=0):
 def test_every_row_of_every_layer_with_very_many_paths():
     graph, layers = _mlp_layers([12, 9, 7, 5])
     sample = RandomWalkSampler(graph, layers, num_paths=4000,
-                               generator=torch.Generator().manual_seed(1)).sample()
+                               key=1).sample()
     for name, layer in layers.items():
         assert (sample.visits[name] > 0).all(), name
         torch.testing.assert_close(sample.rows[name], torch.arange(layer.out_features))
@@ -86,7 +87,7 @@ def test_every_row_of_every_layer_with_very_many_paths():
 def test_rows_are_the_visited_rows_padded():
     graph, layers = _mlp_layers([50, 40, 30, 20])
     sample = RandomWalkSampler(graph, layers, num_paths=6,
-                               generator=torch.Generator().manual_seed(2)).sample()
+                               key=2).sample()
     for name, layer in layers.items():
         rows = sample.rows[name]
         assert rows.shape == (min(6, layer.out_features),)
@@ -104,7 +105,7 @@ def test_residual_skip_is_taken_half_the_time():
     layers = {name: _dense(torch.rand(8, 8) + 0.1) for name in "abc"}
     n = 20000
     visits = RandomWalkSampler(graph, layers, num_paths=n,
-                               generator=torch.Generator().manual_seed(3)).sample().visits
+                               key=3).sample().visits
     through_b = visits["b"].sum().item()
     assert chisquare([through_b, n - through_b], [n / 2, n / 2]).pvalue > P_CRITICAL
     assert visits["a"].sum() == n  # every walk ends in a, by the skip or through b
@@ -132,7 +133,7 @@ def test_attention_block_and_fan_out():
               for s, shape in shapes.items()}
     layers["head"] = _dense(torch.randn(vocab, d))
     sampler = RandomWalkSampler(graph, layers, num_paths=3000,
-                                generator=torch.Generator().manual_seed(4))
+                                key=4)
     assert sampler.outputs == ["head"] and sampler.unreachable == []
     visits = sampler.sample().visits
     for name in layers:
@@ -156,7 +157,7 @@ def test_conv_columns_stay_in_the_row_group_and_sum_the_window():
     below = _dense(torch.ones(6, 2))
     graph = nx.DiGraph([("below", "conv")])
     visits = RandomWalkSampler(graph, {"conv": conv, "below": below}, num_paths=2000,
-                               generator=torch.Generator().manual_seed(5)).sample().visits
+                               key=5).sample().visits
     # rows 0, 1 (group 0) read channels 0..2 -> channel 1; rows 2, 3 read 3..5 -> channel 4
     assert visits["below"][[0, 2, 3, 5]].sum() == 0
     assert visits["below"][1] + visits["below"][4] == 2000
@@ -171,7 +172,7 @@ def test_flatten_maps_features_to_channels():
     layers = {"fc": _dense(fc_weight),
               "conv": WalkLayer(lambda r: torch.ones(len(r), 2, 3, 3), 4, 2)}
     visits = RandomWalkSampler(graph, layers, num_paths=500,
-                               generator=torch.Generator().manual_seed(6)).sample().visits
+                               key=6).sample().visits
     assert visits["conv"].tolist() == [0, 500, 0, 0]
 
 
@@ -180,7 +181,7 @@ def test_layer_used_twice_is_entered_once_per_walk():
     torch.manual_seed(7)
     layers = {n: _dense(torch.randn(6, 6)) for n in ("a", "shared", "b", "out")}
     sampler = RandomWalkSampler(graph, layers, num_paths=50,
-                                generator=torch.Generator().manual_seed(7))
+                                key=7)
     assert ("b", "shared") not in sampler.graph.edges  # the edge closing the cycle
     visits = sampler.sample().visits
     assert all(visits[n].sum() == 50 for n in layers)
@@ -204,6 +205,8 @@ def test_unreachable_layers_are_reported():
     ({"epsilon": 1.5}, r"epsilon must lie in \[0, 1\]"),
     ({"epsilon": -0.1}, r"epsilon must lie in \[0, 1\]"),
     ({"weighting": "l2"}, "weighting must be one of"),
+    ({"key": 1 << 32}, r"key=4294967296 is outside the accepted range \[0, 2\^32 - 1\]"),
+    ({"key": "7"}, r"key must be an int in \[0, 2\^32 - 1\]"),
 ])
 def test_bad_options_are_refused(kwargs, match):
     graph, layers = _mlp_layers([4, 3, 2])
@@ -223,14 +226,33 @@ def test_cuda_sampling_never_syncs_with_the_host():
     layers = {n: _dense(l.weight_rows(torch.arange(l.out_features)).cuda())
               for n, l in layers.items()}
     sampler = RandomWalkSampler(graph, layers, num_paths=100, temperature=0.7, epsilon=0.1,
-                                device="cuda", generator=torch.Generator("cuda").manual_seed(0))
-    sampler.sample()  # warm-up: allocations, lazy init
+                                device="cuda", key=0)
+    step = torch.zeros((), dtype=torch.int64, device="cuda")
+    sampler.sample(step)  # warm-up: allocations, lazy init
     torch.cuda.set_sync_debug_mode("error")
     try:
-        sample = sampler.sample()
+        sample = sampler.sample(step)
+        step.add_(1)  # as the sparse_backward pre-hook advances its step buffer
+        sampler.sample(7)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert sample.visits["fc2"].sum().item() == 100
+
+
+@pytest.mark.cuda
+def test_cpu_and_cuda_draw_the_same_walks():
+    """The uniforms are the bit-exact hash stream, so the walks agree across devices
+    (uniform weighting: a magnitude draw could also differ where a float cdf rounds
+    differently)."""
+    graph, layers = _mlp_layers([24, 16, 12, 10])
+    cuda_layers = {n: _dense(l.weight_rows(torch.arange(l.out_features)).cuda())
+                   for n, l in layers.items()}
+    options = dict(num_paths=300, epsilon=0.1, weighting="uniform", key=21)
+    cpu = RandomWalkSampler(graph, layers, **options).sample(5)
+    cuda = RandomWalkSampler(graph, cuda_layers, **options).sample(
+        torch.tensor(5, device="cuda"))
+    for name in layers:
+        assert torch.equal(cuda.visits[name].cpu(), cpu.visits[name]), name
 
 
 def test_fused_projection_slices_are_chosen_uniformly():
@@ -242,7 +264,28 @@ def test_fused_projection_slices_are_chosen_uniformly():
     graph = nx.DiGraph([("c_attn", "c_proj")])
     layers = {"c_proj": _dense(proj), "c_attn": _dense(torch.ones(3 * d, d))}
     visits = RandomWalkSampler(graph, layers, num_paths=3000,
-                               generator=torch.Generator().manual_seed(8)).sample().visits
+                               key=8).sample().visits
     hits = visits["c_attn"][[1, d + 1, 2 * d + 1]]
     assert hits.sum() == 3000
     assert chisquare(hits.numpy(), [1000] * 3).pvalue > P_CRITICAL
+
+
+def test_a_draw_is_a_pure_function_of_key_and_step():
+    graph, layers = _mlp_layers([12, 9, 7, 5])
+    sampler = RandomWalkSampler(graph, layers, num_paths=64, temperature=0.7, epsilon=0.2,
+                                key=9)
+    first = sampler.sample(3).visits
+    again = sampler.sample(torch.tensor(3)).visits  # the step as a tensor (a buffer)
+    next_step = sampler.sample(4).visits
+    other_key = RandomWalkSampler(graph, layers, num_paths=64, temperature=0.7, epsilon=0.2,
+                                  key=10).sample(3).visits
+    assert all(torch.equal(first[n], again[n]) for n in layers)
+    assert not all(torch.equal(first[n], next_step[n]) for n in layers)
+    assert not all(torch.equal(first[n], other_key[n]) for n in layers)
+
+
+@pytest.mark.parametrize("step", [-1, 2.0, True, torch.tensor(2.0), torch.tensor([2])])
+def test_bad_step_is_refused(step):
+    graph, layers = _mlp_layers([4, 3, 2])
+    with pytest.raises(ValueError, match="step must be an int >= 0 or a 0-d int64 tensor"):
+        RandomWalkSampler(graph, layers, num_paths=2).sample(step)

@@ -296,3 +296,67 @@ def test_a_deep_copy_walks_on_its_own_weights():
     assert twin[2].weight.grad.abs().sum(1).nonzero().flatten().tolist() == [3]
     _loss(t, x).backward()  # the original still walks on its own weights
     assert (t.randfx_sparse_backward.last_sample.rows["2"] >= 0).sum() > 1
+
+
+def test_compiles_fullgraph_and_matches_eager_step_for_step():
+    """The walks' randomness is counter-based (key, step buffer), so the pre-hook traces:
+    one graph, no break, and the compiled twin draws the same walks as eager each step."""
+    from randfx.backend import randfx_op_names
+    # two layers: every kernel costs Inductor a C++ compile (seconds on 2 cores)
+    model, x = _mlp((10, 16, 5)), torch.randn(5, 10, dtype=torch.float64)
+    t = _transform(model, x, "random_base_lora", paths=4, temperature=0.5, epsilon=0.1)
+    with torch.no_grad():  # lora_B starts at 0: give the adapters gradient to check
+        for p in t.parameters():
+            p.normal_()
+    t.train()
+    twin = copy.deepcopy(t)
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(copy.deepcopy(t))(x)
+    assert explanation.graph_count == 1 and explanation.graph_break_count == 0
+    ops = {name for g in explanation.graphs for name in randfx_op_names(g.graph)}
+    assert "randfx::row_sparse_seeded_linear" in ops
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    compiled = torch.compile(twin, backend="randfx", fullgraph=True)
+    draws = []
+    for step in (1, 2):  # the second step redraws inside the same compiled graph
+        t.zero_grad()
+        twin.zero_grad()
+        expected, got = _loss(t, x), _loss(compiled, x)
+        expected.backward()
+        got.backward()
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+        plan, twin_plan = t.randfx_sparse_backward, twin.randfx_sparse_backward
+        assert plan.step.item() == twin_plan.step.item() == step
+        rows = plan.last_sample.rows
+        assert rows.keys() == twin_plan.last_sample.rows.keys()
+        for name in rows:
+            assert torch.equal(twin_plan.last_sample.rows[name], rows[name]), name
+        _assert_grads_equal({n: p.grad for n, p in twin.named_parameters()},
+                            {n: p.grad for n, p in t.named_parameters()})
+        assert 0 < t[0].lora_B.grad.abs().sum(1).gt(0).sum() <= 4  # the walked rows only
+        draws.append({name: r.clone() for name, r in rows.items()})
+    assert any(not torch.equal(draws[0][n], draws[1][n]) for n in draws[0])
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+
+
+def test_step_counter_is_a_non_persistent_buffer_advanced_by_training_forwards():
+    model, x = _mlp(), torch.randn(3, 10, dtype=torch.float64)
+    t = _transform(model, x, paths=3)
+    plan = t.randfx_sparse_backward
+    assert plan.step.item() == 0 and plan.step.dtype == torch.int64
+    assert "randfx_walk_step" in dict(t.named_buffers()) and list(t.state_dict()) == list(
+        model.state_dict())
+    t.train()
+    _loss(t, x).backward()
+    assert plan.step.item() == 1
+    first = {n: r.clone() for n, r in plan.last_sample.rows.items()}
+    with torch.no_grad():  # no backward to build: no draw
+        t(x)
+    t.eval()
+    t(x)
+    assert plan.step.item() == 1
+    redrawn = plan.sampler.sample(0).rows  # step 0 again: the first draw, exactly
+    assert all(torch.equal(redrawn[n], first[n]) for n in first)
+    stripped = strip_sparse_backward(copy.deepcopy(t))
+    assert "randfx_walk_step" not in dict(stripped.named_buffers())

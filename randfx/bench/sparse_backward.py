@@ -4,9 +4,9 @@
 
 For each keep fraction (1/64 ... 1/2 of the output rows, a sorted random subset, as the
 sampler hands them over): dense = grad_x = g @ W and grad_W = g^T @ x (cuBLAS / ATen);
-fused = the randfx row-sparse ops (Triton on CUDA: rows gathered inside the GEMM loads,
-scattered into a zeroed grad_W; torch reference on CPU); unfused = the same in torch as
-index_select + GEMM + index_copy. sample = one draw of that many walks over a two-layer
+sparse = the randfx row-sparse ops (gather the kept columns of g, GEMMs, scatter into a
+zeroed grad_W). seeded_gx = grad_x of a seeded weight, generating only the kept rows of
+R, against dense_gx = g @ W alone. sample = one draw of that many walks over a two-layer
 chain of the same shape (the sampler's cost for one layer); speedup_incl_sample counts it.
 Default shape 8192 tokens x 4096 x 4096 (bf16 on CUDA); --quick 256 x 512 x 512 (CPU).
 """
@@ -25,12 +25,12 @@ def _sampler(weight, num_paths, device):
     layer = WalkLayer(lambda rows: weight[rows], weight.shape[0], weight.shape[1])
     graph = nx.DiGraph([("below", "top")])
     return RandomWalkSampler(graph, {"top": layer, "below": layer}, num_paths=num_paths,
-                             device=device,
-                             generator=torch.Generator(device).manual_seed(0))
+                             device=device, key=0)
 
 
 def run(tokens, out_features, in_features, dtype, device):
-    from randfx.ops.row_sparse import row_sparse_grad_input, row_sparse_grad_weight
+    from randfx.ops.row_sparse import (row_sparse_grad_input, row_sparse_grad_weight,
+                                       row_sparse_seeded_grad_input)
     gen = torch.Generator(device).manual_seed(0)
     x = torch.randn(tokens, in_features, device=device, dtype=dtype, generator=gen)
     w = torch.randn(out_features, in_features, device=device, dtype=dtype, generator=gen)
@@ -40,30 +40,30 @@ def run(tokens, out_features, in_features, dtype, device):
         return g @ w, g.t() @ x
 
     dense_ms = common.time_ms(dense, device=device)
+    dense_gx_ms = common.time_ms(lambda: g @ w, device=device)
+    key = torch.tensor(7, device=device)
     rows_out = []
     for n in FRACTIONS:
         keep = out_features // n
         rows = torch.randperm(out_features, device=device, generator=gen)[:keep].sort().values
 
-        def fused():
+        def sparse():
             return (row_sparse_grad_input(g, w, rows),
                     row_sparse_grad_weight(g, x, rows, out_features, False))
 
-        def unfused():
-            g_kept = g.index_select(1, rows)
-            grad_x = g_kept @ w.index_select(0, rows)
-            grad_w = torch.zeros_like(w).index_copy_(0, rows, g_kept.t() @ x)
-            return grad_x, grad_w
+        def seeded_gx():
+            return row_sparse_seeded_grad_input(g, key, 0.01, in_features, rows, "pcg",
+                                                "uniform8x4")
 
         sampler = _sampler(w, keep, device)
-        fused_ms = common.time_ms(fused, device=device)
-        unfused_ms = common.time_ms(unfused, device=device)
+        sparse_ms = common.time_ms(sparse, device=device)
+        seeded_ms = common.time_ms(seeded_gx, device=device)
         sample_ms = common.time_ms(sampler.sample, device=device)
         rows_out.append({
-            "keep": f"1/{n}", "rows": keep, "dense_ms": dense_ms, "fused_ms": fused_ms,
-            "speedup": dense_ms / fused_ms, "unfused_ms": unfused_ms,
-            "unfused_speedup": dense_ms / unfused_ms, "sample_ms": sample_ms,
-            "speedup_incl_sample": dense_ms / (fused_ms + sample_ms)})
+            "keep": f"1/{n}", "rows": keep, "dense_ms": dense_ms, "sparse_ms": sparse_ms,
+            "speedup": dense_ms / sparse_ms, "dense_gx_ms": dense_gx_ms,
+            "seeded_gx_ms": seeded_ms, "seeded_gx_speedup": dense_gx_ms / seeded_ms,
+            "sample_ms": sample_ms, "speedup_incl_sample": dense_ms / (sparse_ms + sample_ms)})
     return rows_out
 
 
@@ -80,8 +80,8 @@ def main(argv=None) -> int:
     tokens, features = args.tokens or tokens, args.features or features
     dtype = DTYPES[args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
     rows = run(tokens, features, features, dtype, device)
-    columns = ["keep", "rows", "dense_ms", "fused_ms", "speedup", "unfused_ms",
-               "unfused_speedup", "sample_ms", "speedup_incl_sample"]
+    columns = ["keep", "rows", "dense_ms", "sparse_ms", "speedup", "dense_gx_ms",
+               "seeded_gx_ms", "seeded_gx_speedup", "sample_ms", "speedup_incl_sample"]
     common.emit("sparse_backward", rows, columns, device=device, json_path=args.json,
                 notes={"tokens": tokens, "out_features": features, "in_features": features,
                        "dtype": str(dtype)})
