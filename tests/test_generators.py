@@ -300,3 +300,16 @@ def test_cpu_path_runs_without_triton_installed():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+@pytestmark_triton
+@pytest.mark.parametrize("device", TRITON_DEVICES)
+@pytest.mark.parametrize("dist", ["uniform", "uniform8x4", "rademacher32", "normal"])
+def test_generate_sum_kernel_sums_the_stream(device, dist):
+    from randfx.kernels.generate import launch_generate_sum
+    offset = (1 << 32) - 64 * 32  # runs cross the 2^32 boundary
+    partials = torch.empty(3, dtype=torch.float32, device=device)
+    per_program = launch_generate_sum(partials, 77, offset, "pcg", dist, iters=2,
+                                      block_groups=16)
+    ref = generate((3, per_program), key=77, dist=dist, offset=offset).double().sum(1)
+    assert torch.allclose(partials.cpu().double(), ref, atol=1e-3, rtol=1e-5)

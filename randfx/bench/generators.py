@@ -39,17 +39,20 @@ def main(argv=None) -> int:
     record("torch.randn", "normal", store_ms=time_ms(lambda: torch.randn(n, out=out), device=device))
     if cuda:
         from ..kernels.generate import launch_generate, launch_generate_sum, philox_sum_kernel
-        iters, tile = 64, 1024  # every sum kernel program sums iters tiles of 1024 values
-        partials = torch.empty(n // (tile * iters), dtype=torch.float32, device=device)
+        iters, block = 16, 1024  # each sum-kernel program sums iters runs of `block` hashes
+        partials = torch.empty(n // (block * iters), dtype=torch.float32, device=device)
         fused = time_ms(lambda: philox_sum_kernel[(partials.numel(),)](
-            partials, 1234, BLOCK=tile, ITERS=iters), device=device)
+            partials, 1234, BLOCK=block, ITERS=iters), device=device)
         record("triton tl.rand (philox)", "uniform01", fused_ms=fused)
     for generator in GENERATORS:
         for dist in DISTRIBUTIONS:
             if cuda:
                 store = time_ms(lambda: launch_generate(out, 99, 0, generator, dist), device=device)
+                per_program = iters * block * DISTRIBUTIONS[dist].values_per_hash
+                partials = torch.empty(n // per_program, dtype=torch.float32, device=device)
                 fused = time_ms(lambda: launch_generate_sum(partials, 99, 0, generator, dist,
-                                                            iters=iters), device=device)
+                                                            iters=iters, block_groups=block),
+                                device=device)
             else:
                 store = time_ms(lambda: generate((n,), key=99, generator=generator, dist=dist),
                                 device=device, repeat=5)

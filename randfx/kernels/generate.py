@@ -61,28 +61,29 @@ def generate_sum_kernel(partial_ptr, key, offset,
                         GENERATOR: tl.constexpr, DIST: tl.constexpr,
                         LOG2_VALUES: tl.constexpr, BLOCK_GROUPS: tl.constexpr,
                         ITERS: tl.constexpr):
-    """Each program generates ITERS tiles of BLOCK_GROUPS * 2^LOG2_VALUES consecutive
-    values and writes their float32 sum: the generation rate with nothing stored, which is
-    what a kernel that consumes weights in registers pays. `offset` must be a multiple of
-    2^LOG2_VALUES."""
+    """Each program generates ITERS runs of BLOCK_GROUPS hash groups (2^LOG2_VALUES
+    consecutive values each) and writes their float32 sum: the generation rate with
+    nothing stored, which is what a kernel that consumes weights in registers pays. A
+    multi-value hash is unpacked at compile-time positions (constant shifts), the way a
+    consuming kernel uses it. `offset` must be a multiple of 2^LOG2_VALUES."""
     VALUES: tl.constexpr = 1 << LOG2_VALUES
     key = key.to(tl.uint32)
     offset = offset.to(tl.int64)
     pid = tl.program_id(0).to(tl.int64)
-    position = tl.arange(0, VALUES)
-    acc = tl.zeros([BLOCK_GROUPS, VALUES], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_GROUPS], dtype=tl.float32)
     for it in range(ITERS):
         group = (offset // VALUES + (pid * ITERS + it) * BLOCK_GROUPS
                  + tl.arange(0, BLOCK_GROUPS).to(tl.int64))
         if VALUES == 1:
-            acc += device.sample(group[:, None], key, GENERATOR, DIST)
+            acc += device.sample(group, key, GENERATOR, DIST)
         else:
-            h = device.hash_at(group, key, GENERATOR)[:, None]
-            if DIST == device.UNIFORM8X4:
-                acc += device.uniform8x4_from_hash(h, position[None, :].to(tl.uint32))
-            else:
-                acc += device.rademacher32_from_hash(h, position[None, :].to(tl.uint32))
-    tl.store(partial_ptr + pid, tl.sum(tl.sum(acc, axis=1), axis=0))
+            h = device.hash_at(group, key, GENERATOR)
+            for position in tl.static_range(VALUES):
+                if DIST == device.UNIFORM8X4:
+                    acc += device.uniform8x4_from_hash(h, position)
+                else:
+                    acc += device.rademacher32_from_hash(h, position)
+    tl.store(partial_ptr + pid, tl.sum(acc, axis=0))
 
 
 @triton.jit(do_not_specialize=["seed"])
@@ -96,13 +97,12 @@ def philox_sum_kernel(partial_ptr, seed, BLOCK: tl.constexpr, ITERS: tl.constexp
 
 
 def launch_generate_sum(partials, key: int, offset: int, generator: str, dist: str,
-                        iters: int, block_groups: int = 0):
+                        iters: int, block_groups: int = 1024):
     """Write into `partials` (one float32 per program) the sums of consecutive runs of
     `iters * block_groups * values_per_hash` stream values starting at `offset`; returns
     that run length."""
     dist_id = device.DISTRIBUTION_IDS[dist]
     log2_values = device.LOG2_VALUES_PER_HASH[dist_id]
-    block_groups = block_groups or max(16, 1024 >> log2_values)
     generate_sum_kernel[(partials.numel(),)](
         partials, key, offset, GENERATOR=device.GENERATOR_IDS[generator], DIST=dist_id,
         LOG2_VALUES=log2_values, BLOCK_GROUPS=block_groups, ITERS=iters)
