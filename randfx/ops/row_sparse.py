@@ -94,11 +94,12 @@ def row_sparse_grad_weight(grad: Tensor, x: Tensor, rows: Tensor, out_features: 
     grad[:, rows]^T @ x and grad[:, rows].sum(0); every other row is zero."""
     kept, index = _kept(grad, rows)
     grad_weight = x.new_zeros(out_features, x.shape[1])
-    # accumulate: padded slots alias row 0 with zero values and must not overwrite it
-    grad_weight.index_put_((index,), kept.t() @ x, accumulate=True)
+    # add, not copy: padded slots alias row 0 with zero values and must not overwrite it
+    # (index_add_ scatters directly; index_put_ with accumulate sorts the indices first)
+    grad_weight.index_add_(0, index, kept.t() @ x)
     grad_bias = grad.new_zeros(out_features if with_bias else 0)
     if with_bias:
-        grad_bias.index_put_((index,), kept.sum(0), accumulate=True)
+        grad_bias.index_add_(0, index, kept.sum(0))
     return grad_weight, grad_bias
 
 
