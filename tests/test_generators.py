@@ -272,6 +272,15 @@ def test_cuda_bits_equal_cpu_bits_large():
             _compare(generator, dist, 123456789, (1 << 32) - 5000, 1 << 20, "cuda")
 
 
+def _run_python_without_interpreter(code: str):
+    """Run `code` in a fresh interpreter as a user would (no TRITON_INTERPRET); it must
+    exit 0."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out
+
+
 def test_import_is_lazy_and_cuda_free():
     code = (
         "import sys, time, torch\n"
@@ -280,9 +289,7 @@ def test_import_is_lazy_and_cuda_free():
         "assert 'triton' not in sys.modules, 'import randfx pulled in triton'\n"
         "assert not torch.cuda.is_initialized(), 'import randfx initialised CUDA'\n"
         "print(dt)\n")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
+    out = _run_python_without_interpreter(code)
     assert float(out.stdout) < 0.5, f"import randfx took {out.stdout.strip()} s"
 
 
@@ -297,9 +304,7 @@ def test_cpu_path_runs_without_triton_installed():
         "    m(torch.ones(3, 8)).sum().backward()\n"
         "    assert 'Linear' in str(randfx.inspect(m))\n"
         "assert not torch.cuda.is_initialized()\n")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
+    _run_python_without_interpreter(code)
 
 
 @pytestmark_triton

@@ -9,22 +9,12 @@ same run (load = build the model, read, load_state_dict).
 
 import os
 import tempfile
-import time
 
 import torch
 
 from . import common
 
 TARGETS = ("c_attn", "attn.c_proj", "c_fc", "mlp.c_proj")
-
-
-def _median_seconds(fn, repeat: int) -> float:
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return sorted(samples)[len(samples) // 2]
 
 
 def main(argv=None) -> int:
@@ -58,10 +48,10 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="randfx-bench-") as folder:
         dense_path = os.path.join(folder, "dense.safetensors")
         artifact_path = os.path.join(folder, "model.rfx")
-        save_dense_s = _median_seconds(lambda: save_file(dense_state, dense_path), args.repeat)
-        save_s = _median_seconds(lambda: randfx.save(model, artifact_path), args.repeat)
-        load_dense_s = _median_seconds(lambda: load_dense(dense_path), args.repeat)
-        load_s = _median_seconds(lambda: randfx.load(artifact_path, like=build), args.repeat)
+        save_dense_s = common.median_seconds(lambda: save_file(dense_state, dense_path), args.repeat)
+        save_s = common.median_seconds(lambda: randfx.save(model, artifact_path), args.repeat)
+        load_dense_s = common.median_seconds(lambda: load_dense(dense_path), args.repeat)
+        load_s = common.median_seconds(lambda: randfx.load(artifact_path, like=build), args.repeat)
         dense_bytes = os.path.getsize(dense_path)
         artifact_bytes = os.path.getsize(artifact_path)
 

@@ -33,6 +33,17 @@ def time_ms(fn, *, device, warmup: int = 3, repeat: int = 20) -> float:
     return statistics.median(samples)
 
 
+def median_seconds(fn, repeat: int) -> float:
+    """Median wall-clock seconds of fn() over `repeat` calls (host-side work: transforms,
+    file I/O)."""
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
 def run_facts(device) -> dict:
     device = torch.device(device)
     facts = {"torch": torch.__version__, "python": platform.python_version(),

@@ -7,7 +7,6 @@ attention and MLP projection, embeddings dense) against the dense checkpoint's b
 """
 
 import copy
-import time
 
 import torch
 
@@ -31,15 +30,6 @@ def coefficient_bytes(model: torch.nn.Module) -> int:
                if name.rsplit(".", 1)[-1] in ("lora_A", "lora_B", "alpha"))
 
 
-def _median_seconds(fn, repeat: int) -> float:
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return sorted(samples)[len(samples) // 2]
-
-
 def main(argv=None) -> int:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--repeat", type=int, default=3)
@@ -52,8 +42,8 @@ def main(argv=None) -> int:
     config = randfx.Config("random_base_lora", rank=16, seed=1337,
                            target_modules=["c_attn", "attn.c_proj", "c_fc", "mlp.c_proj"])
     transformed = randfx.transform(model, config)  # also the warm-up
-    copy_s = _median_seconds(lambda: copy.deepcopy(model), args.repeat)
-    transform_s = _median_seconds(lambda: randfx.transform(model, config), args.repeat)
+    copy_s = common.median_seconds(lambda: copy.deepcopy(model), args.repeat)
+    transform_s = common.median_seconds(lambda: randfx.transform(model, config), args.repeat)
     dense_bytes, seeded_bytes = state_bytes(model), state_bytes(transformed)
     coefficients = coefficient_bytes(transformed)
     parameters = sum(p.numel() for p in model.parameters())
