@@ -24,6 +24,8 @@ import sys
 
 import torch
 
+from . import roofline
+
 
 def _parser():
     p = argparse.ArgumentParser(prog="randfx inspect", description=__doc__.split("\n\n")[0])
@@ -32,7 +34,8 @@ def _parser():
                    help="inspect the model FACTORY() from importable MODULE instead")
     p.add_argument("--batch-size", type=int, default=1, help="B for --model (default 1)")
     p.add_argument("--seq-len", type=int, default=1, help="T for --model (default 1)")
-    p.add_argument("--device", default="H100", help="roofline device preset for --model")
+    p.add_argument("--device", default=roofline.DEFAULT_DEVICE,
+                   help="roofline device preset for --model")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("--html", metavar="OUT", help="also write the --model report as HTML")
     return p

@@ -162,7 +162,7 @@ def _rows_expression(rows: int, batch: int, seq):
 
 
 def inspect(model: nn.Module, example_inputs=None, *, batch_size: int = 1, seq_len: int = 1,
-            device="H100", dtype=None) -> Report:
+            device=roofline.DEFAULT_DEVICE, dtype=None) -> Report:
     """A Report of `model` (made by randfx.transform or randfx.load) evaluated at
     B=batch_size, T=seq_len on `device` (a preset of randfx.roofline.DEVICES or a
     randfx.roofline.Device). `dtype`: the activation dtype costed (default: the dtype of

@@ -126,9 +126,6 @@ class Cost:
                 for field in ("flops", "bytes", "generated", "alu_ops")}
 
 
-ZERO = Cost(sympy.Integer(0), sympy.Integer(0), sympy.Integer(0), sympy.Integer(0))
-
-
 def substitutions(sizes: dict) -> dict:
     subs = {}
     for name, value in sizes.items():

@@ -368,12 +368,6 @@ def _(x, base_key, base_scale, alpha, basis_key, basis_offset, basis_scale, out_
 
 # ---------------------------------------------------------------- autograd
 
-def _bias_grad(grad_y, bias, needed):
-    if bias is None or not needed:
-        return None
-    return _rows(grad_y).sum(0).to(bias.dtype)
-
-
 def _seeded_matmul_setup(ctx, inputs, output):
     x, key, rows, cols, scale, transpose, bias, u, v, generator, dist = inputs
     ctx.save_for_backward(key, u, v)

@@ -52,10 +52,6 @@ def _kept(grad: Tensor, rows: Tensor) -> Tuple[Tensor, Tensor]:
     return grad.index_select(1, index) * (rows >= 0).to(grad.dtype), index
 
 
-def _use_triton(t: Tensor) -> bool:
-    return t.device.type == "cuda"
-
-
 # ---- backward building blocks: grad_input and grad_weight (+ bias) ---------------------
 
 @torch.library.custom_op("randfx::row_sparse_grad_input", mutates_args=())
