@@ -250,13 +250,20 @@ def test_verify_seeds_names_first_difference(ranks, tmp_path):
 
 # ---------------------------------------------------------------- DDP, FSDP2, artifact
 
+def _case(name, config):
+    """(like, x, y, the one-process trained reference, this rank's transformed model with
+    its seeds verified across ranks) for one entry of CONFIGS."""
+    like = functools.partial(base_model, DTYPES[name])
+    x, y = batch(DTYPES[name])
+    expected = trained_reference(config, DTYPES[name])
+    model = randfx.transform(like(), config).to(device())
+    rdist.verify_seeds(model)
+    return like, x, y, expected, model
+
+
 def _ddp_worker(rank, folder):
     for name, config in CONFIGS.items():
-        like = functools.partial(base_model, DTYPES[name])
-        x, y = batch(DTYPES[name])
-        expected = trained_reference(config, DTYPES[name])
-        model = randfx.transform(like(), config).to(device())
-        rdist.verify_seeds(model)
+        like, x, y, expected, model = _case(name, config)
         wrapped = train(ddp(model), local(x, rank), local(y, rank))
         assert_states_equal(wrapped.module.state_dict(), expected.state_dict(), f"DDP {name}")
 
@@ -289,11 +296,7 @@ def _fsdp_worker(rank, folder):
     from torch.distributed.tensor import DTensor
 
     for name, config in CONFIGS.items():
-        like = functools.partial(base_model, DTYPES[name])
-        x, y = batch(DTYPES[name])
-        expected = trained_reference(config, DTYPES[name])
-        model = randfx.transform(like(), config).to(device())
-        rdist.verify_seeds(model)
+        like, x, y, expected, model = _case(name, config)
         # an explicit mesh: the default one is CUDA whenever a GPU exists, even under gloo
         mesh = init_device_mesh(device().type, (dist.get_world_size(),))
         if config.scope == "layer":
