@@ -75,6 +75,33 @@ def test_seeded_matmul(device, rows, transpose):
 
 
 @pytest.mark.parametrize("device", TRITON_DEVICES)
+@pytest.mark.parametrize("rows", [1, 2, 5])
+def test_rademacher32_decode_kernel(device, rows, monkeypatch):
+    """The sign-flip decode kernel (one row) and its multiply form (2-8 rows), split over
+    K with a ragged last split, with every epilogue; it must be the path taken."""
+    small = {bucket: (16, 2, 4) for bucket in triton_backend.SIGN_GEMV_CONFIGS}
+    monkeypatch.setattr(triton_backend, "SIGN_GEMV_CONFIGS", small)
+    calls = []
+    real = triton_backend._sign_gemv
+    monkeypatch.setattr(triton_backend, "_sign_gemv",
+                        lambda *args: calls.append(args[0].shape) or real(*args))
+    torch.manual_seed(rows)
+    x = torch.randn(rows, 640, device=device)[:, ::2]  # 320 = 10 groups, non-contiguous
+    bias, u, v = (torch.randn(24, device=device), torch.randn(rows, 3, device=device),
+                  torch.randn(24, 3, device=device))
+    for epilogue in ((None, None, None), (bias, u, v)):
+        want, got = both("seeded_matmul", x, key_on(device), 24, 320, 0.2, False, *epilogue,
+                         "pcg", "rademacher32")
+        assert_close(got, want, torch.float32)
+    assert len(calls) == 2
+    # in_features not a multiple of 32: the general kernel serves it
+    want, got = both("seeded_matmul", x[:, :300], key_on(device), 24, 300, 0.2, False, None,
+                     None, None, "pcg", "rademacher32")
+    assert_close(got, want, torch.float32)
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("device", TRITON_DEVICES)
 def test_sixteen_rows_without_tensor_cores(device, monkeypatch):
     """The tuner may pick the broadcast path for 16 rows: same values as tl.dot."""
     monkeypatch.setitem(triton_backend.DECODE_CONFIGS, 16, (16, 16, 64, 4, False))

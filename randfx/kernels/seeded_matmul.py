@@ -8,6 +8,12 @@
   Epilogue: * scale, + u @ v^T (a rank-r adapter term), + bias, cast, store.
   USE_DOT: tensor-core tl.dot (needs BLOCK_M >= 16); otherwise a broadcast multiply-sum
   in hash order (`tiles.accumulate_rows`), which is what decode (1-8 rows) wants.
+- `rademacher32_gemv_kernel` + `split_k_epilogue_kernel`: decode (a few rows) for the
+  rademacher32 stream, the fastest one: every thread holds one 32-column hash group of
+  many weight rows, unpacks the 32 signs at compile-time bit positions and, for one row
+  of x, flips the sign bit of x instead of multiplying. A [BLOCK_N, GROUPS] tile per
+  program and a split of K fill the GPU even for short outputs; the epilogue kernel sums
+  the split partials.
 - `materialize_kernel`: writes W (scaled, cast; optionally + an adapter B A) for the
   materialise-then-cuBLAS path and for `generate_weight`.
 Launch parameters and the shape heuristic live in randfx/ops/triton_backend.py.
@@ -16,6 +22,7 @@ Launch parameters and the shape heuristic live in randfx/ops/triton_backend.py.
 import triton
 import triton.language as tl
 
+from ..generators import device
 from .tiles import accumulate_rows, launch_key, stream_tile
 
 
@@ -44,6 +51,21 @@ def _add_lowrank(acc, u_ptr, v_ptr, i, I, j, J, rank, stride_ui, stride_ur, stri
         v = tl.load(v_ptr + j * stride_vj + r * stride_vr, mask=j < J, other=0.0)
         acc += u.to(tl.float32)[:, None] * v.to(tl.float32)[None, :]
     return acc
+
+
+@triton.jit
+def _epilogue_store(acc, y_ptr, bias_ptr, u_ptr, v_ptr, m, M, n, N, rank, scale, stride_um,
+                    stride_ur, stride_vn, stride_vr, stride_ym, stride_yn,
+                    HAS_BIAS: tl.constexpr, HAS_LOWRANK: tl.constexpr):
+    """y[m, n] = acc * scale (+ u @ v^T) (+ bias), cast to y's dtype."""
+    acc = acc * scale
+    if HAS_LOWRANK:
+        acc = _add_lowrank(acc, u_ptr, v_ptr, m, M, n, N, rank, stride_um, stride_ur,
+                           stride_vn, stride_vr)
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + n, mask=n < N, other=0.0).to(tl.float32)[None, :]
+    tl.store(y_ptr + m[:, None] * stride_ym + n[None, :] * stride_yn,
+             acc.to(y_ptr.dtype.element_ty), mask=(m < M)[:, None] & (n < N)[None, :])
 
 
 @triton.jit(do_not_specialize=["M", "N", "K", "rank", "scale", "window"])
@@ -104,14 +126,66 @@ def seeded_matmul_kernel(x_ptr, key_ptr, bias_ptr, u_ptr, v_ptr, y_ptr,
             acc = tl.sum(products, axis=1)
         else:
             acc = tl.sum(products, axis=2)
-    acc = acc * scale
-    if HAS_LOWRANK:
-        acc = _add_lowrank(acc, u_ptr, v_ptr, m, M, n, N, rank, stride_um, stride_ur,
-                           stride_vn, stride_vr)
-    if HAS_BIAS:
-        acc += tl.load(bias_ptr + n, mask=n < N, other=0.0).to(tl.float32)[None, :]
-    tl.store(y_ptr + m[:, None] * stride_ym + n[None, :] * stride_yn,
-             acc.to(y_ptr.dtype.element_ty), mask=(m < M)[:, None] & (n < N)[None, :])
+    _epilogue_store(acc, y_ptr, bias_ptr, u_ptr, v_ptr, m, M, n, N, rank, scale, stride_um,
+                    stride_ur, stride_vn, stride_vr, stride_ym, stride_yn, HAS_BIAS,
+                    HAS_LOWRANK)
+
+
+@triton.jit(do_not_specialize=["M", "N", "K", "k_per_split", "window"])
+def rademacher32_gemv_kernel(x_ptr, key_ptr, partial_ptr, M, N, K, k_per_split, window,
+                             stride_xm, stride_xk, GENERATOR: tl.constexpr,
+                             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                             GROUPS: tl.constexpr):
+    """partial[split, m, n] = sum over the split's k of x[m, k] R[n, k], R rademacher32
+    (value k of row n = bit k % 32 of the hash of group (n K + k) / 32, +1 or -1).
+    Needs K % 32 == 0 and every counter in one 2^32-group window (a NARROW key).
+    Grid: (cdiv(N, BLOCK_N), splits); k_per_split a multiple of 32 * GROUPS."""
+    pid_n = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    key = launch_key(key_ptr, window, True)
+    n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    m = tl.arange(0, BLOCK_M)
+    group = tl.arange(0, GROUPS)
+    row_group = ((n.to(tl.int64) * K.to(tl.int64)) >> 5).to(tl.uint32)
+    acc = tl.zeros((BLOCK_M, BLOCK_N, GROUPS), dtype=tl.float32)
+    k_begin = pid_s * k_per_split
+    k_end = tl.minimum(K, k_begin + k_per_split)
+    for k0 in range(k_begin, k_end, 32 * GROUPS):
+        g = k0 // 32 + group
+        h = device.hash_lo(row_group[:, None] + g.to(tl.uint32)[None, :], key, GENERATOR)
+        # constant bit positions: a shift by an immediate, no per-element position
+        for position in tl.static_range(32):
+            k = g * 32 + position
+            xk = tl.load(x_ptr + m[:, None] * stride_xm + k[None, :] * stride_xk,
+                         mask=(m < M)[:, None] & (k < K)[None, :], other=0.0).to(tl.float32)
+            sign = (h << (31 - position)) & 0x80000000
+            if BLOCK_M == 1:  # x * (+-1) is x with its sign bit flipped: no multiply
+                flipped = xk.to(tl.uint32, bitcast=True)[:, None, :] ^ sign[None, :, :]
+                acc += flipped.to(tl.float32, bitcast=True)
+            else:  # +-1.0 built once, shared by the rows of x
+                w = (sign | device.ONE_BITS).to(tl.float32, bitcast=True)
+                acc += xk[:, None, :] * w[None, :, :]
+    tl.store(partial_ptr + pid_s * M * N + m[:, None] * N + n[None, :], tl.sum(acc, axis=2),
+             mask=(m < M)[:, None] & (n < N)[None, :])
+
+
+@triton.jit(do_not_specialize=["M", "N", "splits", "rank", "scale"])
+def split_k_epilogue_kernel(partial_ptr, bias_ptr, u_ptr, v_ptr, y_ptr, M, N, splits, rank,
+                            scale, stride_um, stride_ur, stride_vn, stride_vr, stride_ym,
+                            stride_yn, HAS_BIAS: tl.constexpr, HAS_LOWRANK: tl.constexpr,
+                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """y = (sum over splits of partial[split]) * scale (+ u v^T) (+ bias).
+    Grid: (cdiv(N, BLOCK_N),)."""
+    n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    m = tl.arange(0, BLOCK_M)
+    mask = (m < M)[:, None] & (n < N)[None, :]
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for split in range(0, splits):
+        acc += tl.load(partial_ptr + split * M * N + m[:, None] * N + n[None, :], mask=mask,
+                       other=0.0)
+    _epilogue_store(acc, y_ptr, bias_ptr, u_ptr, v_ptr, m, M, n, N, rank, scale, stride_um,
+                    stride_ur, stride_vn, stride_vr, stride_ym, stride_yn, HAS_BIAS,
+                    HAS_LOWRANK)
 
 
 @triton.jit(do_not_specialize=["rows", "cols", "rank", "scale", "window"])

@@ -9,6 +9,9 @@ Shape heuristic for y = x @ W^T with W generated (`seeded_matmul`):
 - M <= heuristics.FUSED_MAX_ROWS rows (decode): the fused kernel; W tiles are generated in registers
   and used at once, zero bytes of W in memory. Per row bucket (`DECODE_CONFIGS`): a
   broadcast multiply-sum (measured best up to 8 rows) or tensor-core tl.dot (16 rows).
+  The rademacher32 stream up to SIGN_GEMV_MAX_ROWS rows (forward layout, in_features a
+  multiple of 32) has its own kernel (`rademacher32_gemv_kernel`, split over K, then
+  `split_k_epilogue_kernel`): 1.6-2.4x the general kernel's speed at one row on an H100.
 - more rows (training): materialise W in the activation dtype (one fused generate pass,
   peak extra memory = one layer's weight, freed on return) and call cuBLAS. A fused
   kernel would regenerate W once per row block, and generation costs more than reading W
@@ -22,7 +25,8 @@ import torch
 import triton
 
 from ..generators import device as streams
-from ..kernels.seeded_matmul import materialize_kernel, seeded_matmul_kernel
+from ..kernels.seeded_matmul import (materialize_kernel, rademacher32_gemv_kernel,
+                                     seeded_matmul_kernel, split_k_epilogue_kernel)
 from ..kernels.subspace import pmv_grad_kernel, pmv_kernel
 from . import checks, heuristics, reference
 
@@ -35,6 +39,13 @@ DECODE_CONFIGS = {1: (1, 16, 512, 4, False), 2: (2, 16, 256, 4, False),
                   16: (16, 32, 64, 4, True), 32: (32, 64, 64, 4, True),
                   64: (64, 64, 64, 4, True), 128: (64, 128, 64, 8, True),
                   256: (128, 128, 64, 8, True)}
+# rows-of-x bucket -> (BLOCK_N, GROUPS of 32 columns, num_warps) of the rademacher32
+# decode kernel; its grid is split along K until about SPLIT_PROGRAMS_PER_SM programs per
+# SM run. Measured on an H100 (scripts/decode_lab.py, docs/performance.md).
+SIGN_GEMV_CONFIGS = {1: (64, 16, 4), 2: (64, 32, 4), 4: (64, 32, 4), 8: (64, 16, 4)}
+SIGN_GEMV_MAX_ROWS = 8
+SPLIT_PROGRAMS_PER_SM = 4
+EPILOGUE_BLOCK_N = 256
 MATERIALIZE_BLOCK = (8, 256, 4)  # BLOCK_R, BLOCK_C, num_warps
 FLAT_ROW = 1024  # generate_weight views its output as rows of this many values
 PMV_BLOCK = (64, 128, 4)  # BLOCK_J, BLOCK_K, num_warps
@@ -133,6 +144,42 @@ def _decode_config(m: int, n: int, transpose: bool, device: torch.device):
     return block_m, block_n, block_k, warps, use_dot and block_m >= 16
 
 
+def _uses_sign_gemv(m, rows, cols, transpose, dist) -> bool:
+    if dist != "rademacher32" or transpose or m > SIGN_GEMV_MAX_ROWS or cols % 32:
+        return False
+    log2_values, narrow, _ = tile_plan(dist, 0, rows * cols - 1, cols, 32)
+    return log2_values == 5 and narrow
+
+
+def _sign_gemv(x, key, rows, cols, scale, bias, u, v, y, generator):
+    """y = x @ (scale R)^T (+ u v^T) (+ bias) by `rademacher32_gemv_kernel` split over K,
+    then `split_k_epilogue_kernel`."""
+    m = x.shape[0]
+    block_m = _pow2_at_least(m)
+    block_n, groups, warps = SIGN_GEMV_CONFIGS[block_m]
+    n_blocks = triton.cdiv(rows, block_n)
+    step = 32 * groups
+    k_steps = triton.cdiv(cols, step)
+    splits = max(1, min(k_steps, SPLIT_PROGRAMS_PER_SM * _sm_count(x.device) // n_blocks))
+    k_per_split = triton.cdiv(k_steps, splits) * step
+    splits = triton.cdiv(cols, k_per_split)
+    partial = torch.empty(splits, m, rows, dtype=torch.float32, device=x.device)
+    _, _, window = tile_plan("rademacher32", 0, rows * cols - 1, cols, 32)
+    rademacher32_gemv_kernel[(n_blocks, splits)](
+        x, key, partial, m, rows, cols, k_per_split, window, x.stride(0), x.stride(1),
+        GENERATOR=streams.GENERATOR_IDS[generator], BLOCK_M=block_m, BLOCK_N=block_n,
+        GROUPS=groups, num_warps=warps)
+    has_lowrank = u is not None
+    u = u if has_lowrank else y
+    v = v if has_lowrank else y
+    split_k_epilogue_kernel[(triton.cdiv(rows, EPILOGUE_BLOCK_N),)](
+        partial, bias if bias is not None else y, u, v, y, m, rows, splits,
+        u.shape[1] if has_lowrank else 0, float(scale), u.stride(0), u.stride(1),
+        v.stride(0), v.stride(1), y.stride(0), y.stride(1), HAS_BIAS=bias is not None,
+        HAS_LOWRANK=has_lowrank, BLOCK_M=block_m, BLOCK_N=EPILOGUE_BLOCK_N)
+    return y
+
+
 def seeded_matmul(x, key, rows, cols, scale, transpose, bias, lowrank_u, lowrank_v,
                   generator, dist):
     if torch.float64 in [t.dtype for t in (x, bias, lowrank_u, lowrank_v) if t is not None]:
@@ -153,6 +200,8 @@ def seeded_matmul(x, key, rows, cols, scale, transpose, bias, lowrank_u, lowrank
         return y
     if bias is not None:
         bias = bias.contiguous()  # the kernel reads bias[n] at unit stride
+    if _uses_sign_gemv(m, rows, cols, transpose, dist):
+        return _sign_gemv(x, key, rows, cols, scale, bias, lowrank_u, lowrank_v, y, generator)
     block_m, block_n, block_k, warps, use_dot = _decode_config(m, n, transpose, x.device)
     # grouped hashes run along W's rows: the k axis in the forward, n in the transpose
     block_cols = block_n if transpose else block_k

@@ -1,0 +1,489 @@
+"""Decode lab: one device call that checks and times candidate decode kernels against
+cuBLAS and the shipped kernel (METHOD.md: one script, many variants).
+
+    python scripts/decode_lab.py [--quick]
+
+Candidate: "swap-AB" tensor-core decode, y^T = W @ x^T, W's tile generated in registers
+as the dot's first operand, x^T (rows padded to 16) as the second; split-K partials in
+fp32 summed by torch.
+"""
+
+import argparse
+import math
+import sys
+
+import torch
+import triton
+import triton.language as tl
+
+from randfx.generators import device as streams
+from randfx.kernels.tiles import group_hashes, launch_key, stream_tile
+from randfx.ops import triton_backend as tb
+
+
+@triton.jit
+def rademacher32_bits_tile(row_base, col_start, key, BLOCK_R: tl.constexpr,
+                           BLOCK_C: tl.constexpr, GENERATOR: tl.constexpr,
+                           NARROW: tl.constexpr, ONE: tl.constexpr, OUT: tl.constexpr):
+    GROUPS: tl.constexpr = BLOCK_C // 32
+    h = group_hashes(row_base, col_start, key, GROUPS, GENERATOR, 5, NARROW)
+    position = tl.arange(0, 32).to(tl.uint32)[None, None, :]
+    bits = ((((h[:, :, None] >> position) & 1) << 15) | ONE).to(tl.uint16)
+    return tl.reshape(bits.to(OUT, bitcast=True), (BLOCK_R, BLOCK_C))
+
+
+@triton.jit(do_not_specialize=["M", "N", "K", "k_per_split", "window"])
+def tc_decode_kernel(x_ptr, key_ptr, part_ptr, M, N, K, k_per_split, window,
+                     stride_xm, stride_xk,
+                     GENERATOR: tl.constexpr, DIST: tl.constexpr, LOG2_VALUES: tl.constexpr,
+                     NARROW: tl.constexpr, BITS: tl.constexpr, DOT_IN_FP32: tl.constexpr,
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    pid_n = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    key = launch_key(key_ptr, window, NARROW)
+    n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    m = tl.arange(0, BLOCK_M)
+    row_base = n.to(tl.int64) * K.to(tl.int64)
+    acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+    k_begin = pid_s * k_per_split
+    k_end = tl.minimum(K, k_begin + k_per_split)
+    for k0 in range(k_begin, k_end, BLOCK_K):
+        k = k0 + tl.arange(0, BLOCK_K)
+        xt = tl.load(x_ptr + m[None, :] * stride_xm + k[:, None] * stride_xk,
+                     mask=(m < M)[None, :] & (k < K)[:, None], other=0.0)
+        if BITS:
+            if xt.dtype == tl.bfloat16:
+                w = rademacher32_bits_tile(row_base, k0, key, BLOCK_N, BLOCK_K, GENERATOR,
+                                           NARROW, 0x3F80, tl.bfloat16)
+            else:
+                w = rademacher32_bits_tile(row_base, k0, key, BLOCK_N, BLOCK_K, GENERATOR,
+                                           NARROW, 0x3C00, tl.float16)
+        else:
+            w = stream_tile(row_base, k0, key, BLOCK_N, BLOCK_K, GENERATOR, DIST,
+                            LOG2_VALUES, NARROW).to(xt.dtype)
+        if DOT_IN_FP32:
+            acc = tl.dot(w.to(tl.float32), xt.to(tl.float32), acc, input_precision="ieee")
+        else:
+            acc = tl.dot(w, xt, acc)
+    out = part_ptr + pid_s * M * N + m[None, :] * N + n[:, None]
+    tl.store(out, acc, mask=(m < M)[None, :] & (n < N)[:, None])
+
+
+@triton.jit(do_not_specialize=["M", "N", "K", "k_per_split", "window"])
+def group_decode_kernel(x_ptr, key_ptr, part_ptr, M, N, K, k_per_split, window,
+                        stride_xm, stride_xk,
+                        GENERATOR: tl.constexpr, NARROW: tl.constexpr, MODE: tl.constexpr,
+                        UNROLL: tl.constexpr, DOT_IN_FP32: tl.constexpr,
+                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """rademacher32 decode, one hash group (32 columns) per [BLOCK_N, 32] tile, so no
+    reshape: MODE 0 float FMA, 1 sign flip by xor (BLOCK_M == 1), 2 tensor-core dot."""
+    pid_n = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    key = launch_key(key_ptr, window, NARROW)
+    n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    m = tl.arange(0, BLOCK_M)
+    position = tl.arange(0, 32)
+    group_base = (n.to(tl.int64) * K.to(tl.int64)) >> 5
+    if MODE == 2:
+        acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N, 32), dtype=tl.float32)
+    k_begin = pid_s * k_per_split
+    k_end = tl.minimum(K, k_begin + k_per_split)
+    for k0 in range(k_begin, k_end, 32 * UNROLL):
+        for u in tl.static_range(UNROLL):
+            kk = k0 + u * 32
+            k = kk + position
+            if NARROW:
+                h = streams.hash_lo(group_base.to(tl.uint32) + (kk // 32).to(tl.uint32), key,
+                                    GENERATOR)
+            else:
+                h = streams.hash_at(group_base + kk // 32, key, GENERATOR)
+            if MODE == 2:
+                xt = tl.load(x_ptr + m[None, :] * stride_xm + k[:, None] * stride_xk,
+                             mask=(m < M)[None, :] & (k < K)[:, None], other=0.0)
+                bits = ((((h[:, None] >> position[None, :].to(tl.uint32)) & 1) << 15)
+                        | 0x3F80).to(tl.uint16)
+                w = bits.to(tl.bfloat16, bitcast=True)
+                if DOT_IN_FP32:
+                    acc = tl.dot(w.to(tl.float32), xt.to(tl.float32), acc,
+                                 input_precision="ieee")
+                else:
+                    acc = tl.dot(w.to(xt.dtype), xt, acc)
+            else:
+                x = tl.load(x_ptr + m[:, None] * stride_xm + k[None, :] * stride_xk,
+                            mask=(m < M)[:, None] & (k < K)[None, :], other=0.0)
+                x = x.to(tl.float32)
+                if MODE == 1:
+                    sign = (h[:, None] >> position[None, :].to(tl.uint32)) << 31
+                    flipped = x.to(tl.uint32, bitcast=True)[:, None, :] ^ sign[None, :, :]
+                    acc += flipped.to(tl.float32, bitcast=True)
+                else:
+                    w = streams.rademacher32_from_hash(h[:, None],
+                                                       position[None, :].to(tl.uint32))
+                    acc += x[:, None, :] * w[None, :, :]
+    if MODE == 2:
+        out = acc
+    else:
+        out = tl.trans(tl.sum(acc, axis=2))
+    ptrs = part_ptr + pid_s * M * N + m[None, :] * N + n[:, None]
+    tl.store(ptrs, out, mask=(m < M)[None, :] & (n < N)[:, None])
+
+
+def group_decode(x, key, rows, scale, mode, block_n, unroll, warps, programs):
+    m, k = x.shape
+    block_m = max(16, 1 << (m - 1).bit_length()) if mode == 2 else 1 << (m - 1).bit_length()
+    n_blocks = triton.cdiv(rows, block_n)
+    step = 32 * unroll
+    k_blocks = triton.cdiv(k, step)
+    split = max(1, min(k_blocks, programs // n_blocks))
+    k_per_split = triton.cdiv(k_blocks, split) * step
+    split = triton.cdiv(k, k_per_split)
+    part = torch.empty(split, m, rows, device=x.device, dtype=torch.float32)
+    _, narrow, window = tb.tile_plan("rademacher32", 0, rows * k - 1, k, 32)
+    group_decode_kernel[(n_blocks, split)](
+        x, key, part, m, rows, k, k_per_split, window, x.stride(0), x.stride(1),
+        GENERATOR=streams.GENERATOR_IDS["pcg"], NARROW=narrow, MODE=mode, UNROLL=unroll,
+        DOT_IN_FP32=x.device.type == "cpu", BLOCK_M=block_m, BLOCK_N=block_n,
+        num_warps=warps)
+    return (part.sum(0) * scale).to(x.dtype) if split > 1 else (part[0] * scale).to(x.dtype)
+
+
+@triton.jit(do_not_specialize=["M", "N", "K", "k_per_split", "window"])
+def const_decode_kernel(x_ptr, key_ptr, part_ptr, M, N, K, k_per_split, window,
+                        stride_xm, stride_xk,
+                        GENERATOR: tl.constexpr, NARROW: tl.constexpr,
+                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUPS: tl.constexpr,
+                        SIGN: tl.constexpr = 0):
+    """rademacher32 decode over a [BLOCK_M, BLOCK_N, GROUPS] tile: one hash per (row,
+    group), its 32 bits unpacked at constant positions, x loaded per position (strided by
+    32) and reused by every row a thread holds."""
+    pid_n = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    key = launch_key(key_ptr, window, NARROW)
+    n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    m = tl.arange(0, BLOCK_M)
+    t = tl.arange(0, GROUPS)
+    group_base = (n.to(tl.int64) * K.to(tl.int64)) >> 5
+    acc = tl.zeros((BLOCK_M, BLOCK_N, GROUPS), dtype=tl.float32)
+    k_begin = pid_s * k_per_split
+    k_end = tl.minimum(K, k_begin + k_per_split)
+    for k0 in range(k_begin, k_end, 32 * GROUPS):
+        g = k0 // 32 + t
+        if NARROW:
+            h = streams.hash_lo(group_base.to(tl.uint32)[:, None] + g.to(tl.uint32)[None, :],
+                                key, GENERATOR)
+        else:
+            h = streams.hash_at(group_base[:, None] + g.to(tl.int64)[None, :], key, GENERATOR)
+        for p in tl.static_range(32):
+            k = g * 32 + p
+            xp = tl.load(x_ptr + m[:, None] * stride_xm + k[None, :] * stride_xk,
+                         mask=(m < M)[:, None] & (k < K)[None, :], other=0.0)
+            if SIGN == 0:
+                w = streams.rademacher32_from_hash(h, p)
+                acc += xp.to(tl.float32)[:, None, :] * w[None, :, :]
+            elif SIGN == 1:
+                w = (((h << (31 - p)) & 0x80000000) | 0x3F800000).to(tl.float32, bitcast=True)
+                acc += xp.to(tl.float32)[:, None, :] * w[None, :, :]
+            else:
+                sign = (h << (31 - p)) & 0x80000000
+                xb = xp.to(tl.float32).to(tl.uint32, bitcast=True)
+                acc += (xb[:, None, :] ^ sign[None, :, :]).to(tl.float32, bitcast=True)
+    out = tl.sum(acc, axis=2)
+    ptrs = part_ptr + pid_s * M * N + m[:, None] * N + n[None, :]
+    tl.store(ptrs, out, mask=(m < M)[:, None] & (n < N)[None, :])
+
+
+def const_decode(x, key, rows, scale, block_n, groups, warps, programs, sign=0):
+    m, k = x.shape
+    block_m = 1 << (m - 1).bit_length()
+    n_blocks = triton.cdiv(rows, block_n)
+    step = 32 * groups
+    k_blocks = triton.cdiv(k, step)
+    split = max(1, min(k_blocks, programs // n_blocks))
+    k_per_split = triton.cdiv(k_blocks, split) * step
+    split = triton.cdiv(k, k_per_split)
+    part = torch.empty(split, m, rows, device=x.device, dtype=torch.float32)
+    _, narrow, window = tb.tile_plan("rademacher32", 0, rows * k - 1, k, 32)
+    const_decode_kernel[(n_blocks, split)](
+        x, key, part, m, rows, k, k_per_split, window, x.stride(0), x.stride(1),
+        GENERATOR=streams.GENERATOR_IDS["pcg"], NARROW=narrow, BLOCK_M=block_m,
+        BLOCK_N=block_n, GROUPS=groups, SIGN=sign, num_warps=warps)
+    return (part.sum(0) * scale).to(x.dtype) if split > 1 else (part[0] * scale).to(x.dtype)
+
+
+def tc_decode(x, key, rows, scale, dist, block_n, block_k, warps, stages, programs,
+              bits=False):
+    m, k = x.shape
+    block_m = max(16, 1 << (m - 1).bit_length())
+    n_blocks = triton.cdiv(rows, block_n)
+    k_blocks = triton.cdiv(k, block_k)
+    split = max(1, min(k_blocks, programs // n_blocks))
+    k_per_split = triton.cdiv(k_blocks, split) * block_k
+    split = triton.cdiv(k, k_per_split)
+    part = torch.empty(split, m, rows, device=x.device, dtype=torch.float32)
+    log2_values, narrow, window = tb.tile_plan(dist, 0, rows * k - 1, k, block_k)
+    tc_decode_kernel[(n_blocks, split)](
+        x, key, part, m, rows, k, k_per_split, window, x.stride(0), x.stride(1),
+        GENERATOR=streams.GENERATOR_IDS["pcg"], DIST=streams.DISTRIBUTION_IDS[dist],
+        LOG2_VALUES=log2_values, NARROW=narrow, BITS=bits,
+        DOT_IN_FP32=x.device.type == "cpu",
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps,
+        num_stages=stages)
+    return (part.sum(0) * scale).to(x.dtype) if split > 1 else (part[0] * scale).to(x.dtype)
+
+
+def graphed(fn):
+    from randfx.bench.linear import graphed as g
+    return g(fn, torch.device("cuda"))
+
+
+def profile_kernels(fn, label, steps=5):
+    """Per-kernel GPU time of fn (torch.profiler), printed as a short table."""
+    from torch.profiler import ProfilerActivity, profile
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            fn()
+        torch.cuda.synchronize()
+    print(f"--- {label}: per-step kernel us")
+    total = 0.0
+    for event in sorted(prof.key_averages(), key=lambda e: -e.device_time_total)[:12]:
+        us = event.device_time_total / steps
+        total += us
+        print(f"  {us:8.1f}  x{event.count // steps}  {event.key[:90]}")
+    print(f"  {total:8.1f}  (top kernels)", flush=True)
+
+
+def training_section(t_us):
+    import randfx.ops as ops
+    dev, dtype = torch.device("cuda"), torch.bfloat16
+    tokens, out_f, in_f, rank = 8192, 4096, 4096, 16
+    key = torch.tensor(12345, device=dev)
+    w = torch.randn(out_f, in_f, device=dev, dtype=dtype, requires_grad=True)
+    a = (torch.randn(rank, in_f, device=dev, dtype=dtype) * 0.01).requires_grad_()
+    b = (torch.randn(out_f, rank, device=dev, dtype=dtype) * 0.01).requires_grad_()
+    x = torch.randn(tokens, in_f, device=dev, dtype=dtype, requires_grad=True)
+    gy = torch.randn(tokens, out_f, device=dev, dtype=dtype)
+
+    def dense():
+        x.grad = w.grad = None
+        torch.nn.functional.linear(x, w).backward(gy)
+
+    dense_us = t_us(dense)
+    print(f"training 8192x4096x4096: dense fwd+bwd {dense_us:.1f} us")
+    profile_kernels(dense, "dense fwd+bwd")
+    for dist in ("uniform8x4", "rademacher32", "uniform"):
+        def lora():
+            x.grad = a.grad = b.grad = None
+            ops.seeded_lora_linear(x, key, a, b, 0.01, 2.0, None, "pcg", dist).backward(gy)
+        us = t_us(lora)
+        print(f"  lora {dist}: {us:.1f} us, x{dense_us / us:.3f}")
+        mat = t_us(lambda: tb.materialize(key, out_f, in_f, 0.01, "pcg", dist, dtype))
+        print(f"  materialize {dist}: {mat:.1f} us ({out_f * in_f / mat / 1e3:.2f} Gw/ms)")
+        profile_kernels(lora, f"lora fwd+bwd {dist}")
+
+
+def pmv_section(t_us):
+    import randfx.ops as ops
+    from randfx.bench.linear import pranc_weight
+    dev = torch.device("cuda")
+    numel, d = 4096 * 4096, 1024
+    key = torch.tensor(777, device=dev)
+    alpha = torch.randn(d, device=dev)
+    grad = torch.randn(numel, device=dev)
+    from randfx.bench.common import time_ms
+    base = time_ms(lambda: pranc_weight(alpha, numel, 0, 4), device=dev, warmup=1, repeat=5)
+    for dist in ("uniform8x4", "rademacher32"):
+        pmv = t_us(lambda: ops.subspace_weight(alpha, key, numel, 0, 0.03, "pcg", dist)) / 1e3
+        gr = t_us(lambda: torch.ops.randfx.subspace_weight_backward(
+            grad, key, d, 0, 0.03, "pcg", dist)) / 1e3
+        print(f"pmv {dist}: PRANC {base:.2f} ms, pmv {pmv:.3f} ms x{base / pmv:.1f}, "
+              f"grad {gr:.3f} ms", flush=True)
+
+
+def sparse_section(t_us):
+    from randfx.ops.row_sparse import row_sparse_grad_input, row_sparse_grad_weight
+    dev, dtype = torch.device("cuda"), torch.bfloat16
+    tokens, feat = 8192, 4096
+    x = torch.randn(tokens, feat, device=dev, dtype=dtype)
+    w = torch.randn(feat, feat, device=dev, dtype=dtype)
+    g = torch.randn(tokens, feat, device=dev, dtype=dtype)
+    dense = t_us(lambda: (g @ w, g.t() @ x))
+    print(f"sparse: dense backward {dense:.1f} us; GEMM 8192x4096x4096 "
+          f"{t_us(lambda: g @ w):.1f} us")
+    for n in (64, 8, 4):
+        keep = feat // n
+        rows = torch.randperm(feat, device=dev)[:keep].sort().values
+        rows_padded = torch.cat([rows, torch.full((keep // 8,), -1, device=dev)])
+
+        def shipped():
+            return (row_sparse_grad_input(g, w, rows_padded),
+                    row_sparse_grad_weight(g, x, rows_padded, feat, False))
+
+        def one_gather(index_fn):
+            def run():
+                index = rows_padded.clamp(min=0)
+                keep_mask = (rows_padded >= 0).to(dtype)[:, None]
+                kept = index_fn(index)
+                gx = kept @ (w.index_select(0, index) * keep_mask)
+                gw = torch.zeros_like(w)
+                gw.index_add_(0, index, (kept.t() @ x) * keep_mask)
+                return gx, gw
+            return run
+
+        v_sel = one_gather(lambda i: g.index_select(1, i))
+        v_adv = one_gather(lambda i: g[:, i])
+        v_t = one_gather(lambda i: g.t().index_select(0, i).t())
+        ref = shipped()
+        for name, fn in (("select", v_sel), ("advanced", v_adv), ("transposed", v_t)):
+            got = fn()
+            assert torch.equal(got[0], ref[0]) or (got[0] - ref[0]).abs().max() < 1e-1, name
+        line = {"keep": f"1/{n}", "shipped": dense / t_us(shipped)}
+        for name, fn in (("select", v_sel), ("advanced", v_adv), ("transposed", v_t)):
+            line[name] = dense / t_us(fn)
+        index = rows_padded.clamp(min=0)
+        kept = g.index_select(1, index)
+        line["gather_us"] = t_us(lambda: g.index_select(1, index))
+        line["gemm_gx_us"] = t_us(lambda: kept @ w.index_select(0, index))
+        line["gemm_gw_us"] = t_us(lambda: kept.t() @ x)
+        line["zeros_us"] = t_us(lambda: torch.zeros_like(w))
+        print({k: (round(v, 2) if isinstance(v, float) else v) for k, v in line.items()},
+              flush=True)
+        profile_kernels(v_sel, f"one-gather 1/{n}")
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--sections", default="decode,training,pmv,sparse")
+    p.add_argument("--only-group", action="store_true")
+    p.add_argument("--only-const", action="store_true")
+    args = p.parse_args()
+    sections = args.sections.split(",")
+    cuda = torch.cuda.is_available() and not args.quick
+    dev = torch.device("cuda" if cuda else "cpu")
+    dtype = torch.bfloat16 if cuda else torch.float32
+    import randfx.ops as ops
+    key = torch.tensor(12345, device=dev)
+    shapes = [(4096, 4096), (8192, 8192), (28672, 8192)] if cuda else [(128, 256)]
+    rows_list = [1, 4, 16] if cuda else [1, 3]
+    const_variants = [  # (name, sign, block_n, groups, warps, programs)
+        ("c_xor_64g32", 2, 64, 32, 4, 528), ("c_xor_128g32", 2, 128, 32, 4, 528),
+        ("c_xor_128g32p1k", 2, 128, 32, 4, 1056), ("c_xor_256g32w8", 2, 256, 32, 8, 528),
+        ("c_xor_128g16", 2, 128, 16, 4, 528), ("c_fma_128g32", 1, 128, 32, 4, 528),
+        ("c_fma_64g32", 1, 64, 32, 4, 528), ("c_fma_128g32w8", 1, 128, 32, 8, 528),
+        ("c_fma_64g16", 1, 64, 16, 4, 528), ("c_xor_64g16", 2, 64, 16, 4, 528),
+        ("c_fma_64g8w8", 1, 64, 8, 8, 528),
+    ]
+    group_variants = [  # (name, mode, block_n, unroll, warps, programs)
+        ("g_fma_32u4", 0, 32, 4, 4, 528), ("g_fma_64u4", 0, 64, 4, 4, 528),
+        ("g_fma_16u8", 0, 16, 8, 4, 1056), ("g_fma_32u8w8", 0, 32, 8, 8, 528),
+        ("g_xor_32u4", 1, 32, 4, 4, 528), ("g_xor_64u4", 1, 64, 4, 4, 528),
+        ("g_xor_16u8", 1, 16, 8, 4, 1056),
+        ("g_dot_64u4", 2, 64, 4, 4, 528), ("g_dot_128u4", 2, 128, 4, 8, 528),
+        ("g_dot_32u8", 2, 32, 8, 4, 1056), ("g_dot_64u8", 2, 64, 8, 4, 1056),
+    ]
+    variants = [  # (name, dist, bits, block_n, block_k, warps, stages, programs)
+        ("tc64x128", "rademacher32", False, 64, 128, 4, 2, 528),
+        ("tc64x128bits", "rademacher32", True, 64, 128, 4, 2, 528),
+        ("tc128x128bits", "rademacher32", True, 128, 128, 8, 2, 528),
+        ("tc64x256bits", "rademacher32", True, 64, 256, 4, 2, 528),
+        ("tc32x256bits", "rademacher32", True, 32, 256, 4, 2, 528),
+        ("tc16x256bits", "rademacher32", True, 16, 256, 4, 2, 1056),
+        ("tc64x128bits_p1k", "rademacher32", True, 64, 128, 4, 2, 1056),
+        ("tc64x128bits_p264", "rademacher32", True, 64, 128, 4, 2, 264),
+        ("tc64x128_u8x4", "uniform8x4", False, 64, 128, 4, 2, 528),
+        ("tc64x128_unif", "uniform", False, 64, 128, 4, 2, 528),
+    ]
+    if not cuda:
+        variants = [(n, d, b, min(bn, 32), 64, w, s, 8) for n, d, b, bn, bk, w, s, pr
+                    in variants[:2] + variants[-2:]]
+    from triton.testing import do_bench
+
+    def t_us(fn):
+        if not cuda:
+            return float("nan")
+        return 1e3 * float(do_bench(graphed(fn), warmup=10, rep=50, return_mode="median"))
+
+    results = []
+    if cuda:
+        for name, fn in (("training", training_section), ("pmv", pmv_section),
+                         ("sparse", sparse_section)):
+            if name in sections:
+                try:
+                    fn(t_us)
+                except Exception as error:
+                    print(f"section {name} failed: {type(error).__name__}: {error}")
+    if "decode" not in sections:
+        return results
+    if args.only_group:
+        variants = []
+    if args.only_const:
+        variants, group_variants = [], []
+    for out_f, in_f in shapes:
+        scale = 1.0 / math.sqrt(in_f)
+        w = torch.randn(out_f, in_f, device=dev, dtype=dtype)
+        for rows in rows_list:
+            x = torch.randn(rows, in_f, device=dev, dtype=dtype)
+            dense = t_us(lambda: torch.nn.functional.linear(x, w))
+            line = {"shape": f"{out_f}x{in_f}", "rows": rows, "cublas_us": dense}
+            for dist in ("uniform8x4", "rademacher32"):
+                line[f"shipped_{dist}"] = dense / t_us(
+                    lambda: ops.seeded_linear(x, key, out_f, scale, None, "pcg", dist))
+            for name, dist, bits, bn, bk, warps, stages, programs in variants:
+                ref = ops.seeded_linear(x.float(), key, out_f, scale, None, "pcg", dist)
+                try:
+                    got = tc_decode(x, key, out_f, scale, dist, bn, bk, warps, stages,
+                                    programs, bits)
+                except Exception as error:  # a variant that fails to compile: say so
+                    line[name] = f"error {type(error).__name__}: {str(error)[:60]}"
+                    continue
+                err = ((got.float() - ref).norm() / ref.norm()).item()
+                if not err < 1e-2:
+                    line[name] = f"WRONG rel err {err:.2e}"
+                    continue
+                line[name] = dense / t_us(lambda: tc_decode(x, key, out_f, scale, dist, bn,
+                                                            bk, warps, stages, programs, bits))
+            ref = ops.seeded_linear(x.float(), key, out_f, scale, None, "pcg", "rademacher32")
+            for name, sign, bn, groups, warps, programs in const_variants:
+                if not cuda:
+                    bn, groups, programs = min(bn, 32), 4, 8
+                try:
+                    got = const_decode(x, key, out_f, scale, bn, groups, warps, programs, sign)
+                except Exception as error:
+                    line[name] = f"error {type(error).__name__}: {str(error)[:80]}"
+                    continue
+                err = ((got.float() - ref).norm() / ref.norm()).item()
+                if not err < 1e-2:
+                    line[name] = f"WRONG rel err {err:.2e}"
+                    continue
+                line[name] = dense / t_us(lambda: const_decode(x, key, out_f, scale, bn, groups,
+                                                               warps, programs, sign))
+            for name, mode, bn, unroll, warps, programs in group_variants:
+                if mode == 1 and rows > 1:
+                    continue
+                if not cuda:
+                    bn, programs = min(bn, 32), 8
+                try:
+                    got = group_decode(x, key, out_f, scale, mode, bn, unroll, warps,
+                                       programs)
+                except Exception as error:
+                    line[name] = f"error {type(error).__name__}: {str(error)[:80]}"
+                    continue
+                err = ((got.float() - ref).norm() / ref.norm()).item()
+                if not err < 1e-2:
+                    line[name] = f"WRONG rel err {err:.2e}"
+                    continue
+                line[name] = dense / t_us(lambda: group_decode(x, key, out_f, scale, mode, bn,
+                                                               unroll, warps, programs))
+            results.append(line)
+            print({k: (round(v, 2) if isinstance(v, float) else v) for k, v in line.items()},
+                  flush=True)
+    return results
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() is not None else 1)
