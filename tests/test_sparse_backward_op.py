@@ -61,6 +61,22 @@ def test_all_rows_kept_equals_dense_backward():
         torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
 
 
+def test_kept_row_zero_next_to_padding():
+    """Padded slots gather column 0 of grad; with row 0 also kept, its gradient must be
+    the true one, not overwritten by a padded slot."""
+    torch.manual_seed(3)
+    x = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    rows = _rows([0, 3], 4)
+    g = torch.randn(4, 5, dtype=torch.float64)
+    sparse = torch.autograd.grad(row_sparse_linear(x, w, b, rows), (x, w, b), g)
+    masked = g * _mask(rows, 5)
+    dense = torch.autograd.grad(torch.nn.functional.linear(x, w, b), (x, w, b), masked)
+    for got, want in zip(sparse, dense):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
 def test_no_rows_kept_gives_zero_gradients():
     x = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
     w = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
@@ -83,6 +99,9 @@ def test_gradcheck_and_opcheck():
     torch.library.opcheck(torch.ops.randfx.row_sparse_grad_input.default, (g, w.detach(), rows))
     torch.library.opcheck(torch.ops.randfx.row_sparse_grad_weight.default,
                           (g, x.detach(), rows, 5, True))
+    for needs in ((True, True, True), (False, True, False), (True, False, False)):
+        torch.library.opcheck(torch.ops.randfx.row_sparse_linear_backward.default,
+                              (g, x.detach(), w.detach(), rows, *needs))
     key = torch.tensor(7, dtype=torch.int64)
     torch.library.opcheck(torch.ops.randfx.row_sparse_seeded_linear.default,
                           (x, key, 0.5, b, rows, 5, "pcg", "uniform"))

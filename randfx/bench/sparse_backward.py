@@ -4,7 +4,8 @@
 
 For each keep fraction (1/64 ... 1/2 of the output rows, a sorted random subset, as the
 sampler hands them over): dense = grad_x = g @ W and grad_W = g^T @ x (cuBLAS / ATen);
-sparse = the randfx row-sparse ops (gather the kept columns of g, GEMMs, scatter into a
+sparse = `row_sparse_linear_backward`, what the row-sparse linear's autograd runs (one
+gather of the kept columns of g, one GEMM each for grad_x and grad_W, a row copy into a
 zeroed grad_W). seeded_gx = grad_x of a seeded weight, generating only the kept rows of
 R, against dense_gx = g @ W alone. sample = one draw of that many walks over a two-layer
 chain of the same shape (the sampler's cost for one layer); speedup_incl_sample counts it.
@@ -29,8 +30,7 @@ def _sampler(weight, num_paths, device):
 
 
 def run(tokens, out_features, in_features, dtype, device):
-    from randfx.ops.row_sparse import (row_sparse_grad_input, row_sparse_grad_weight,
-                                       row_sparse_seeded_grad_input)
+    from randfx.ops.row_sparse import row_sparse_linear_backward, row_sparse_seeded_grad_input
     gen = torch.Generator(device).manual_seed(0)
     x = torch.randn(tokens, in_features, device=device, dtype=dtype, generator=gen)
     w = torch.randn(out_features, in_features, device=device, dtype=dtype, generator=gen)
@@ -48,8 +48,7 @@ def run(tokens, out_features, in_features, dtype, device):
         rows = torch.randperm(out_features, device=device, generator=gen)[:keep].sort().values
 
         def sparse():
-            return (row_sparse_grad_input(g, w, rows),
-                    row_sparse_grad_weight(g, x, rows, out_features, False))
+            return row_sparse_linear_backward(g, x, w, rows, True, True, False)
 
         def seeded_gx():
             return row_sparse_seeded_grad_input(g, key, 0.01, in_features, rows, "pcg",

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..generators import reference as _stream
+from ..generators.spec import DEFAULT_DISTRIBUTION
 
 
 def _check(op: str, x: Tensor, weight_shape, rows: Tensor, dim: int = -1) -> None:
@@ -46,10 +47,36 @@ def _check(op: str, x: Tensor, weight_shape, rows: Tensor, dim: int = -1) -> Non
                          f"{tuple(weight_shape)} expects {weight_shape[1]}")
 
 
-def _kept(grad: Tensor, rows: Tensor) -> Tuple[Tensor, Tensor]:
-    """(g[:, I] with padded slots zeroed, rows with padding replaced by 0)."""
+def _gather_kept(grad: Tensor, rows: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """(g[:, I], index, valid): padded slots gather column 0 of g (index 0, valid False);
+    callers zero the matching weight rows or drop their results, so the full-size gather
+    is never masked."""
+    valid = rows >= 0
     index = rows.clamp(min=0)
-    return grad.index_select(1, index) * (rows >= 0).to(grad.dtype), index
+    return grad.index_select(1, index), index, valid
+
+
+def _scatter_rows(values: Tensor, index: Tensor, valid: Tensor, out_rows: int) -> Tensor:
+    """A zero tensor of out_rows rows holding values[i] at row index[i] for valid i.
+    Padded slots land in one spare row past the end, dropped by the returned view: a
+    plain copy, no atomics, and kept rows are distinct."""
+    full = values.new_zeros(out_rows + 1, *values.shape[1:])
+    full.index_copy_(0, torch.where(valid, index, out_rows), values)
+    return full[:out_rows]
+
+
+def _grad_input(kept: Tensor, weight_rows: Tensor, valid: Tensor) -> Tensor:
+    """kept @ weight_rows with the padded slots' weight rows zeroed."""
+    mask = valid.to(kept.dtype).unsqueeze(1)
+    return kept @ (weight_rows.to(kept.dtype) * mask)
+
+
+def _grad_weight(kept: Tensor, x: Tensor, index: Tensor, valid: Tensor, out_features: int,
+                 with_bias: bool) -> Tuple[Tensor, Tensor]:
+    grad_weight = _scatter_rows((kept.t() @ x).to(x.dtype), index, valid, out_features)
+    if with_bias:
+        return grad_weight, _scatter_rows(kept.sum(0), index, valid, out_features)
+    return grad_weight, kept.new_zeros(0)
 
 
 # ---- backward building blocks: grad_input and grad_weight (+ bias) ---------------------
@@ -57,8 +84,8 @@ def _kept(grad: Tensor, rows: Tensor) -> Tuple[Tensor, Tensor]:
 @torch.library.custom_op("randfx::row_sparse_grad_input", mutates_args=())
 def row_sparse_grad_input(grad: Tensor, weight: Tensor, rows: Tensor) -> Tensor:
     """(M, in) = grad[:, rows] @ weight[rows, :] for grad (M, out), weight (out, in)."""
-    kept, index = _kept(grad, rows)
-    return kept @ weight.index_select(0, index).to(grad.dtype)
+    kept, index, valid = _gather_kept(grad, rows)
+    return _grad_input(kept, weight.index_select(0, index), valid)
 
 
 @row_sparse_grad_input.register_fake
@@ -71,11 +98,11 @@ def row_sparse_seeded_grad_input(grad: Tensor, key: Tensor, scale: float, in_fea
                                  rows: Tensor, generator: str, dist: str) -> Tensor:
     """grad[:, rows] @ W[rows, :] for W = scale * R(key) (out, in_features), generating
     only rows `rows` of R (counter r * in_features + n)."""
-    kept, index = _kept(grad, rows)
+    kept, index, valid = _gather_kept(grad, rows)
     counters = index[:, None] * in_features + torch.arange(in_features, device=grad.device)
     # the key stays a tensor (no sync); scaled in grad's precision, as the seeded ops do
     weight_rows = _stream.sample(counters, key, generator, dist).to(grad.dtype) * scale
-    return kept @ weight_rows
+    return _grad_input(kept, weight_rows, valid)
 
 
 @row_sparse_seeded_grad_input.register_fake
@@ -88,21 +115,39 @@ def row_sparse_grad_weight(grad: Tensor, x: Tensor, rows: Tensor, out_features: 
                            with_bias: bool) -> Tuple[Tensor, Tensor]:
     """(grad_weight (out, in), grad_bias (out,) or empty): rows `rows` hold
     grad[:, rows]^T @ x and grad[:, rows].sum(0); every other row is zero."""
-    kept, index = _kept(grad, rows)
-    grad_weight = x.new_zeros(out_features, x.shape[1])
-    # add, not copy: padded slots alias row 0 with zero values and must not overwrite it
-    # (index_add_ scatters directly; index_put_ with accumulate sorts the indices first)
-    grad_weight.index_add_(0, index, kept.t() @ x)
-    grad_bias = grad.new_zeros(out_features if with_bias else 0)
-    if with_bias:
-        grad_bias.index_add_(0, index, kept.sum(0))
-    return grad_weight, grad_bias
+    kept, index, valid = _gather_kept(grad, rows)
+    return _grad_weight(kept, x, index, valid, out_features, with_bias)
 
 
 @row_sparse_grad_weight.register_fake
 def _(grad, x, rows, out_features, with_bias):
     return (x.new_empty(out_features, x.shape[1]),
             grad.new_empty(out_features if with_bias else 0))
+
+
+@torch.library.custom_op("randfx::row_sparse_linear_backward", mutates_args=())
+def row_sparse_linear_backward(grad: Tensor, x: Tensor, weight: Tensor, rows: Tensor,
+                               need_input: bool, need_weight: bool,
+                               with_bias: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    """row_sparse_grad_input and row_sparse_grad_weight from one gather of grad's kept
+    columns (the gather reads nearly all of grad, so it is done once). Outputs not asked
+    for are empty."""
+    kept, index, valid = _gather_kept(grad, rows)
+    grad_x = (_grad_input(kept, weight.index_select(0, index), valid) if need_input
+              else grad.new_zeros(0))
+    if need_weight or with_bias:
+        grad_w, grad_b = _grad_weight(kept, x, index, valid, weight.shape[0], with_bias)
+    else:
+        grad_w, grad_b = x.new_zeros(0), grad.new_zeros(0)
+    return grad_x, grad_w if need_weight else x.new_zeros(0), grad_b
+
+
+@row_sparse_linear_backward.register_fake
+def _(grad, x, weight, rows, need_input, need_weight, with_bias):
+    return (grad.new_empty(grad.shape[0], weight.shape[1]) if need_input
+            else grad.new_empty(0),
+            x.new_empty(weight.shape) if need_weight else x.new_empty(0),
+            grad.new_empty(weight.shape[0] if with_bias else 0))
 
 
 # ---- row_sparse_linear -----------------------------------------------------------------
@@ -128,15 +173,11 @@ def _linear_backward(ctx, grad):
     x, weight, rows = ctx.saved_tensors
     grad2 = grad.reshape(-1, grad.shape[-1])
     need_x, need_w, need_b = ctx.needs_input_grad[:3]
-    grad_x = grad_w = grad_b = None
-    if need_x:
-        grad_x = row_sparse_grad_input(grad2, weight, rows).reshape(x.shape)
-    if need_w or (need_b and ctx.has_bias):
-        grad_w, grad_b = row_sparse_grad_weight(grad2, x.reshape(-1, x.shape[-1]), rows,
-                                                weight.shape[0], ctx.has_bias and need_b)
-        grad_w = grad_w if need_w else None
-        grad_b = grad_b if (need_b and ctx.has_bias) else None
-    return grad_x, grad_w, grad_b, None
+    need_b = need_b and ctx.has_bias
+    grad_x, grad_w, grad_b = row_sparse_linear_backward(
+        grad2, x.reshape(-1, x.shape[-1]), weight, rows, need_x, need_w, need_b)
+    return (grad_x.reshape(x.shape) if need_x else None, grad_w if need_w else None,
+            grad_b if need_b else None, None)
 
 
 _row_sparse_linear.register_autograd(_linear_backward, setup_context=_linear_setup)
@@ -179,9 +220,8 @@ def _seeded_backward(ctx, grad):
         grad_x = row_sparse_seeded_grad_input(grad2, key, scale, x_shape[-1], rows,
                                               generator, dist).reshape(x_shape)
     if has_bias and ctx.needs_input_grad[3]:
-        kept, index = _kept(grad2, rows)
-        grad_b = grad2.new_zeros(out_features).index_put_((index,), kept.sum(0),
-                                                          accumulate=True)
+        kept, index, valid = _gather_kept(grad2, rows)
+        grad_b = _scatter_rows(kept.sum(0), index, valid, out_features)
     return grad_x, None, None, grad_b, None, None, None, None
 
 
@@ -190,7 +230,7 @@ _row_sparse_seeded_linear.register_autograd(_seeded_backward, setup_context=_see
 
 def row_sparse_seeded_linear(x: Tensor, key: Tensor, scale: float, bias: Optional[Tensor],
                              rows: Tensor, out_features: int, generator: str = "pcg",
-                             dist: str = "uniform") -> Tensor:
+                             dist: str = DEFAULT_DISTRIBUTION) -> Tensor:
     """y = x (scale * R(key))^T + b with R (out_features, in) generated (counter = flat
     position); the backward regenerates only rows `rows` of R."""
     if key.dtype != torch.int64 or key.dim() != 0:
