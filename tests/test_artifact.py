@@ -165,7 +165,7 @@ def test_header_records_config_streams_seeds_and_fingerprint(saved):
     assert header["format"] == {"name": "randfx-artifact", "version": FORMAT_VERSION}
     assert header["randfx_version"] == randfx.__version__
     assert header["config"] == model.randfx_config.to_dict()
-    assert header["streams"] == {"generators": {"pcg": 1}, "distributions": {"uniform": 1}}
+    assert header["streams"] == {"generators": {"pcg": 1}, "distributions": {"rademacher32": 1}}
     assert header["seeds"] == {name: int(model.state_dict()[name])
                                for name in ("0.seed", "2.seed")}
     assert header["architecture"] == architecture_fingerprint(mlp())

@@ -32,7 +32,7 @@ def test_artifact_summary_without_the_model(saved, capsys):
     assert main([str(saved), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["config"]["scheme"] == "random_base_lora"
-    assert summary["streams"] == {"generators": {"pcg": 1}, "distributions": {"uniform": 1}}
+    assert summary["streams"] == {"generators": {"pcg": 1}, "distributions": {"rademacher32": 1}}
     assert set(summary["seeds"]) == {"0.seed", "2.seed"}
     roles = {t["name"]: t["role"] for t in summary["tensors"]}
     assert roles["0.seed"] == "seed" and roles["0.lora_A"] == "stored"

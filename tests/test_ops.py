@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import randfx.ops as ops
-from randfx.generators import generate
+from randfx.generators import DEFAULT_DISTRIBUTION, generate
 
 KEY = 0x1234ABCD
 F64 = torch.float64
@@ -18,12 +18,12 @@ def key_tensor(value=KEY):
     return torch.tensor(value, dtype=torch.int64)
 
 
-def dense(shape, key=KEY, scale=1.0, generator="pcg", dist="uniform", offset=0):
+def dense(shape, key=KEY, scale=1.0, generator="pcg", dist=DEFAULT_DISTRIBUTION, offset=0):
     """The weight the ops must behave as if they had: stream values times scale (fp64)."""
     return generate(shape, key=key, generator=generator, dist=dist, offset=offset).double() * scale
 
 
-def basis(numel, d, key=KEY, offset=0, generator="pcg", dist="uniform"):
+def basis(numel, d, key=KEY, offset=0, generator="pcg", dist=DEFAULT_DISTRIBUTION):
     """P[j, k] = stream value at counter offset + j*d + k."""
     return dense((numel, d), key=key, generator=generator, dist=dist, offset=offset)
 
@@ -104,7 +104,7 @@ def test_subspace_linear_is_base_plus_reshaped_pmv():
     x, alpha, bias = torch.randn(2, 4, dtype=F64), torch.randn(3, dtype=F64), torch.randn(6, dtype=F64)
     y = ops.subspace_linear(x, key_tensor(1), 0.5, alpha, key_tensor(2), 9, 0.1, 6, bias,
                             "squirrel5", "uniform", "rademacher")
-    w = dense((6, 4), key=1, scale=0.5, generator="squirrel5") \
+    w = dense((6, 4), key=1, scale=0.5, generator="squirrel5", dist="uniform") \
         + 0.1 * (basis(24, 3, key=2, offset=9, generator="squirrel5", dist="rademacher")
                  @ alpha).view(6, 4)
     assert torch.allclose(y, x @ w.T + bias)

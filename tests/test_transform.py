@@ -54,8 +54,11 @@ def test_scale_gives_the_default_init_variance():
     weight = model.fc1.dense_weight()
     expected = generate((32, 16), key=derive_key(0, "fc1.weight"), dist="rademacher")
     torch.testing.assert_close(weight, expected * model.fc1.scale)
-    uniform = randfx.transform(Net(), randfx.Config("frozen", init_std=0.02))
+    uniform = randfx.transform(Net(), randfx.Config("frozen", init_std=0.02, dist="uniform"))
     assert uniform.fc1.scale == pytest.approx(0.02 / math.sqrt(DISTRIBUTIONS["uniform"].variance))
+    default = randfx.transform(Net(), randfx.Config("frozen", init_std=0.02))
+    assert default.randfx_config.dist == "rademacher32"  # variance 1: the scale is the std
+    assert default.fc1.scale == pytest.approx(0.02)
 
 
 def test_transform_is_deterministic_and_seeded_tensors_describe_the_weights():
@@ -120,7 +123,7 @@ def test_tied_weight_is_one_seeded_tensor_used_twice():
     model = randfx.transform(source, randfx.Config("random_base_lora", rank=2,
                                                    target_modules=["embed", "head"]))
     assert model.head.lora_A is model.embed.lora_A and model.head.seed is model.embed.seed
-    assert model.embed.scale == pytest.approx(math.sqrt(3.0))  # embedding init: variance 1
+    assert model.embed.scale == pytest.approx(1.0)  # embedding init: variance 1 (rademacher32)
     assert "head.lora_A" in model.state_dict()  # the tie is kept in both names
     with torch.no_grad():
         model.embed.lora_B.fill_(0.01)

@@ -1,6 +1,6 @@
 """Seeded linear and subspace PMV against dense baselines measured in the same run.
 
-    python -m randfx.bench linear [--json OUT] [--quick] [--dist uniform8x4]
+    python -m randfx.bench linear [--json OUT] [--quick] [--dist rademacher32]
 
 Linear rows (shape out x in, rows of x): dense = F.linear with a materialised W in the
 activation dtype (bf16 on CUDA: cuBLAS); seeded = randfx.ops.seeded_linear. Forward+backward:
@@ -247,8 +247,9 @@ def tune_rows(device, t_us, size=8192, numel=PMV_NUMEL, dist="uniform8x4"):
 def main(argv=None) -> int:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small shapes (runs on CPU)")
-    p.add_argument("--dist", default="uniform8x4",
-                   help="stream distribution of the seeded weight (uniform8x4: 4 per hash)")
+    p.add_argument("--dist", default="rademacher32",
+                   help="stream distribution of the seeded weight (default: the library's "
+                        "default, rademacher32, 32 signs per hash; uniform8x4: 4 per hash)")
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--rows", type=int, nargs="*", help="override the rows of x")
     p.add_argument("--pmv-d", type=int, nargs="*", default=[1024])
@@ -292,7 +293,7 @@ def main(argv=None) -> int:
     if not args.skip_pmv:
         ds = [min(d, 64) for d in args.pmv_d] if quick else args.pmv_d
         pmv = pmv_rows(QUICK_PMV_NUMEL if quick else PMV_NUMEL, ds,
-                       ["uniform", "uniform8x4"], device, time_ms)
+                       ["uniform", "uniform8x4", "rademacher32"], device, time_ms)
         common.emit("linear-pmv", pmv,
                     ["numel", "d", "dist", "pranc_chunk", "pranc_pmv_ms", "pmv_ms", "pmv_x",
                      "pranc_grad_ms", "grad_ms", "grad_x", "pmv_Gelem_s"], device=device)

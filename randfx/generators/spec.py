@@ -97,7 +97,7 @@ DISTRIBUTIONS = {
         "key ^ 0x5BD1E995); cos and log differ by a few ulp between libraries",
         tolerance=1e-5),
 }
-DEFAULT_DISTRIBUTION = "uniform"
+DEFAULT_DISTRIBUTION = "rademacher32"
 
 
 def generator_spec(name: str) -> GeneratorSpec:

@@ -17,14 +17,15 @@ from typing import Optional, Sequence
 
 import torch
 
+from ..generators.spec import DEFAULT_DISTRIBUTION, DEFAULT_GENERATOR
 from . import library  # noqa: F401  (registers torch.ops.randfx.*)
 from . import row_sparse  # noqa: F401  (row-sparse backward ops, contract 6)
 
 __all__ = ["generate_weight", "seeded_linear", "seeded_lora_linear", "subspace_weight",
            "subspace_linear"]
 
-_GENERATOR = "pcg"
-_DIST = "uniform"
+_GENERATOR = DEFAULT_GENERATOR
+_DIST = DEFAULT_DISTRIBUTION
 
 
 def generate_weight(key: torch.Tensor, shape: Sequence[int], scale: float = 1.0,
