@@ -12,6 +12,7 @@ fp32 summed by torch.
 """
 
 import argparse
+import functools
 import math
 import sys
 
@@ -367,38 +368,29 @@ def main():
             for dist in ("uniform8x4", "rademacher32"):
                 line[f"shipped_{dist}"] = dense / t_us(
                     lambda: ops.seeded_linear(x, key, out_f, scale, None, "pcg", dist))
-            for name, dist, bits, bn, bk, warps, stages, programs in variants:
+            def check_then_time(dist, run):
+                """dense / variant time, or why the variant has no time."""
                 ref = ops.seeded_linear(x.float(), key, out_f, scale, None, "pcg", dist)
                 try:
-                    got = tc_decode(x, key, out_f, scale, dist, bn, bk, warps, stages,
-                                    programs, bits)
+                    got = run()
                 except Exception as error:  # a variant that fails to compile: say so
-                    line[name] = f"error {type(error).__name__}: {str(error)[:60]}"
-                    continue
+                    return f"error {type(error).__name__}: {str(error)[:80]}"
                 err = ((got.float() - ref).norm() / ref.norm()).item()
                 if not err < 1e-2:
-                    line[name] = f"WRONG rel err {err:.2e}"
-                    continue
-                line[name] = dense / t_us(lambda: tc_decode(x, key, out_f, scale, dist, bn,
-                                                            bk, warps, stages, programs, bits))
-            ref = ops.seeded_linear(x.float(), key, out_f, scale, None, "pcg", "rademacher32")
+                    return f"WRONG rel err {err:.2e}"
+                return dense / t_us(run)
+
+            for name, dist, bits, bn, bk, warps, stages, programs in variants:
+                line[name] = check_then_time(dist, functools.partial(
+                    tc_decode, x, key, out_f, scale, dist, bn, bk, warps, stages, programs,
+                    bits))
             for name, mode, bn, unroll, warps, programs in group_variants:
                 if mode == 1 and rows > 1:
                     continue
                 if not cuda:
                     bn, programs = min(bn, 32), 8
-                try:
-                    got = group_decode(x, key, out_f, scale, mode, bn, unroll, warps,
-                                       programs)
-                except Exception as error:
-                    line[name] = f"error {type(error).__name__}: {str(error)[:80]}"
-                    continue
-                err = ((got.float() - ref).norm() / ref.norm()).item()
-                if not err < 1e-2:
-                    line[name] = f"WRONG rel err {err:.2e}"
-                    continue
-                line[name] = dense / t_us(lambda: group_decode(x, key, out_f, scale, mode, bn,
-                                                               unroll, warps, programs))
+                line[name] = check_then_time("rademacher32", functools.partial(
+                    group_decode, x, key, out_f, scale, mode, bn, unroll, warps, programs))
             results.append(line)
             print({k: (round(v, 2) if isinstance(v, float) else v) for k, v in line.items()},
                   flush=True)

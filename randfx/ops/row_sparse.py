@@ -71,12 +71,13 @@ def _grad_input(kept: Tensor, weight_rows: Tensor, valid: Tensor) -> Tensor:
     return kept @ (weight_rows.to(kept.dtype) * mask)
 
 
-def _grad_weight(kept: Tensor, x: Tensor, index: Tensor, valid: Tensor, out_features: int,
-                 with_bias: bool) -> Tuple[Tensor, Tensor]:
-    grad_weight = _scatter_rows((kept.t() @ x).to(x.dtype), index, valid, out_features)
-    if with_bias:
-        return grad_weight, _scatter_rows(kept.sum(0), index, valid, out_features)
-    return grad_weight, kept.new_zeros(0)
+def _grad_weight(kept: Tensor, x: Tensor, index: Tensor, valid: Tensor,
+                 out_features: int) -> Tensor:
+    return _scatter_rows((kept.t() @ x).to(x.dtype), index, valid, out_features)
+
+
+def _grad_bias(kept: Tensor, index: Tensor, valid: Tensor, out_features: int) -> Tensor:
+    return _scatter_rows(kept.sum(0), index, valid, out_features)
 
 
 # ---- backward building blocks: grad_input and grad_weight (+ bias) ---------------------
@@ -116,7 +117,8 @@ def row_sparse_grad_weight(grad: Tensor, x: Tensor, rows: Tensor, out_features: 
     """(grad_weight (out, in), grad_bias (out,) or empty): rows `rows` hold
     grad[:, rows]^T @ x and grad[:, rows].sum(0); every other row is zero."""
     kept, index, valid = _gather_kept(grad, rows)
-    return _grad_weight(kept, x, index, valid, out_features, with_bias)
+    return (_grad_weight(kept, x, index, valid, out_features),
+            _grad_bias(kept, index, valid, out_features) if with_bias else grad.new_zeros(0))
 
 
 @row_sparse_grad_weight.register_fake
@@ -133,13 +135,12 @@ def row_sparse_linear_backward(grad: Tensor, x: Tensor, weight: Tensor, rows: Te
     columns (the gather reads nearly all of grad, so it is done once). Outputs not asked
     for are empty."""
     kept, index, valid = _gather_kept(grad, rows)
-    grad_x = (_grad_input(kept, weight.index_select(0, index), valid) if need_input
-              else grad.new_zeros(0))
-    if need_weight or with_bias:
-        grad_w, grad_b = _grad_weight(kept, x, index, valid, weight.shape[0], with_bias)
-    else:
-        grad_w, grad_b = x.new_zeros(0), grad.new_zeros(0)
-    return grad_x, grad_w if need_weight else x.new_zeros(0), grad_b
+    out_features = weight.shape[0]
+    return (_grad_input(kept, weight.index_select(0, index), valid) if need_input
+            else grad.new_zeros(0),
+            _grad_weight(kept, x, index, valid, out_features) if need_weight
+            else x.new_zeros(0),
+            _grad_bias(kept, index, valid, out_features) if with_bias else grad.new_zeros(0))
 
 
 @row_sparse_linear_backward.register_fake
@@ -221,7 +222,7 @@ def _seeded_backward(ctx, grad):
                                               generator, dist).reshape(x_shape)
     if has_bias and ctx.needs_input_grad[3]:
         kept, index, valid = _gather_kept(grad2, rows)
-        grad_b = _scatter_rows(kept.sum(0), index, valid, out_features)
+        grad_b = _grad_bias(kept, index, valid, out_features)
     return grad_x, None, None, grad_b, None, None, None, None
 
 
