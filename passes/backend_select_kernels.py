@@ -17,8 +17,8 @@ epilogue as aten ops).
 Guarantees after: every seeded matmul node is either kept with meta["randfx"] naming the
 kernel ("gemv", "gemm", or "runtime" when M is symbolic and the op applies the same
 rule per call), or replaced by an equivalent materialised computation marked "materialize".
-Values agree up to float rounding. seeded_lora_linear and subspace_linear are left to
-their ops (they already choose internally), and only marked.
+Values agree up to float rounding. seeded_lora_linear, seeded_lora_grad_input and
+subspace_linear are left to their ops (they already choose internally), and only marked.
 """
 
 import math
@@ -75,6 +75,7 @@ def run(gm: torch.fx.GraphModule) -> bool:
     changed = False
     for node in list(gm.graph.nodes):
         if node.target in (randfx_ops.seeded_lora_linear.default,
+                           randfx_ops.seeded_lora_grad_input.default,
                            randfx_ops.subspace_linear.default):
             mark(node, NAME, kernel="op")
             continue

@@ -221,15 +221,59 @@ def training_section(t_us):
     dense_us = t_us(dense)
     print(f"training 8192x4096x4096: dense fwd+bwd {dense_us:.1f} us")
     profile_kernels(dense, "dense fwd+bwd")
-    for dist in ("uniform8x4", "rademacher32", "uniform"):
-        def lora():
-            x.grad = a.grad = b.grad = None
-            ops.seeded_lora_linear(x, key, a, b, 0.01, 2.0, None, "pcg", dist).backward(gy)
+    dist = "rademacher32"
+
+    def lora():
+        x.grad = a.grad = b.grad = None
+        ops.seeded_lora_linear(x, key, a, b, 0.01, 2.0, None, "pcg", dist).backward(gy)
+
+    mat = t_us(lambda: tb.materialize(key, out_f, in_f, 0.01, "pcg", dist, dtype))
+    print(f"  materialize {dist}: {mat:.1f} us ({out_f * in_f / mat / 1e3:.2f} Gw/ms)")
+    plain = tb.materialize(key, out_f, in_f, 0.01, "pcg", dist, torch.float32)
+    want = plain + (b.detach().float() * 2.0) @ a.detach().float()
+    best = None
+    for block in ((32, 128, 4), (16, 256, 4), (64, 128, 8), (32, 256, 8), (64, 64, 4),
+                  (128, 64, 8)):
+        tb.MATERIALIZE_LOWRANK_BLOCK = block
+        fold = tb.materialize(key, out_f, in_f, 0.01, "pcg", dist, dtype, b.detach() * 2.0,
+                              a.detach().T)
+        err = (fold.float() - want).abs().max().item()
+        assert err < 1e-2, (block, err)
+        fold_us = t_us(lambda: tb.materialize(key, out_f, in_f, 0.01, "pcg", dist, dtype,
+                                              b * 2.0, a.T))
         us = t_us(lora)
-        print(f"  lora {dist}: {us:.1f} us, x{dense_us / us:.3f}")
-        mat = t_us(lambda: tb.materialize(key, out_f, in_f, 0.01, "pcg", dist, dtype))
-        print(f"  materialize {dist}: {mat:.1f} us ({out_f * in_f / mat / 1e3:.2f} Gw/ms)")
-        profile_kernels(lora, f"lora fwd+bwd {dist}")
+        print(f"  fold block {block}: materialize+adapter {fold_us:.1f} us (err {err:.1e}); "
+              f"lora fwd+bwd {us:.1f} us, x{dense_us / us:.3f}", flush=True)
+        if best is None or us < best[1]:
+            best = (block, us)
+    tb.MATERIALIZE_LOWRANK_BLOCK = best[0]
+    for block in ((8, 256, 4), (16, 256, 4), (32, 256, 8), (8, 512, 4), (16, 512, 8),
+                  (4, 1024, 4), (32, 128, 4)):
+        tb.MATERIALIZE_BLOCK = block
+        got = tb.materialize(key, out_f, in_f, 0.01, "pcg", dist, torch.float32)
+        assert torch.equal(got, plain), block
+        print(f"  plain block {block}: materialize "
+              f"{t_us(lambda: tb.materialize(key, out_f, in_f, 0.01, 'pcg', dist, dtype)):.1f} us")
+    g2, x2, a2, b2 = gy, x.detach(), a.detach(), b.detach()
+    t = g2 @ b2
+    xa = x2 @ a2.T
+    b_cols = b2.T.contiguous().T  # column-major [out, r], the layout of a.T
+    skinny = {
+        "t = g b": lambda: g2 @ b2,
+        "t = g b (b column-major)": lambda: g2 @ b_cols,
+        "t = (b^T g^T)^T": lambda: (b2.T @ g2.T).T,
+        "xa = x a^T": lambda: x2 @ a2.T,
+        "grad_a = t^T x": lambda: t.T @ x2,
+        "grad_a = (x^T t)^T": lambda: (x2.T @ t).T,
+        "grad_b = g^T xa": lambda: g2.T @ xa,
+        "grad_b = (xa^T g)^T": lambda: (xa.T @ g2).T,
+        "grad_a = t^T x * c": lambda: (t.T @ x2) * 2.0,
+        "grad_a = addmm(alpha=c)": lambda: torch.addmm(t.new_zeros(()), t.T, x2, beta=0,
+                                                       alpha=2.0),
+    }
+    for name, fn in skinny.items():
+        print(f"  skinny {name}: {t_us(fn):.1f} us", flush=True)
+    profile_kernels(lora, f"lora fwd+bwd {dist}, fold block {best[0]}")
 
 
 def pmv_section(t_us):

@@ -143,6 +143,9 @@ def _op_cases():
         "seeded_matmul_t": (torch.randn(3, 4, dtype=F64, requires_grad=True), key, 4, 6, 0.5,
                             True, None, None, None, "pcg", "rademacher"),
         "seeded_lora_linear": (x, key, a, b, 0.5, 2.0, bias, "pcg", "uniform"),
+        # an op of the backward: no autograd of its own, so no input asks for grad
+        "seeded_lora_grad_input": (torch.randn(3, 4, dtype=F64), key, 0.5, a.detach(),
+                                   b.detach(), 2.0, "pcg", "rademacher32"),
         "subspace_weight": (alpha, key, 24, 3, 0.2, "pcg", "uniform"),
         "subspace_weight_backward": (g, key, 5, 3, 0.2, "pcg", "uniform"),
         "subspace_linear_weight": (key, 0.5, alpha, key2, 3, 0.2, 4, 6, "pcg", "uniform",
@@ -161,7 +164,8 @@ def test_opcheck(name):
     torch.library.opcheck(op, CASES[name])
 
 
-@pytest.mark.parametrize("name", sorted(n for n in CASES if n != "generate_weight"))
+@pytest.mark.parametrize("name", sorted(n for n in CASES if n not in (
+    "generate_weight", "seeded_lora_grad_input")))
 def test_gradcheck_float64(name):
     op = getattr(torch.ops.randfx, name.removesuffix("_t"))
     args = CASES[name]
@@ -190,6 +194,15 @@ def test_seeded_linear_backward_matches_dense_autograd():
         assert torch.allclose(got, t.grad)
 
 
+def test_lora_grad_input_is_grad_y_times_the_adapted_weight():
+    g = torch.randn(2, 3, 4, dtype=F64)
+    a, b = torch.randn(2, 6, dtype=F64), torch.randn(4, 2, dtype=F64)
+    got = torch.ops.randfx.seeded_lora_grad_input(g, key_tensor(), 0.5, a, b, 2.0, "pcg",
+                                                  DEFAULT_DISTRIBUTION)
+    w = dense((4, 6), scale=0.5) + 2.0 * b @ a
+    assert got.shape == (2, 3, 6) and torch.allclose(got, g @ w)
+
+
 def test_generate_weight_under_fake_tensors_and_compile_tracing():
     from torch._subclasses.fake_tensor import FakeTensorMode
     with FakeTensorMode():
@@ -213,6 +226,7 @@ def test_generate_weight_under_fake_tensors_and_compile_tracing():
     (lambda: ops.seeded_linear(torch.randn(2, 5), torch.tensor(1), 3, 1.0, None, "mt19937"), ["seeded_linear", "generator"]),
     (lambda: ops.seeded_lora_linear(torch.randn(2, 5), torch.tensor(1), torch.randn(2, 4), torch.randn(3, 2), 1.0, 1.0), ["seeded_lora_linear", "lora_A", "(2, 5)"]),
     (lambda: ops.seeded_lora_linear(torch.randn(2, 5), torch.tensor(1), torch.randn(2, 5), torch.randn(3, 4), 1.0, 1.0), ["seeded_lora_linear", "lora_B", "(3, 2)"]),
+    (lambda: torch.ops.randfx.seeded_lora_grad_input(torch.randn(2, 5), torch.tensor(1), 1.0, torch.randn(2, 4), torch.randn(3, 2), 1.0, "pcg", "uniform"), ["seeded_lora_grad_input", "lora_B", "(5, 2)"]),
     (lambda: ops.subspace_weight(torch.randn(2, 2), torch.tensor(1), 5), ["subspace_weight", "alpha", "1-D"]),
     (lambda: ops.subspace_weight(torch.randn(4), torch.tensor(1), 5, -1), ["subspace_weight", "basis_offset"]),
     (lambda: ops.subspace_weight(torch.randn(4), torch.tensor(1), 0), ["subspace_weight", "numel"]),

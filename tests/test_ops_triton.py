@@ -115,15 +115,23 @@ def test_sixteen_rows_without_tensor_cores(device, monkeypatch):
 
 @pytest.mark.parametrize("device", TRITON_DEVICES)
 @pytest.mark.parametrize("rows", [3, 40])  # fused with the adapter epilogue; adapter in W
-def test_seeded_linear_and_lora(device, rows):
+@pytest.mark.parametrize("rank", [4, 20])  # one and two tensor-core rank blocks of the fold
+def test_seeded_linear_and_lora(device, rows, rank):
     x = torch.randn(rows, 2, 40, device=device)
-    a, b = torch.randn(4, 40, device=device), torch.randn(20, 4, device=device)
+    a, b = torch.randn(rank, 40, device=device), torch.randn(20, rank, device=device)
     bias = torch.randn(20, device=device)
     key = key_on(device)
     assert_close(*reversed(both("seeded_linear", x, key, 20, 0.1, bias, "squirrel5",
                                 "uniform")), torch.float32)
     assert_close(*reversed(both("seeded_lora_linear", x, key, a, b, 0.1, 0.5, bias, "pcg",
                                 "uniform8x4")), torch.float32)
+    grad_y = torch.randn(rows, 2, 20, device=device)
+    assert_close(*reversed(both("seeded_lora_grad_input", grad_y, key, 0.1, a, b, 0.5,
+                                "pcg", "rademacher32")), torch.float32)
+    # bf16 activations with bf16 adapters: the fold's tensor-core operands
+    assert_close(*reversed(both("seeded_lora_grad_input", grad_y.bfloat16(), key, 0.1,
+                                a.bfloat16(), b.bfloat16(), 0.5, "pcg", "rademacher32")),
+                 torch.bfloat16)
 
 
 

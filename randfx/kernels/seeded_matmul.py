@@ -188,14 +188,33 @@ def split_k_epilogue_kernel(partial_ptr, bias_ptr, u_ptr, v_ptr, y_ptr, M, N, sp
                     HAS_LOWRANK)
 
 
+@triton.jit
+def _lowrank_tile(u_ptr, v_ptr, i, I, j, J, rank, stride_ui, stride_ur, stride_vj, stride_vr,
+                  BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr, RANK_BLOCK: tl.constexpr,
+                  DOT_IN_FP32: tl.constexpr):
+    """sum_r u[i, r] v[j, r] for a [BLOCK_I, BLOCK_J] tile on tensor cores, RANK_BLOCK
+    ranks per tl.dot: a weight-sized tile wants the adapter as a GEMM, not a rank loop."""
+    acc = tl.zeros((BLOCK_I, BLOCK_J), dtype=tl.float32)
+    for r0 in range(0, rank, RANK_BLOCK):
+        q = r0 + tl.arange(0, RANK_BLOCK)
+        u = tl.load(u_ptr + i[:, None] * stride_ui + q[None, :] * stride_ur,
+                    mask=(i < I)[:, None] & (q < rank)[None, :], other=0.0)
+        v_t = tl.load(v_ptr + q[:, None] * stride_vr + j[None, :] * stride_vj,
+                      mask=(q < rank)[:, None] & (j < J)[None, :], other=0.0)
+        acc = _dot(u, v_t, acc, DOT_IN_FP32)
+    return acc
+
+
 @triton.jit(do_not_specialize=["rows", "cols", "rank", "scale", "window"])
 def materialize_kernel(key_ptr, u_ptr, v_ptr, w_ptr, rows, cols, rank, scale, window,
                        stride_ur, stride_uq, stride_vc, stride_vq,
                        GENERATOR: tl.constexpr, DIST: tl.constexpr, LOG2_VALUES: tl.constexpr,
                        NARROW: tl.constexpr, HAS_LOWRANK: tl.constexpr,
+                       DOT_IN_FP32: tl.constexpr, RANK_BLOCK: tl.constexpr,
                        BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
-    """W[r, c] = scale * R[r, c] (+ sum_q u[r, q] v[c, q], an adapter folded into W).
-    A 1-D grid over (row block, column block): any rows and cols fit in it."""
+    """W[r, c] = scale * R[r, c] (+ sum_q u[r, q] v[c, q], an adapter folded into W on
+    tensor cores: BLOCK_R, BLOCK_C and RANK_BLOCK >= 16 when HAS_LOWRANK; u and v of one
+    dtype). A 1-D grid over (row block, column block): any rows and cols fit in it."""
     col_blocks = tl.cdiv(cols, BLOCK_C)
     pid = tl.program_id(0)
     pid_c = pid % col_blocks
@@ -207,7 +226,7 @@ def materialize_kernel(key_ptr, u_ptr, v_ptr, w_ptr, rows, cols, rank, scale, wi
     w = stream_tile(r * cols64, (pid_c * BLOCK_C).to(tl.int64), key, BLOCK_R, BLOCK_C,
                     GENERATOR, DIST, LOG2_VALUES, NARROW) * scale
     if HAS_LOWRANK:
-        w = _add_lowrank(w, u_ptr, v_ptr, r, rows, c, cols, rank, stride_ur, stride_uq,
-                         stride_vc, stride_vq)
+        w += _lowrank_tile(u_ptr, v_ptr, r, rows, c, cols, rank, stride_ur, stride_uq,
+                           stride_vc, stride_vq, BLOCK_R, BLOCK_C, RANK_BLOCK, DOT_IN_FP32)
     tl.store(w_ptr + r[:, None] * cols64 + c[None, :], w.to(w_ptr.dtype.element_ty),
              mask=(r < rows)[:, None] & (c < cols)[None, :])

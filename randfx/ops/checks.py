@@ -67,12 +67,13 @@ def counter_range(op: str, argument: str, offset: int, count: int) -> None:
                  f"[0, 2^63 - 1]")
 
 
-def linear_input(op: str, x, in_features=None) -> None:
-    floating(op, "x", x)
+def linear_input(op: str, x, in_features=None, argument: str = "x") -> None:
+    floating(op, argument, x)
     if x.dim() < 1:
-        fail(op, "x must have at least one dimension (..., in_features)")
+        fail(op, f"{argument} must have at least one dimension (..., features)")
     if in_features is not None and x.shape[-1] != in_features:
-        fail(op, f"x has {x.shape[-1]} features in its last dimension, expected {in_features}")
+        fail(op, f"{argument} has {x.shape[-1]} features in its last dimension, expected "
+                 f"{in_features}")
 
 
 def bias(op: str, bias, out_features: int, device) -> None:

@@ -8,8 +8,9 @@ path on CPU tensors under TRITON_INTERPRET=1.
 Public ops (contract 3): generate_weight, seeded_linear, seeded_lora_linear,
 subspace_weight, subspace_linear. Internal ops used by the backward passes (and by the
 compile backend, which knows them by schema): seeded_matmul (y = x W^T or x W with a
-low-rank and bias epilogue), subspace_weight_backward (P^T g), subspace_linear_weight
-(W0 + reshape(P alpha) materialised in one pass).
+low-rank and bias epilogue), seeded_lora_grad_input (grad_y @ (scale R + c B A): the
+adapter folded into W when W is materialised), subspace_weight_backward (P^T g),
+subspace_linear_weight (W0 + reshape(P alpha) materialised in one pass).
 """
 
 from typing import Optional, Sequence
@@ -69,21 +70,25 @@ def _check_seeded_matmul(op, x, key, rows, cols, transpose, bias, lowrank_u, low
     checks.stream(op, generator, dist)
 
 
-def _check_lora(x, key, lora_A, lora_B, bias, generator, dist):
-    op = "seeded_lora_linear"
-    checks.linear_input(op, x)
+def _check_lora(x, key, lora_A, lora_B, bias, generator, dist, op="seeded_lora_linear"):
+    """The forward's x is (..., in); the grad-input op's grad_y is (..., out)."""
+    grad_input = op == "seeded_lora_grad_input"
+    argument = "grad_y" if grad_input else "x"
+    checks.linear_input(op, x, argument=argument)
     checks.key(op, key, x.device)
     checks.floating(op, "lora_A", lora_A, x.device)
     checks.floating(op, "lora_B", lora_B, x.device)
     if lora_A.dim() != 2 or lora_B.dim() != 2:
         checks.fail(op, f"lora_A [r, in] and lora_B [out, r] must be 2-D, got "
                         f"{tuple(lora_A.shape)} and {tuple(lora_B.shape)}")
-    rank, in_features = lora_A.shape
-    checks.shape(op, "lora_A", lora_A, (rank, x.shape[-1]))
-    checks.shape(op, "lora_B", lora_B, (lora_B.shape[0], rank))
-    if lora_B.shape[0] < 1:
+    rank = lora_A.shape[0]
+    in_features = lora_A.shape[1] if grad_input else x.shape[-1]
+    out_features = x.shape[-1] if grad_input else lora_B.shape[0]
+    checks.shape(op, "lora_A", lora_A, (rank, in_features))
+    checks.shape(op, "lora_B", lora_B, (out_features, rank))
+    if out_features < 1:
         checks.fail(op, "lora_B must have at least one row (out_features >= 1)")
-    checks.bias(op, bias, lora_B.shape[0], x.device)
+    checks.bias(op, bias, out_features, x.device)
     checks.stream(op, generator, dist)
 
 
@@ -144,6 +149,15 @@ def _seeded_lora_linear(backend, x, key, lora_A, lora_B, scale, lora_scaling, bi
                             lora_B.shape[0], scale, lora_A, lora_B, lora_scaling, bias,
                             generator, dist)
     return y.view(*x.shape[:-1], y.shape[-1])
+
+
+def _seeded_lora_grad_input(backend, grad_y, key, scale, lora_A, lora_B, lora_scaling,
+                            generator, dist):
+    op = "seeded_lora_grad_input"
+    _check_lora(grad_y, key, lora_A, lora_B, None, generator, dist, op=op)
+    grad_x = backend.lora_grad_input(_rows(grad_y), _key(backend, op, key), scale, lora_A,
+                                     lora_B, lora_scaling, generator, dist)
+    return grad_x.view(*grad_y.shape[:-1], grad_x.shape[-1])
 
 
 def _subspace_weight(backend, alpha, key, numel, basis_offset, basis_scale, generator, dist,
@@ -209,6 +223,7 @@ BODIES = {
     "seeded_matmul": _seeded_matmul,
     "seeded_linear": _seeded_linear,
     "seeded_lora_linear": _seeded_lora_linear,
+    "seeded_lora_grad_input": _seeded_lora_grad_input,
     "subspace_weight": _subspace_weight,
     "subspace_weight_backward": _subspace_weight_backward,
     "subspace_linear_weight": _subspace_linear_weight,
@@ -261,6 +276,14 @@ def _seeded_lora_linear_schema(x: torch.Tensor, key: torch.Tensor, lora_A: torch
                                generator, dist)
 
 
+def _seeded_lora_grad_input_schema(grad_y: torch.Tensor, key: torch.Tensor, scale: float,
+                                   lora_A: torch.Tensor, lora_B: torch.Tensor,
+                                   lora_scaling: float, generator: str,
+                                   dist: str) -> torch.Tensor:
+    return _seeded_lora_grad_input(reference, grad_y, key, scale, lora_A, lora_B, lora_scaling,
+                                   generator, dist)
+
+
 def _subspace_weight_schema(alpha: torch.Tensor, key: torch.Tensor, numel: int,
                             basis_offset: int, basis_scale: float, generator: str,
                             dist: str, row_stride: Optional[int] = None) -> torch.Tensor:
@@ -299,6 +322,7 @@ generate_weight_op = _define("generate_weight", _generate_weight_schema)
 seeded_matmul_op = _define("seeded_matmul", _seeded_matmul_schema)
 seeded_linear_op = _define("seeded_linear", _seeded_linear_schema)
 seeded_lora_linear_op = _define("seeded_lora_linear", _seeded_lora_linear_schema)
+seeded_lora_grad_input_op = _define("seeded_lora_grad_input", _seeded_lora_grad_input_schema)
 subspace_weight_op = _define("subspace_weight", _subspace_weight_schema)
 subspace_weight_backward_op = _define("subspace_weight_backward",
                                       _subspace_weight_backward_schema)
@@ -332,6 +356,12 @@ def _(x, key, out_features, scale, bias, generator, dist):
 def _(x, key, lora_A, lora_B, scale, lora_scaling, bias, generator, dist):
     _check_lora(x, key, lora_A, lora_B, bias, generator, dist)
     return x.new_empty(*x.shape[:-1], lora_B.shape[0])
+
+
+@seeded_lora_grad_input_op.register_fake
+def _(grad_y, key, scale, lora_A, lora_B, lora_scaling, generator, dist):
+    _check_lora(grad_y, key, lora_A, lora_B, None, generator, dist, op="seeded_lora_grad_input")
+    return grad_y.new_empty(*grad_y.shape[:-1], lora_A.shape[1])
 
 
 @subspace_weight_op.register_fake
@@ -433,15 +463,13 @@ def _lora_backward(ctx, grad_y):
     dtype = _lora_dtype(x, lora_A, lora_B)
     g2, x2 = _rows(grad_y).to(dtype), _rows(x).to(dtype)
     a, b = lora_A.to(dtype), lora_B.to(dtype)
-    t = g2 @ b  # [M, r]: grad_y projected onto the adapter's rank space
     grad_x = grad_a = grad_b = grad_bias = None
     if needs[0]:
-        # grad_x = grad_y (s R) + c t A: the adapter term rides seeded_matmul's rank-r
-        # epilogue (the compile backend's kernel selection knows seeded_matmul by schema)
-        grad_x = torch.ops.randfx.seeded_matmul(
-            grad_y.to(x.dtype), key, lora_B.shape[0], x.shape[-1], scale, True, None,
-            t * lora_scaling, a.T, generator, dist)
+        grad_x = torch.ops.randfx.seeded_lora_grad_input(grad_y.to(x.dtype), key, scale,
+                                                         lora_A, lora_B, lora_scaling,
+                                                         generator, dist)
     if needs[2]:
+        t = g2 @ b  # [M, r]: grad_y projected onto the adapter's rank space
         grad_a = ((t.T @ x2) * lora_scaling).to(lora_A.dtype)
     if needs[3]:
         grad_b = ((g2.T @ (x2 @ a.T)) * lora_scaling).to(lora_B.dtype)

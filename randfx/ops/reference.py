@@ -75,7 +75,8 @@ def seeded_matmul(x: torch.Tensor, key: int, rows: int, cols: int, scale: float,
 def lora_factors(x: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor,
                  lora_scaling: float):
     """(u, v) with x @ (c B A)^T = u @ v^T: the adapter of W as a rank-r term on y,
-    computed in the promoted dtype."""
+    computed in the promoted dtype. With (lora_B^T, lora_A^T) in place of (lora_A, lora_B)
+    it is the term of grad_y @ (c B A), the backward's."""
     dtype = torch.promote_types(torch.promote_types(x.dtype, lora_A.dtype), lora_B.dtype)
     return (x.to(dtype) @ lora_A.to(dtype).T) * lora_scaling, lora_B.to(dtype)
 
@@ -86,6 +87,14 @@ def lora_linear(x: torch.Tensor, key: int, out_features: int, scale: float, lora
     u, v = lora_factors(x, lora_A, lora_B, lora_scaling)
     return seeded_matmul(x, key, out_features, x.shape[1], scale, False, bias, u, v,
                          generator, dist)
+
+
+def lora_grad_input(grad_y: torch.Tensor, key: int, scale: float, lora_A, lora_B,
+                    lora_scaling: float, generator: str, dist: str):
+    """grad_x = grad_y @ W, W = scale R + lora_scaling * lora_B @ lora_A."""
+    u, v = lora_factors(grad_y, lora_B.T, lora_A.T, lora_scaling)
+    return seeded_matmul(grad_y, key, lora_B.shape[0], lora_A.shape[1], scale, True, None, u,
+                         v, generator, dist)
 
 
 def subspace_weight(alpha: torch.Tensor, key: int, numel: int, basis_offset: int,
