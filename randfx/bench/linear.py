@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from . import common
+from .common import graphed
 
 SHAPES = [(4096, 4096), (8192, 8192), (28672, 8192)]
 ROWS = [1, 4, 16, 256, 8192]
@@ -37,28 +38,6 @@ QUICK_ROWS = [1, 4, 64]
 PMV_NUMEL = 4096 * 4096
 QUICK_PMV_NUMEL = 128 * 128
 PRANC_CHUNK_BYTES = 256 << 20  # basis vectors held at once by the baseline
-
-
-def graphed(fn, device):
-    """fn captured in a CUDA graph (warmed up on a side stream first): replaying it costs
-    GPU time only. Elsewhere fn itself."""
-    if device.type != "cuda":
-        return fn
-    stream = torch.cuda.Stream(device)
-    stream.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream(device).wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    try:
-        with torch.cuda.graph(graph):
-            fn()
-    except RuntimeError as error:  # not capturable: time it eagerly and say so
-        print(f"  (eager timing: CUDA graph capture failed: {str(error)[:80]})", flush=True)
-        torch.cuda.synchronize(device)
-        return fn
-    return graph.replay
 
 
 def _peak_extra_mb(fn, device) -> float:

@@ -10,10 +10,14 @@ zeroed grad_W). seeded_gx = grad_x of a seeded weight, generating only the kept 
 R, against dense_gx = g @ W alone. sample = one draw of that many walks over a two-layer
 chain of the same shape (the sampler's cost for one layer); speedup_incl_sample counts it.
 Default shape 8192 tokens x 4096 x 4096 (bf16 on CUDA); --quick 256 x 512 x 512 (CPU).
+On CUDA every timed call is replayed as a CUDA graph: GPU time, without the host's
+dispatch of the ops (which torch.compile or a graphed training step also remove).
 """
 
 import networkx as nx
 import torch
+
+from randfx.generators.spec import DEFAULT_DISTRIBUTION, DEFAULT_GENERATOR
 
 from . import common
 
@@ -39,8 +43,11 @@ def run(tokens, out_features, in_features, dtype, device):
     def dense():
         return g @ w, g.t() @ x
 
-    dense_ms = common.time_ms(dense, device=device)
-    dense_gx_ms = common.time_ms(lambda: g @ w, device=device)
+    def time_ms(fn):  # GPU time: replayed as a CUDA graph, no host dispatch in it
+        return common.time_ms(common.graphed(fn, device), device=device)
+
+    dense_ms = time_ms(dense)
+    dense_gx_ms = time_ms(lambda: g @ w)
     key = torch.tensor(7, device=device)
     rows_out = []
     for n in FRACTIONS:
@@ -51,13 +58,13 @@ def run(tokens, out_features, in_features, dtype, device):
             return row_sparse_linear_backward(g, x, w, rows, True, True, False)
 
         def seeded_gx():
-            return row_sparse_seeded_grad_input(g, key, 0.01, in_features, rows, "pcg",
-                                                "uniform8x4")
+            return row_sparse_seeded_grad_input(g, key, 0.01, in_features, rows,
+                                                DEFAULT_GENERATOR, DEFAULT_DISTRIBUTION)
 
         sampler = _sampler(w, keep, device)
-        sparse_ms = common.time_ms(sparse, device=device)
-        seeded_ms = common.time_ms(seeded_gx, device=device)
-        sample_ms = common.time_ms(sampler.sample, device=device)
+        sparse_ms = time_ms(sparse)
+        seeded_ms = time_ms(seeded_gx)
+        sample_ms = time_ms(sampler.sample)
         rows_out.append({
             "keep": f"1/{n}", "rows": keep, "dense_ms": dense_ms, "sparse_ms": sparse_ms,
             "speedup": dense_ms / sparse_ms, "dense_gx_ms": dense_gx_ms,
