@@ -161,6 +161,15 @@ def group_decode(x, key, rows, scale, mode, block_n, unroll, warps, programs):
     return finish(part, scale, x.dtype)
 
 
+def shipped_mma(x, key, rows, scale, block_n, groups, warps, stages, programs_per_sm):
+    """randfx's rademacher32_mma_kernel (the "mma" decode) with a given launch config."""
+    tb.SIGN_MMA_CONFIG = (block_n, groups, warps, stages)
+    tb.SIGN_MMA_PROGRAMS_PER_SM = programs_per_sm
+    y = torch.empty(x.shape[0], rows, dtype=x.dtype, device=x.device)
+    return tb._rademacher32_decode("mma", x, key, rows, x.shape[1], scale, None, None, None,
+                                   y, "pcg")
+
+
 def tc_decode(x, key, rows, scale, dist, block_n, block_k, warps, stages, programs,
               bits=False):
     m, k = x.shape
@@ -314,7 +323,8 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true")
     p.add_argument("--sections", default="decode,training,pmv,sparse")
-    p.add_argument("--only-group", action="store_true")
+    p.add_argument("--candidates", default="mma,tc,group",
+                   help="decode candidate families to check and time")
     args = p.parse_args()
     sections = args.sections.split(",")
     cuda = torch.cuda.is_available() and not args.quick
@@ -323,7 +333,7 @@ def main():
     import randfx.ops as ops
     key = torch.tensor(12345, device=dev)
     shapes = [(4096, 4096), (8192, 8192), (28672, 8192)] if cuda else [(128, 256)]
-    rows_list = [1, 4, 16] if cuda else [1, 3]
+    rows_list = [1, 4, 8, 16] if cuda else [1, 3]
     group_variants = [  # (name, mode, block_n, unroll, warps, programs)
         ("g_fma_32u4", 0, 32, 4, 4, 528), ("g_fma_64u4", 0, 64, 4, 4, 528),
         ("g_fma_16u8", 0, 16, 8, 4, 1056), ("g_fma_32u8w8", 0, 32, 8, 8, 528),
@@ -331,6 +341,13 @@ def main():
         ("g_xor_16u8", 1, 16, 8, 4, 1056),
         ("g_dot_64u4", 2, 64, 4, 4, 528), ("g_dot_128u4", 2, 128, 4, 8, 528),
         ("g_dot_32u8", 2, 32, 8, 4, 1056), ("g_dot_64u8", 2, 64, 8, 4, 1056),
+    ]
+    mma_variants = [  # (name, block_n, groups, warps, stages, programs per SM)
+        ("m128g4s3p8", 128, 4, 4, 3, 8), ("m128g2s3p8", 128, 2, 4, 3, 8),
+        ("m128g4s3p16", 128, 4, 4, 3, 16), ("m128g4s4p8", 128, 4, 4, 4, 8),
+        ("m256g2s3p8", 256, 2, 8, 3, 8), ("m64g8s3p8", 64, 8, 4, 3, 8),
+        ("m128g4s2p4", 128, 4, 4, 2, 4), ("m128g2s3p4", 128, 2, 4, 3, 4),
+        ("m64g4s3p8", 64, 4, 4, 3, 8), ("m64g8s3p4", 64, 8, 4, 3, 4),
     ]
     variants = [  # (name, dist, bits, block_n, block_k, warps, stages, programs)
         ("tc64x128", "rademacher32", False, 64, 128, 4, 2, 528),
@@ -365,8 +382,15 @@ def main():
                     print(f"section {name} failed: {type(error).__name__}: {error}")
     if "decode" not in sections:
         return results
-    if args.only_group:
+    candidates = args.candidates.split(",")
+    if "tc" not in candidates:
         variants = []
+    if "group" not in candidates:
+        group_variants = []
+    if "mma" not in candidates:
+        mma_variants = []
+    if not cuda:
+        mma_variants = [(n, min(bn, 32), g, w, s, 8) for n, bn, g, w, s, _ in mma_variants]
     for out_f, in_f in shapes:
         scale = 1.0 / math.sqrt(in_f)
         w = torch.randn(out_f, in_f, device=dev, dtype=dtype)
@@ -389,6 +413,11 @@ def main():
                     return f"WRONG rel err {err:.2e}"
                 return dense / t_us(run)
 
+            mma_default = (tb.SIGN_MMA_CONFIG, tb.SIGN_MMA_PROGRAMS_PER_SM)
+            for name, bn, groups, warps, stages, programs in mma_variants:
+                line[name] = check_then_time("rademacher32", functools.partial(
+                    shipped_mma, x, key, out_f, scale, bn, groups, warps, stages, programs))
+            tb.SIGN_MMA_CONFIG, tb.SIGN_MMA_PROGRAMS_PER_SM = mma_default
             for name, dist, bits, bn, bk, warps, stages, programs in variants:
                 line[name] = check_then_time(dist, functools.partial(
                     tc_decode, x, key, out_f, scale, dist, bn, bk, warps, stages, programs,

@@ -75,30 +75,50 @@ def test_seeded_matmul(device, rows, transpose):
 
 
 @pytest.mark.parametrize("device", TRITON_DEVICES)
-@pytest.mark.parametrize("rows", [1, 2, 5])
-def test_rademacher32_decode_kernel(device, rows, monkeypatch):
-    """The sign-flip decode kernel (one row) and its multiply form (2-8 rows), split over
-    K with a ragged last split, with every epilogue; it must be the path taken."""
+@pytest.mark.parametrize("rows, kernel", [(1, "gemv"), (2, "gemv"), (3, "mma"), (9, "mma")])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rademacher32_decode_kernels(device, rows, kernel, dtype, monkeypatch):
+    """The CUDA-core decode kernel (sign flip at one row, a multiply for two) and the
+    tensor-core one (3-16 rows), split over K with a ragged last split, with every
+    epilogue; each must be the path taken."""
+    if kernel == "mma" and device == "cuda" and dtype == torch.float32:
+        pytest.skip("fp32 x keeps the general kernel on a GPU (tested below)")
     small = {bucket: (16, 2, 4) for bucket in triton_backend.SIGN_GEMV_CONFIGS}
     monkeypatch.setattr(triton_backend, "SIGN_GEMV_CONFIGS", small)
+    monkeypatch.setattr(triton_backend, "SIGN_MMA_CONFIG", (16, 2, 4, 2))
+    monkeypatch.setattr(triton_backend, "SIGN_MMA_PROGRAMS_PER_SM", 4)
     calls = []
-    real = triton_backend._sign_gemv
-    monkeypatch.setattr(triton_backend, "_sign_gemv",
-                        lambda *args: calls.append(args[0].shape) or real(*args))
+    real = triton_backend._rademacher32_decode
+    monkeypatch.setattr(triton_backend, "_rademacher32_decode",
+                        lambda *args: calls.append(args[0]) or real(*args))
     torch.manual_seed(rows)
-    x = torch.randn(rows, 640, device=device)[:, ::2]  # 320 = 10 groups, non-contiguous
+    x = torch.randn(rows, 640, device=device).to(dtype)[:, ::2]  # 320 = 10 groups, strided
     bias, u, v = (torch.randn(24, device=device), torch.randn(rows, 3, device=device),
                   torch.randn(24, 3, device=device))
     for epilogue in ((None, None, None), (bias, u, v)):
         want, got = both("seeded_matmul", x, key_on(device), 24, 320, 0.2, False, *epilogue,
                          "pcg", "rademacher32")
-        assert_close(got, want, torch.float32)
-    assert len(calls) == 2
+        assert_close(got, want, dtype)
+    assert calls == [kernel, kernel]
     # in_features not a multiple of 32: the general kernel serves it
     want, got = both("seeded_matmul", x[:, :300], key_on(device), 24, 300, 0.2, False, None,
                      None, None, "pcg", "rademacher32")
-    assert_close(got, want, torch.float32)
+    assert_close(got, want, dtype)
     assert len(calls) == 2
+
+
+def test_rademacher32_decode_kernel_choice():
+    """On a GPU: the CUDA-core kernel up to SIGN_GEMV_MAX_ROWS rows, tensor cores above
+    for 16-bit x only (fp32 x would be rounded), the general kernel for other layouts."""
+    def choice(rows, dtype=torch.bfloat16, cols=320, transpose=False, dist="rademacher32"):
+        x = torch.empty(rows, cols, dtype=dtype, device="meta")
+        return triton_backend._rademacher32_decode_kernel(x, 24, cols, transpose, dist)
+    assert choice(1) == choice(triton_backend.SIGN_GEMV_MAX_ROWS) == "gemv"
+    assert choice(triton_backend.SIGN_GEMV_MAX_ROWS + 1) == choice(16) == "mma"
+    assert choice(8, torch.float16) == "mma"
+    assert choice(8, torch.float32) is None
+    assert choice(8, cols=300) is None and choice(8, transpose=True) is None
+    assert choice(8, dist="uniform8x4") is None
 
 
 @pytest.mark.parametrize("device", TRITON_DEVICES)

@@ -14,6 +14,10 @@
   of x, flips the sign bit of x instead of multiplying. A [BLOCK_N, GROUPS] tile per
   program and a split of K fill the GPU even for short outputs; the epilogue kernel sums
   the split partials.
+- `rademacher32_mma_kernel`: the same decode (5-16 rows) on tensor cores: the W tile,
+  unpacked from hashes by `tiles.rademacher32_sign_tile`, is the dot's first operand
+  (swap-AB: W's rows fill the MMA's M, the few rows of x its N), same partials and
+  epilogue kernel.
 - `materialize_kernel`: writes W (scaled, cast; optionally + an adapter B A) for the
   materialise-then-cuBLAS path and for `generate_weight`.
 Launch parameters and the shape heuristic live in randfx/ops/triton_backend.py.
@@ -23,7 +27,7 @@ import triton
 import triton.language as tl
 
 from ..generators import device
-from .tiles import accumulate_rows, launch_key, stream_tile
+from .tiles import accumulate_rows, launch_key, rademacher32_sign_tile, stream_tile
 
 
 @triton.jit
@@ -167,6 +171,41 @@ def rademacher32_gemv_kernel(x_ptr, key_ptr, partial_ptr, M, N, K, k_per_split, 
                 acc += xk[:, None, :] * w[None, :, :]
     tl.store(partial_ptr + pid_s * M * N + m[:, None] * N + n[None, :], tl.sum(acc, axis=2),
              mask=(m < M)[:, None] & (n < N)[None, :])
+
+
+@triton.jit(do_not_specialize=["M", "N", "K", "k_per_split", "window"])
+def rademacher32_mma_kernel(x_ptr, key_ptr, partial_ptr, M, N, K, k_per_split, window,
+                            stride_xm, stride_xk, GENERATOR: tl.constexpr,
+                            DOT_IN_FP32: tl.constexpr, BLOCK_M: tl.constexpr,
+                            BLOCK_N: tl.constexpr, GROUPS: tl.constexpr):
+    """partial[split, m, n] as rademacher32_gemv_kernel, on tensor cores: acc[n, m] +=
+    R[n, k-tile] @ x[m, k-tile]^T with R's tile built in registers from one hash per 32
+    values. x in bf16 or fp16 (R is exact in either); BLOCK_M >= 16. Same requirements
+    and grid as rademacher32_gemv_kernel, k_per_split a multiple of 32 * GROUPS."""
+    pid_n = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    key = launch_key(key_ptr, window, True)
+    n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    m = tl.arange(0, BLOCK_M)
+    group = tl.arange(0, GROUPS)
+    row_group = ((n.to(tl.int64) * K.to(tl.int64)) >> 5).to(tl.uint32)
+    acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+    k_begin = pid_s * k_per_split
+    k_end = tl.minimum(K, k_begin + k_per_split)
+    for k0 in range(k_begin, k_end, 32 * GROUPS):
+        h = device.hash_lo(row_group[:, None] + (k0 // 32 + group).to(tl.uint32)[None, :],
+                           key, GENERATOR)
+        k = k0 + tl.arange(0, 32 * GROUPS)
+        x_t = tl.load(x_ptr + m[None, :] * stride_xm + k[:, None] * stride_xk,
+                      mask=(m < M)[None, :] & (k < K)[:, None], other=0.0)
+        if x_t.dtype == tl.float16:
+            w = rademacher32_sign_tile(h, BLOCK_N, GROUPS, 0x3C00, tl.float16)
+        else:
+            w = rademacher32_sign_tile(h, BLOCK_N, GROUPS, 0x3F80, tl.bfloat16)
+        # +-1 is exact in x's dtype: fp32 x (the interpreter's tests) keeps its precision
+        acc = _dot(w.to(x_t.dtype), x_t, acc, DOT_IN_FP32)
+    tl.store(partial_ptr + pid_s * M * N + m[None, :] * N + n[:, None], acc,
+             mask=(m < M)[None, :] & (n < N)[:, None])
 
 
 @triton.jit(do_not_specialize=["M", "N", "splits", "rank", "scale"])

@@ -5,6 +5,8 @@ shape (rows, cols) passes row_base = r * cols; a subspace basis P[j, k] passes
 row_base = basis_offset + j * d.
 
 - `stream_tile`: the [BLOCK_R, BLOCK_C] tile of S at columns col_start + 0..BLOCK_C-1.
+- `rademacher32_sign_tile`: rademacher32 hashes unpacked into a 16-bit float tile of
+  +-1, a tensor-core operand.
 - `accumulate_rows`: acc[m, r] += sum_c vec[m, c] * S[r, c] over one column block, the
   inner step of a GEMV (decode, PMV). Multi-value distributions stay in hash order:
   each hash is expanded value by value against the matching strided slice of vec, so
@@ -131,3 +133,21 @@ def accumulate_rows(acc, vec_ptr, m, M, stride_vm, stride_vc, col_start, C, row_
                         LOG2_VALUES, NARROW)
         acc += v.to(tl.float32)[:, None, :] * w[None, :, :]
     return acc
+
+
+@triton.jit
+def rademacher32_sign_tile(h, ROWS: tl.constexpr, GROUPS: tl.constexpr, ONE: tl.constexpr,
+                           OUT: tl.constexpr):
+    """[ROWS, GROUPS] rademacher32 hashes -> [ROWS, GROUPS * 32] +-1 in the 16-bit float
+    OUT whose 1.0 has the bits ONE (value p of a group: bit p of its hash, set = -1).
+    tl.join adds register-local dimensions, so each group is unpacked by the thread that
+    hashed it, with no per-element bit position: bit p reaches bit 15 (the 16-bit sign)
+    through the joins' shifts (values 0-15 from h << 15, 16-31 from h >> 1), then one
+    and-or per value."""
+    v = tl.join(h << 15, h >> 1)
+    v = tl.join(v, v >> 8)
+    v = tl.join(v, v >> 4)
+    v = tl.join(v, v >> 2)
+    v = tl.join(v, v >> 1)
+    bits = (v & 0x8000) | ONE
+    return tl.reshape(bits.to(tl.uint16).to(OUT, bitcast=True), (ROWS, GROUPS * 32))

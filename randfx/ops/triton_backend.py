@@ -9,9 +9,12 @@ Shape heuristic for y = x @ W^T with W generated (`seeded_matmul`):
 - M <= heuristics.FUSED_MAX_ROWS rows (decode): the fused kernel; W tiles are generated in registers
   and used at once, zero bytes of W in memory. Per row bucket (`DECODE_CONFIGS`): a
   broadcast multiply-sum (measured best up to 8 rows) or tensor-core tl.dot (16 rows).
-  The rademacher32 stream up to SIGN_GEMV_MAX_ROWS rows (forward layout, in_features a
-  multiple of 32) has its own kernel (`rademacher32_gemv_kernel`, split over K, then
-  `split_k_epilogue_kernel`): 1.6-2.4x the general kernel's speed at one row on an H100.
+  The rademacher32 stream (forward layout, in_features a multiple of 32) has its own
+  kernels, split over K, then `split_k_epilogue_kernel`: up to SIGN_GEMV_MAX_ROWS rows
+  `rademacher32_gemv_kernel` (CUDA cores; 1.6-2.4x the general kernel at one row on an
+  H100), more rows of 16-bit x `rademacher32_mma_kernel` (tensor cores; 1.2-1.8x cuBLAS
+  at 4-16 rows, where the general kernel gives 0.5-1.4x). fp32 x keeps the general
+  kernel, which does not round it to 16 bits.
 - more rows (training): materialise W in the activation dtype (one fused generate pass,
   peak extra memory = one layer's weight, freed on return) and call cuBLAS. A fused
   kernel would regenerate W once per row block, and generation costs more than reading W
@@ -26,7 +29,8 @@ import triton
 
 from ..generators import device as streams
 from ..kernels.seeded_matmul import (materialize_kernel, rademacher32_gemv_kernel,
-                                     seeded_matmul_kernel, split_k_epilogue_kernel)
+                                     rademacher32_mma_kernel, seeded_matmul_kernel,
+                                     split_k_epilogue_kernel)
 from ..kernels.subspace import pmv_grad_kernel, pmv_kernel
 from . import checks, heuristics, reference
 
@@ -40,12 +44,19 @@ DECODE_CONFIGS = {1: (1, 16, 512, 4, False), 2: (2, 16, 256, 4, False),
                   64: (64, 64, 64, 4, True), 128: (64, 128, 64, 8, True),
                   256: (128, 128, 64, 8, True)}
 # rows-of-x bucket -> (BLOCK_N, GROUPS of 32 columns, num_warps) of the rademacher32
-# decode kernel; its grid is split along K until about SPLIT_PROGRAMS_PER_SM programs per
-# SM run. Measured on an H100 (scripts/decode_lab.py, docs/performance.md).
-SIGN_GEMV_CONFIGS = {1: (64, 16, 4), 2: (64, 32, 4), 4: (64, 32, 4), 8: (64, 16, 4)}
-SIGN_GEMV_MAX_ROWS = 8
+# CUDA-core decode kernel; its grid is split along K until about SPLIT_PROGRAMS_PER_SM
+# programs per SM run. Measured on an H100 (scripts/decode_lab.py, docs/performance.md).
+SIGN_GEMV_CONFIGS = {1: (64, 16, 4), 2: (64, 32, 4)}
+SIGN_GEMV_MAX_ROWS = 2
 SPLIT_PROGRAMS_PER_SM = 4
-EPILOGUE_BLOCK_N = 256
+# the tensor-core rademacher32 decode kernel above SIGN_GEMV_MAX_ROWS rows (x padded to
+# 16 rows): (BLOCK_N, GROUPS, num_warps, num_stages); its split target, capped because
+# every split adds an m x rows fp32 partial for the epilogue to read
+SIGN_MMA_CONFIG = (128, 2, 4, 3)
+SIGN_MMA_PROGRAMS_PER_SM = 8
+SIGN_MMA_MAX_SPLITS = 8
+SIGN_MMA_DTYPES = (torch.bfloat16, torch.float16)
+EPILOGUE_BLOCK_N = (32, 256)  # the split-K epilogue's columns per program: min, max
 MATERIALIZE_BLOCK = (8, 512, 4)  # BLOCK_R, BLOCK_C, num_warps (H100: 16.8 us for 4096^2 bf16)
 MATERIALIZE_LOWRANK_BLOCK = (64, 64, 4)  # adapter folded in on tensor cores (26.5 us)
 RANK_BLOCK = 16  # adapter ranks per tl.dot in the fold (its minimum K)
@@ -151,39 +162,64 @@ def _decode_config(m: int, n: int, transpose: bool, device: torch.device):
     return block_m, block_n, block_k, warps, use_dot and block_m >= 16
 
 
-def _uses_sign_gemv(m, rows, cols, transpose, dist) -> bool:
-    if dist != "rademacher32" or transpose or m > SIGN_GEMV_MAX_ROWS or cols % 32:
-        return False
+def _rademacher32_decode_kernel(x, rows, cols, transpose, dist):
+    """"gemv", "mma" or None (the general kernel) for decode of y = x @ W^T."""
+    if dist != "rademacher32" or transpose or cols % 32:
+        return None
     log2_values, narrow, _ = tile_plan(dist, 0, rows * cols - 1, cols, 32)
-    return log2_values == 5 and narrow
+    if log2_values != 5 or not narrow:
+        return None
+    if x.shape[0] <= SIGN_GEMV_MAX_ROWS:
+        return "gemv"
+    # 16-bit x on tensor cores; on CPU (the interpreter's tests) any float x runs it too
+    if x.dtype in SIGN_MMA_DTYPES or x.device.type == "cpu":
+        return "mma"
+    return None
 
 
-def _sign_gemv(x, key, rows, cols, scale, bias, u, v, y, generator):
-    """y = x @ (scale R)^T (+ u v^T) (+ bias) by `rademacher32_gemv_kernel` split over K,
-    then `split_k_epilogue_kernel`."""
+def _rademacher32_decode(kernel, x, key, rows, cols, scale, bias, u, v, y, generator):
+    """y = x @ (scale R)^T (+ u v^T) (+ bias): `rademacher32_gemv_kernel` ("gemv") or
+    `rademacher32_mma_kernel` ("mma") split over K into fp32 partials, then
+    `split_k_epilogue_kernel`."""
     m = x.shape[0]
-    block_m = _pow2_at_least(m)
-    block_n, groups, warps = SIGN_GEMV_CONFIGS[block_m]
+    if kernel == "gemv":
+        block_m = _pow2_at_least(m)
+        block_n, groups, warps = SIGN_GEMV_CONFIGS[block_m]
+        launch, programs_per_sm, max_splits, options = (
+            rademacher32_gemv_kernel, SPLIT_PROGRAMS_PER_SM, cols, {})
+    else:
+        block_m = max(16, _pow2_at_least(m))  # tl.dot's minimum N
+        block_n, groups, warps, stages = SIGN_MMA_CONFIG
+        launch, programs_per_sm, max_splits, options = (
+            rademacher32_mma_kernel, SIGN_MMA_PROGRAMS_PER_SM, SIGN_MMA_MAX_SPLITS,
+            {"num_stages": stages, "DOT_IN_FP32": x.device.type == "cpu"})
     n_blocks = triton.cdiv(rows, block_n)
     step = 32 * groups
     k_steps = triton.cdiv(cols, step)
-    splits = max(1, min(k_steps, SPLIT_PROGRAMS_PER_SM * _sm_count(x.device) // n_blocks))
+    splits = max(1, min(k_steps, max_splits,
+                        programs_per_sm * _sm_count(x.device) // n_blocks))
     k_per_split = triton.cdiv(k_steps, splits) * step
     splits = triton.cdiv(cols, k_per_split)
     partial = torch.empty(splits, m, rows, dtype=torch.float32, device=x.device)
     _, _, window = tile_plan("rademacher32", 0, rows * cols - 1, cols, 32)
-    rademacher32_gemv_kernel[(n_blocks, splits)](
+    launch[(n_blocks, splits)](
         x, key, partial, m, rows, cols, k_per_split, window, x.stride(0), x.stride(1),
         GENERATOR=streams.GENERATOR_IDS[generator], BLOCK_M=block_m, BLOCK_N=block_n,
-        GROUPS=groups, num_warps=warps)
+        GROUPS=groups, num_warps=warps, **options)
     has_lowrank = u is not None
     u = u if has_lowrank else y
     v = v if has_lowrank else y
-    split_k_epilogue_kernel[(triton.cdiv(rows, EPILOGUE_BLOCK_N),)](
+    # the epilogue reads splits x m x rows partials: narrow its tiles until every SM has
+    # two (a short output would otherwise leave most of the GPU idle)
+    epilogue_n = EPILOGUE_BLOCK_N[1]
+    while epilogue_n > EPILOGUE_BLOCK_N[0] and \
+            triton.cdiv(rows, epilogue_n) < MIN_PROGRAMS_PER_SM * _sm_count(x.device):
+        epilogue_n //= 2
+    split_k_epilogue_kernel[(triton.cdiv(rows, epilogue_n),)](
         partial, bias if bias is not None else y, u, v, y, m, rows, splits,
         u.shape[1] if has_lowrank else 0, float(scale), u.stride(0), u.stride(1),
         v.stride(0), v.stride(1), y.stride(0), y.stride(1), HAS_BIAS=bias is not None,
-        HAS_LOWRANK=has_lowrank, BLOCK_M=block_m, BLOCK_N=EPILOGUE_BLOCK_N)
+        HAS_LOWRANK=has_lowrank, BLOCK_M=_pow2_at_least(m), BLOCK_N=epilogue_n)
     return y
 
 
@@ -207,8 +243,10 @@ def seeded_matmul(x, key, rows, cols, scale, transpose, bias, lowrank_u, lowrank
         return y
     if bias is not None:
         bias = bias.contiguous()  # the kernel reads bias[n] at unit stride
-    if _uses_sign_gemv(m, rows, cols, transpose, dist):
-        return _sign_gemv(x, key, rows, cols, scale, bias, lowrank_u, lowrank_v, y, generator)
+    kernel = _rademacher32_decode_kernel(x, rows, cols, transpose, dist)
+    if kernel is not None:
+        return _rademacher32_decode(kernel, x, key, rows, cols, scale, bias, lowrank_u,
+                                    lowrank_v, y, generator)
     block_m, block_n, block_k, warps, use_dot = _decode_config(m, n, transpose, x.device)
     # grouped hashes run along W's rows: the k axis in the forward, n in the transpose
     block_cols = block_n if transpose else block_k
