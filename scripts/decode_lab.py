@@ -1,14 +1,20 @@
 """Decode lab: one device call that checks and times candidate decode kernels against
-cuBLAS and the shipped kernel (METHOD.md: one script, many variants).
+cuBLAS and the shipped kernels (METHOD.md: one script, many variants), plus profiles of
+the training, PMV and row-sparse paths.
 
-    python scripts/decode_lab.py [--quick]
+    python scripts/decode_lab.py [--quick] [--sections decode,training,pmv,sparse]
+                                 [--candidates mma,tc,group]
 
-The kept design is randfx's own `rademacher32_gemv_kernel` (timed here as
-`shipped_rademacher32`); this script keeps the rejected candidates and their checks:
+The kept designs are randfx's own kernels: `shipped_rademacher32` times the dispatch
+(`rademacher32_gemv_kernel` at 1-2 rows, `rademacher32_mma_kernel` above); the "mma"
+candidates time the tensor-core kernel under other launch configurations. This script
+keeps the rejected candidates and their checks:
 
-Candidate: "swap-AB" tensor-core decode, y^T = W @ x^T, W's tile generated in registers
-as the dot's first operand, x^T (rows padded to 16) as the second; split-K partials in
-fp32 summed by torch.
+Candidate "tc": "swap-AB" tensor-core decode, y^T = W @ x^T, W's tile generated in
+registers as the dot's first operand (per-element bit positions), x^T (rows padded to
+16) as the second; split-K partials in fp32 summed by torch.
+Candidate "group": one 32-column hash group per [BLOCK_N, 32] tile (FMA, sign-flip xor,
+or tl.dot).
 """
 
 import argparse
