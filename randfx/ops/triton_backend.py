@@ -45,10 +45,12 @@ DECODE_CONFIGS = {1: (1, 16, 512, 4, False), 2: (2, 16, 256, 4, False),
                   256: (128, 128, 64, 8, True)}
 # rows-of-x bucket -> (BLOCK_N, GROUPS of 32 columns, num_warps) of the rademacher32
 # CUDA-core decode kernel; its grid is split along K until about SPLIT_PROGRAMS_PER_SM
-# programs per SM run. Measured on an H100 (scripts/decode_lab.py, docs/performance.md).
+# programs per SM run, in at most SIGN_GEMV_MAX_SPLITS splits. Measured on an H100
+# (scripts/decode_lab.py, docs/performance.md).
 SIGN_GEMV_CONFIGS = {1: (64, 16, 4), 2: (64, 32, 4)}
 SIGN_GEMV_MAX_ROWS = 2
-SPLIT_PROGRAMS_PER_SM = 4
+SPLIT_PROGRAMS_PER_SM = 8
+SIGN_GEMV_MAX_SPLITS = 4
 # the tensor-core rademacher32 decode kernel above SIGN_GEMV_MAX_ROWS rows (x padded to
 # 16 rows): (BLOCK_N, GROUPS, num_warps, num_stages); its split target, capped because
 # every split adds an m x rows fp32 partial for the epilogue to read
@@ -186,7 +188,7 @@ def _rademacher32_decode(kernel, x, key, rows, cols, scale, bias, u, v, y, gener
         block_m = _pow2_at_least(m)
         block_n, groups, warps = SIGN_GEMV_CONFIGS[block_m]
         launch, programs_per_sm, max_splits, options = (
-            rademacher32_gemv_kernel, SPLIT_PROGRAMS_PER_SM, cols, {})
+            rademacher32_gemv_kernel, SPLIT_PROGRAMS_PER_SM, SIGN_GEMV_MAX_SPLITS, {})
     else:
         block_m = max(16, _pow2_at_least(m))  # tl.dot's minimum N
         block_n, groups, warps, stages = SIGN_MMA_CONFIG
