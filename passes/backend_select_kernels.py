@@ -88,7 +88,7 @@ def run(gm: torch.fx.GraphModule) -> bool:
         if not isinstance(m, int):
             mark(node, NAME, kernel="runtime", rows=str(m))
             continue
-        kernel = roofline.choose_kernel(m)
+        kernel = roofline.choose_kernel(m, args[10], x_val.dtype, args[5])
         if kernel != "materialize":
             mark(node, NAME, kernel=kernel, rows=m)
             continue

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import TRITON_DEVICES
-from randfx.ops import library, triton_backend
+from randfx.ops import heuristics, library, triton_backend
 
 KEY = 0x9E3779B9 + 12345  # above 2^31: exercises the uint32 key conversion in the kernels
 
@@ -113,12 +113,27 @@ def test_rademacher32_decode_kernel_choice():
     def choice(rows, dtype=torch.bfloat16, cols=320, transpose=False, dist="rademacher32"):
         x = torch.empty(rows, cols, dtype=dtype, device="meta")
         return triton_backend._rademacher32_decode_kernel(x, 24, cols, transpose, dist)
-    assert choice(1) == choice(triton_backend.SIGN_GEMV_MAX_ROWS) == "gemv"
-    assert choice(triton_backend.SIGN_GEMV_MAX_ROWS + 1) == choice(16) == "mma"
+    assert choice(1) == choice(heuristics.SIGN_GEMV_MAX_ROWS) == "gemv"
+    assert choice(heuristics.SIGN_GEMV_MAX_ROWS + 1) == choice(16) == "mma"
     assert choice(8, torch.float16) == "mma"
     assert choice(8, torch.float32) is None
     assert choice(8, cols=300) is None and choice(8, transpose=True) is None
     assert choice(8, dist="uniform8x4") is None
+
+
+def test_kernel_labels_follow_the_dispatch():
+    """randfx.roofline.choose_kernel (Triton-free: inspect and the compile backend) names
+    the kernel family the CUDA ops dispatch to."""
+    from randfx.roofline import choose_kernel
+    two, three = heuristics.SIGN_GEMV_MAX_ROWS, heuristics.SIGN_GEMV_MAX_ROWS + 1
+    assert choose_kernel(two, "rademacher32", torch.bfloat16) == "gemv"
+    assert choose_kernel(three, "rademacher32", torch.bfloat16) == "gemm"
+    assert choose_kernel(three, "rademacher32", torch.float32) == "gemv"
+    assert choose_kernel(three, "rademacher32", torch.float16, transpose=True) == "gemv"
+    assert choose_kernel(8, "uniform8x4", torch.bfloat16) == "gemv"
+    assert choose_kernel(9, "uniform8x4", torch.bfloat16) == "gemm"
+    assert choose_kernel(heuristics.FUSED_MAX_ROWS + 1, "rademacher32", torch.bfloat16) \
+        == "materialize"
 
 
 @pytest.mark.parametrize("device", TRITON_DEVICES)

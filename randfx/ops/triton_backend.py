@@ -10,8 +10,8 @@ Shape heuristic for y = x @ W^T with W generated (`seeded_matmul`):
   and used at once, zero bytes of W in memory. Per row bucket (`DECODE_CONFIGS`): a
   broadcast multiply-sum (measured best up to 8 rows) or tensor-core tl.dot (16 rows).
   The rademacher32 stream (forward layout, in_features a multiple of 32) has its own
-  kernels, split over K, then `split_k_epilogue_kernel`: up to SIGN_GEMV_MAX_ROWS rows
-  `rademacher32_gemv_kernel` (CUDA cores; 1.6-2.4x the general kernel at one row on an
+  kernels, split over K, then `split_k_epilogue_kernel`: up to heuristics.SIGN_GEMV_MAX_ROWS
+  rows `rademacher32_gemv_kernel` (CUDA cores; 1.6-2.4x the general kernel at one row on an
   H100), more rows of 16-bit x `rademacher32_mma_kernel` (tensor cores; 1.2-1.8x cuBLAS
   at 4-16 rows, where the general kernel gives 0.5-1.4x). fp32 x keeps the general
   kernel, which does not round it to 16 bits.
@@ -47,17 +47,15 @@ DECODE_CONFIGS = {1: (1, 16, 512, 4, False), 2: (2, 16, 256, 4, False),
 # CUDA-core decode kernel; its grid is split along K until about SPLIT_PROGRAMS_PER_SM
 # programs per SM run, in at most SIGN_GEMV_MAX_SPLITS splits. Measured on an H100
 # (scripts/decode_lab.py, docs/performance.md).
-SIGN_GEMV_CONFIGS = {1: (64, 16, 4), 2: (64, 32, 4)}
-SIGN_GEMV_MAX_ROWS = 2
+SIGN_GEMV_CONFIGS = {1: (64, 16, 4), 2: (64, 32, 4)}  # buckets up to SIGN_GEMV_MAX_ROWS
 SPLIT_PROGRAMS_PER_SM = 8
 SIGN_GEMV_MAX_SPLITS = 4
-# the tensor-core rademacher32 decode kernel above SIGN_GEMV_MAX_ROWS rows (x padded to
+# the tensor-core rademacher32 decode kernel above heuristics.SIGN_GEMV_MAX_ROWS rows (x padded to
 # 16 rows): (BLOCK_N, GROUPS, num_warps, num_stages); its split target, capped because
 # every split adds an m x rows fp32 partial for the epilogue to read
 SIGN_MMA_CONFIG = (128, 2, 4, 3)
 SIGN_MMA_PROGRAMS_PER_SM = 8
 SIGN_MMA_MAX_SPLITS = 8
-SIGN_MMA_DTYPES = (torch.bfloat16, torch.float16)
 EPILOGUE_BLOCK_N = (32, 256)  # the split-K epilogue's columns per program: min, max
 MATERIALIZE_BLOCK = (8, 512, 4)  # BLOCK_R, BLOCK_C, num_warps (H100: 16.8 us for 4096^2 bf16)
 MATERIALIZE_LOWRANK_BLOCK = (64, 64, 4)  # adapter folded in on tensor cores (26.5 us)
@@ -171,10 +169,10 @@ def _rademacher32_decode_kernel(x, rows, cols, transpose, dist):
     log2_values, narrow, _ = tile_plan(dist, 0, rows * cols - 1, cols, 32)
     if log2_values != 5 or not narrow:
         return None
-    if x.shape[0] <= SIGN_GEMV_MAX_ROWS:
+    if x.shape[0] <= heuristics.SIGN_GEMV_MAX_ROWS:
         return "gemv"
     # 16-bit x on tensor cores; on CPU (the interpreter's tests) any float x runs it too
-    if x.dtype in SIGN_MMA_DTYPES or x.device.type == "cpu":
+    if str(x.dtype) in heuristics.SIXTEEN_BIT or x.device.type == "cpu":
         return "mma"
     return None
 
