@@ -44,21 +44,23 @@ DECODE_CONFIGS = {1: (1, 16, 512, 4, False), 2: (2, 16, 256, 4, False),
                   64: (64, 64, 64, 4, True), 128: (64, 128, 64, 8, True),
                   256: (128, 128, 64, 8, True)}
 # rows-of-x bucket -> (BLOCK_N, GROUPS of 32 columns, num_warps) of the rademacher32
-# CUDA-core decode kernel; its grid is split along K until about SPLIT_PROGRAMS_PER_SM
+# CUDA-core decode kernel; its grid is split along K until about SIGN_GEMV_PROGRAMS_PER_SM
 # programs per SM run, in at most SIGN_GEMV_MAX_SPLITS splits. Measured on an H100
 # (scripts/decode_lab.py, docs/performance.md).
 SIGN_GEMV_CONFIGS = {1: (64, 16, 4), 2: (64, 32, 4)}  # buckets up to SIGN_GEMV_MAX_ROWS
-SPLIT_PROGRAMS_PER_SM = 8
+SIGN_GEMV_PROGRAMS_PER_SM = 8
 SIGN_GEMV_MAX_SPLITS = 4
-# the tensor-core rademacher32 decode kernel above heuristics.SIGN_GEMV_MAX_ROWS rows (x padded to
-# 16 rows): (BLOCK_N, GROUPS, num_warps, num_stages); its split target, capped because
-# every split adds an m x rows fp32 partial for the epilogue to read
+# the tensor-core rademacher32 decode kernel above heuristics.SIGN_GEMV_MAX_ROWS rows
+# (x padded to 16 rows): (BLOCK_N, GROUPS, num_warps, num_stages); its split target,
+# capped because every split adds an m x rows fp32 partial for the epilogue to read
 SIGN_MMA_CONFIG = (128, 2, 4, 3)
 SIGN_MMA_PROGRAMS_PER_SM = 8
 SIGN_MMA_MAX_SPLITS = 8
 EPILOGUE_BLOCK_N = (32, 256)  # the split-K epilogue's columns per program: min, max
-MATERIALIZE_BLOCK = (8, 512, 4)  # BLOCK_R, BLOCK_C, num_warps (H100: 16.8 us for 4096^2 bf16)
-MATERIALIZE_LOWRANK_BLOCK = (64, 64, 4)  # adapter folded in on tensor cores (26.5 us)
+# BLOCK_R, BLOCK_C, num_warps of `materialize`, plain and with an adapter folded in on
+# tensor cores (H100, 4096^2 bf16: 16.8 us and 26.5 us)
+MATERIALIZE_BLOCK = (8, 512, 4)
+MATERIALIZE_LOWRANK_BLOCK = (64, 64, 4)
 RANK_BLOCK = 16  # adapter ranks per tl.dot in the fold (its minimum K)
 FLAT_ROW = 1024  # generate_weight views its output as rows of this many values
 PMV_BLOCK = (64, 128, 4)  # BLOCK_J, BLOCK_K, num_warps
@@ -186,7 +188,7 @@ def _rademacher32_decode(kernel, x, key, rows, cols, scale, bias, u, v, y, gener
         block_m = _pow2_at_least(m)
         block_n, groups, warps = SIGN_GEMV_CONFIGS[block_m]
         launch, programs_per_sm, max_splits, options = (
-            rademacher32_gemv_kernel, SPLIT_PROGRAMS_PER_SM, SIGN_GEMV_MAX_SPLITS, {})
+            rademacher32_gemv_kernel, SIGN_GEMV_PROGRAMS_PER_SM, SIGN_GEMV_MAX_SPLITS, {})
     else:
         block_m = max(16, _pow2_at_least(m))  # tl.dot's minimum N
         block_n, groups, warps, stages = SIGN_MMA_CONFIG
