@@ -143,9 +143,9 @@ def _op_cases():
         "seeded_matmul_t": (torch.randn(3, 4, dtype=F64, requires_grad=True), key, 4, 6, 0.5,
                             True, None, None, None, "pcg", "rademacher"),
         "seeded_lora_linear": (x, key, a, b, 0.5, 2.0, bias, "pcg", "uniform"),
-        # an op of the backward: no autograd of its own, so no input asks for grad
-        "seeded_lora_grad_input": (torch.randn(3, 4, dtype=F64), key, 0.5, a.detach(),
-                                   b.detach(), 2.0, "pcg", "rademacher32"),
+        # an op of the backward, differentiable for double backward
+        "seeded_lora_grad_input": (torch.randn(3, 4, dtype=F64, requires_grad=True), key, 0.5,
+                                   a, b, 2.0, "pcg", "rademacher32"),
         "subspace_weight": (alpha, key, 24, 3, 0.2, "pcg", "uniform"),
         "subspace_weight_backward": (g, key, 5, 3, 0.2, "pcg", "uniform"),
         "subspace_linear_weight": (key, 0.5, alpha, key2, 3, 0.2, 4, 6, "pcg", "uniform",
@@ -164,8 +164,7 @@ def test_opcheck(name):
     torch.library.opcheck(op, CASES[name])
 
 
-@pytest.mark.parametrize("name", sorted(n for n in CASES if n not in (
-    "generate_weight", "seeded_lora_grad_input")))
+@pytest.mark.parametrize("name", sorted(n for n in CASES if n != "generate_weight"))
 def test_gradcheck_float64(name):
     op = getattr(torch.ops.randfx, name.removesuffix("_t"))
     args = CASES[name]
@@ -192,6 +191,18 @@ def test_seeded_linear_backward_matches_dense_autograd():
     (x @ w.T).square().sum().backward()
     for got, t in zip(grads, (x, a, b)):
         assert torch.allclose(got, t.grad)
+
+
+def test_lora_double_backward():
+    """Second derivatives through a LoRA layer (gradient penalties, meta-learning): its
+    backward's ops are differentiable."""
+    x, a, b = (torch.randn(*shape, dtype=F64, requires_grad=True)
+               for shape in ((3, 6), (2, 6), (4, 2)))
+
+    def layer(x, a, b):
+        return ops.seeded_lora_linear(x, key_tensor(), a, b, 0.5, 2.0)
+
+    assert torch.autograd.gradgradcheck(layer, (x, a, b))
 
 
 def test_lora_grad_input_is_grad_y_times_the_adapted_weight():

@@ -481,6 +481,36 @@ def _lora_backward(ctx, grad_y):
 seeded_lora_linear_op.register_autograd(_lora_backward, setup_context=_lora_setup)
 
 
+def _lora_grad_input_setup(ctx, inputs, output):
+    grad_y, key, scale, lora_A, lora_B, lora_scaling, generator, dist = inputs
+    ctx.save_for_backward(grad_y, key, lora_A, lora_B)
+    ctx.meta = (scale, lora_scaling, generator, dist)
+
+
+def _lora_grad_input_backward(ctx, gg):
+    """Double backward through a LoRA layer: grad_x = g W, W = s R + c B A, so
+    d/dg = gg W^T (the forward op), d/dA = c (g B)^T gg, d/dB = c g^T (gg A^T)."""
+    grad_y, key, lora_A, lora_B = ctx.saved_tensors
+    scale, lora_scaling, generator, dist = ctx.meta
+    needs = ctx.needs_input_grad
+    dtype = _lora_dtype(grad_y, lora_A, lora_B)
+    g2, gg2 = _rows(grad_y).to(dtype), _rows(gg).to(dtype)
+    d_grad_y = d_a = d_b = None
+    if needs[0]:
+        d_grad_y = torch.ops.randfx.seeded_lora_linear(gg.to(grad_y.dtype), key, lora_A,
+                                                       lora_B, scale, lora_scaling, None,
+                                                       generator, dist)
+    if needs[3]:
+        d_a = (((g2 @ lora_B.to(dtype)).T @ gg2) * lora_scaling).to(lora_A.dtype)
+    if needs[4]:
+        d_b = ((g2.T @ (gg2 @ lora_A.to(dtype).T)) * lora_scaling).to(lora_B.dtype)
+    return d_grad_y, None, None, d_a, d_b, None, None, None
+
+
+seeded_lora_grad_input_op.register_autograd(_lora_grad_input_backward,
+                                            setup_context=_lora_grad_input_setup)
+
+
 def _subspace_weight_setup(ctx, inputs, output):
     alpha, key, numel, basis_offset, basis_scale, generator, dist, row_stride = inputs
     ctx.save_for_backward(key)
