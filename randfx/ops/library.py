@@ -456,23 +456,31 @@ def _lora_setup(ctx, inputs, output):
     ctx.bias_dtype = None if bias is None else bias.dtype
 
 
+def _adapter_grads(g, z, lora_A, lora_B, lora_scaling, need_a, need_b):
+    """(c (g B)^T z, c g^T (z A^T)), each only when asked: the adapter's gradients for
+    y = z (s R + c B A)^T with upstream g, and, with z = gg, the double backward's."""
+    dtype = _lora_dtype(z, lora_A, lora_B)
+    g2, z2 = _rows(g).to(dtype), _rows(z).to(dtype)
+    grad_a = grad_b = None
+    if need_a:
+        t = g2 @ lora_B.to(dtype)  # [M, r]: g projected onto the adapter's rank space
+        grad_a = ((t.T @ z2) * lora_scaling).to(lora_A.dtype)
+    if need_b:
+        grad_b = ((g2.T @ (z2 @ lora_A.to(dtype).T)) * lora_scaling).to(lora_B.dtype)
+    return grad_a, grad_b
+
+
 def _lora_backward(ctx, grad_y):
     x, key, lora_A, lora_B = ctx.saved_tensors
     scale, lora_scaling, generator, dist = ctx.meta
     needs = ctx.needs_input_grad
-    dtype = _lora_dtype(x, lora_A, lora_B)
-    g2, x2 = _rows(grad_y).to(dtype), _rows(x).to(dtype)
-    a, b = lora_A.to(dtype), lora_B.to(dtype)
-    grad_x = grad_a = grad_b = grad_bias = None
+    grad_x = grad_bias = None
     if needs[0]:
         grad_x = torch.ops.randfx.seeded_lora_grad_input(grad_y.to(x.dtype), key, scale,
                                                          lora_A, lora_B, lora_scaling,
                                                          generator, dist)
-    if needs[2]:
-        t = g2 @ b  # [M, r]: grad_y projected onto the adapter's rank space
-        grad_a = ((t.T @ x2) * lora_scaling).to(lora_A.dtype)
-    if needs[3]:
-        grad_b = ((g2.T @ (x2 @ a.T)) * lora_scaling).to(lora_B.dtype)
+    grad_a, grad_b = _adapter_grads(grad_y, x, lora_A, lora_B, lora_scaling, needs[2],
+                                    needs[3])
     if ctx.bias_dtype is not None and needs[6]:
         grad_bias = _rows(grad_y).sum(0).to(ctx.bias_dtype)
     return grad_x, None, grad_a, grad_b, None, None, grad_bias, None, None
@@ -493,17 +501,12 @@ def _lora_grad_input_backward(ctx, gg):
     grad_y, key, lora_A, lora_B = ctx.saved_tensors
     scale, lora_scaling, generator, dist = ctx.meta
     needs = ctx.needs_input_grad
-    dtype = _lora_dtype(grad_y, lora_A, lora_B)
-    g2, gg2 = _rows(grad_y).to(dtype), _rows(gg).to(dtype)
-    d_grad_y = d_a = d_b = None
+    d_grad_y = None
     if needs[0]:
         d_grad_y = torch.ops.randfx.seeded_lora_linear(gg.to(grad_y.dtype), key, lora_A,
                                                        lora_B, scale, lora_scaling, None,
                                                        generator, dist)
-    if needs[3]:
-        d_a = (((g2 @ lora_B.to(dtype)).T @ gg2) * lora_scaling).to(lora_A.dtype)
-    if needs[4]:
-        d_b = ((g2.T @ (gg2 @ lora_A.to(dtype).T)) * lora_scaling).to(lora_B.dtype)
+    d_a, d_b = _adapter_grads(grad_y, gg, lora_A, lora_B, lora_scaling, needs[3], needs[4])
     return d_grad_y, None, None, d_a, d_b, None, None, None
 
 
