@@ -285,7 +285,7 @@ def parse(argv=None):
                    default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--preset", choices=sorted(PRESETS), default="gpt2-small")
     p.add_argument("--wrap", choices=("ddp", "fsdp2", "pranc"), default="ddp")
-    p.add_argument("--scheme", choices=("random_base_lora", "subspace", "frozen"),
+    p.add_argument("--scheme", choices=("random_base_lora", "subspace", "frozen", "dense"),
                    default="random_base_lora")
     p.add_argument("--scope", choices=("layer", "global"), default="layer")
     p.add_argument("--rank", type=int, default=16, help="LoRA rank")
