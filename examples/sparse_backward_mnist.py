@@ -1,9 +1,12 @@
 """Seed 004 in a page: train an MNIST MLP with the random-walk sparse backward.
 
     python examples/sparse_backward_mnist.py [--paths 50] [--epochs 5] [--data DIR]
+                                             [--propagate kept_rows|all_rows]
 
 Each training step draws `paths` random walks backward from the output neurons; only
-the rows they visit get gradient (and only they carry gradient to the layer below).
+the rows they visit get gradient. With kept_rows (the default) only they carry gradient
+to the layer below; with all_rows (seed 004's semantics) the layer below gets the full
+gradient, which learns better with few paths.
 The full comparison table (full backprop vs 10/50/200 paths) is
 `python -m randfx.bench mnist`.
 """
@@ -20,6 +23,7 @@ parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("--paths", type=int, default=50)
 parser.add_argument("--epochs", type=int, default=5)
 parser.add_argument("--data", default=DEFAULT_DATA)
+parser.add_argument("--propagate", default="kept_rows", choices=("kept_rows", "all_rows"))
 args = parser.parse_args()
 
 device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -32,7 +36,8 @@ model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128), nn.Re
 
 # scheme "dense" keeps the weights as they are; the pass adds the sparse backward
 config = randfx.Config(scheme="dense",
-                       sparse_backward=randfx.SparseBackward(num_paths=args.paths))
+                       sparse_backward=randfx.SparseBackward(num_paths=args.paths,
+                                                             propagate=args.propagate))
 model = randfx.transform(model, config, torch.zeros(1, 784, device=device))
 plan = model.randfx_sparse_backward  # the sampler and the last draw of walks
 

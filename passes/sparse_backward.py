@@ -3,7 +3,9 @@
 Requires: ctx.model (emit), ctx.layer_graph (analyze), ctx.config.sparse_backward.
 Guarantees: every eligible layer of ctx.model runs a row-sparse backward: its forward is
 unchanged (dense, same values) and its backward flows only through the rows that this
-step's random walks visited (randfx.ops.row_sparse). Eligible: nn.Linear, transformers
+step's random walks visited (randfx.ops.row_sparse); with propagate="all_rows" only its
+weight and bias gradients are restricted to those rows and its input gradient is dense.
+Eligible: nn.Linear, transformers
 Conv1D, nn.Conv1d/2d/3d with padding_mode "zeros" and numeric padding, and the seeded
 layers of every scheme (randfx.modules). Walks are drawn by randfx.random_walk over the
 layer graph restricted to eligible layers; they start at the eligible layers that feed
@@ -72,26 +74,29 @@ def _conv_args(module):
     return module.stride, module.padding, module.dilation, module.groups
 
 
-def _sparse_forward(rule: str, module: nn.Module, x: torch.Tensor, rows: torch.Tensor):
+def _sparse_forward(rule: str, module: nn.Module, x: torch.Tensor, rows: torch.Tensor,
+                    all_rows: bool):
     if rule == "linear":
-        return row_sparse_linear(x, module.weight, module.bias, rows)
+        return row_sparse_linear(x, module.weight, module.bias, rows, all_rows)
     if rule == "hf_conv1d":  # weight is (in, out)
-        return row_sparse_linear(x, module.weight.t(), module.bias, rows)
+        return row_sparse_linear(x, module.weight.t(), module.bias, rows, all_rows)
     if rule == "conv":
-        return row_sparse_conv(x, module.weight, module.bias, rows, *_conv_args(module))
+        return row_sparse_conv(x, module.weight, module.bias, rows, *_conv_args(module),
+                               all_rows)
     if rule == "seeded_conv":
         weight = module.dense_weight(module._dtype(x))
-        return row_sparse_conv(x, weight, module.bias, rows, *_conv_args(module._template))
+        return row_sparse_conv(x, weight, module.bias, rows, *_conv_args(module._template),
+                               all_rows)
     out = module.out_features
     y = row_sparse_seeded_linear(x, module.seed, module.scale, module.bias, rows, out,
-                                 module.generator, module.dist)
+                                 module.generator, module.dist, all_rows)
     if isinstance(module, SeededLoRA):
         hidden = F.linear(x, module.lora_A.to(x.dtype))
         y = y + row_sparse_linear(hidden, (module.lora_B * module.lora_scaling).to(x.dtype),
-                                  None, rows)
+                                  None, rows, all_rows)
     elif isinstance(module, SeededSubspace):
         delta = module.delta_weight().reshape(out, -1).to(x.dtype)
-        y = y + row_sparse_linear(x, delta, None, rows)
+        y = y + row_sparse_linear(x, delta, None, rows, all_rows)
     return y
 
 
@@ -141,15 +146,16 @@ class RowSparseForward:
     """The instance-level forward of one eligible layer: the module's own forward while
     `rows` is None (evaluation, no grad), else the row-sparse op over `rows`."""
 
-    def __init__(self, module: nn.Module, rule: str):
+    def __init__(self, module: nn.Module, rule: str, all_rows: bool):
         self.module = module
         self.rule = rule
+        self.all_rows = all_rows
         self.rows: Optional[torch.Tensor] = None
 
     def __call__(self, x, *args, **kwargs):
         if self.rows is None or not torch.is_grad_enabled() or args or kwargs:
             return type(self.module).forward(self.module, x, *args, **kwargs)
-        return _sparse_forward(self.rule, self.module, x, self.rows)
+        return _sparse_forward(self.rule, self.module, x, self.rows, self.all_rows)
 
 
 STEP_BUFFER = "randfx_walk_step"
@@ -176,7 +182,8 @@ class SparseBackwardPlan:
             key=self.seed)
         self.outputs = self.sampler.outputs
         self.unreachable = self.sampler.unreachable
-        self.layers = {name: RowSparseForward(modules[name], rules[name])
+        all_rows = options.propagate == "all_rows"
+        self.layers = {name: RowSparseForward(modules[name], rules[name], all_rows)
                        for name in self.sampler.reachable}
         self.last_sample = None
         self.root = root

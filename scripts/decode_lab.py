@@ -291,7 +291,8 @@ def sparse_section(t_us):
         rows_padded = torch.cat([rows, torch.full((keep // 8,), -1, device=dev)])
 
         def shipped():
-            return row_sparse_linear_backward(g, x, w, rows_padded, True, True, False)[:2]
+            return row_sparse_linear_backward(g, x, w, rows_padded, True, True, False,
+                                              False)[:2]
 
         def one_gather(index_fn):
             def run():

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import randfx
+from randfx.modules import SeededLayer, SeededLoRA
 from randfx.passes.sparse_backward import strip_sparse_backward
 
 
@@ -141,6 +142,56 @@ def test_mlp_grads_equal_masked_dense_backward(scheme):
         assert torch.equal(model.state_dict()[name], value)
 
 
+def _all_rows_reference(transformed, x):
+    """propagate="all_rows" by hand on a pass-free copy: each layer's output gradient is
+    masked to the drawn rows for its own tensors, and the rest of the gradient (outside
+    the rows) reaches the layer's input, and a LoRA layer's lora_A, through a term that
+    adds zero to the output: rest - rest.detach(), rest = x @ W^T with the row-indexed
+    tensors (weight, lora_B, the subspace delta) detached."""
+    plan = transformed.randfx_sparse_backward
+    reference = strip_sparse_backward(copy.deepcopy(transformed))
+    modules = dict(reference.named_modules())
+    for name, rows in plan.last_sample.rows.items():
+        mask = torch.zeros(plan.sampler.layers[name].out_features, device=rows.device)
+        mask[rows[rows >= 0]] = 1.0
+
+        def hook(module, inputs, output, mask=mask):
+            mask = mask.to(output.dtype)
+            if isinstance(module, SeededLoRA):
+                delta = module.lora_B.detach() @ module.lora_A * module.lora_scaling
+                weight = module.base_weight(output.dtype) + delta.view(module.weight_shape)
+            elif isinstance(module, SeededLayer):
+                weight = module.dense_weight().detach()
+            else:
+                weight = module.weight.detach()
+            output.register_hook(lambda g: g * mask)
+            rest = F.linear(inputs[0], weight)
+            if not rest.requires_grad:  # the first layer of a frozen scheme
+                return output
+            rest = rest - rest.detach()
+            rest.register_hook(lambda g: g * (1 - mask))
+            return output + rest
+        modules[name].register_forward_hook(hook)
+    reference.train()
+    _loss(reference, x).backward()
+    return {n: p.grad for n, p in reference.named_parameters()}
+
+
+@pytest.mark.parametrize("scheme", ["dense", "frozen", "random_base_lora", "subspace",
+                                    "subspace-global"])
+def test_all_rows_masks_each_layers_own_gradients_and_propagates_densely(scheme):
+    model, x = _mlp(), torch.randn(7, 10, dtype=torch.float64)
+    t = _transform(model, x, scheme, temperature=0.5, epsilon=0.1, propagate="all_rows")
+    with torch.no_grad():
+        for p in t.parameters():
+            p.normal_()
+    got = _sparse_grads(t, x)
+    _assert_grads_equal(got, _all_rows_reference(t, x))
+    # the same draw under contract 6's "kept_rows" gives the lower layers less gradient
+    kept_rows = _masked_reference(t, x)
+    assert any(not torch.allclose(got[n], kept_rows[n]) for n in got if got[n] is not None)
+
+
 def test_state_dict_is_emits_and_eval_is_dense():
     model, x = _mlp(), torch.randn(3, 10, dtype=torch.float64)
     t = _transform(model, x)
@@ -239,7 +290,9 @@ def test_no_eligible_layer_is_refused():
 
 @pytest.mark.parametrize("kwargs,match", [({"num_paths": 0}, "num_paths"),
                                           ({"num_paths": 3, "temperature": 0}, "temperature"),
-                                          ({"num_paths": 3, "epsilon": 2}, "epsilon")])
+                                          ({"num_paths": 3, "epsilon": 2}, "epsilon"),
+                                          ({"num_paths": 3, "propagate": "some"},
+                                           "propagate")])
 def test_bad_options_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
         randfx.SparseBackward(**kwargs)
@@ -267,11 +320,12 @@ def test_hf_gpt2_trains_with_sparse_backward():
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("propagate", ["kept_rows", "all_rows"])
 @pytest.mark.parametrize("scheme", ["dense", "frozen", "random_base_lora"])
-def test_cuda_pass_equals_masked_dense_backward(scheme):
-    """The same check on the GPU: Triton backward kernels, sampler on the device."""
+def test_cuda_pass_equals_masked_dense_backward(scheme, propagate):
+    """The same checks on the GPU: Triton backward kernels, sampler on the device."""
     model, x = _mlp((64, 96, 80, 10)).float(), torch.randn(33, 64)
-    t = _transform(model, x, scheme, paths=20, temperature=0.7).cuda()
+    t = _transform(model, x, scheme, paths=20, temperature=0.7, propagate=propagate).cuda()
     if scheme == "random_base_lora":
         with torch.no_grad():
             for n, p in t.named_parameters():
@@ -280,7 +334,8 @@ def test_cuda_pass_equals_masked_dense_backward(scheme):
     x = x.cuda()
     got = _sparse_grads(t, x)
     assert all(r.is_cuda for r in t.randfx_sparse_backward.last_sample.rows.values())
-    _assert_grads_equal(got, _masked_reference(t, x), tol=1e-4)
+    reference = _masked_reference if propagate == "kept_rows" else _all_rows_reference
+    _assert_grads_equal(got, reference(t, x), tol=1e-4)
 
 
 def test_a_deep_copy_walks_on_its_own_weights():

@@ -16,7 +16,8 @@ def test_sparse_backward_bench_writes_rows(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert [r["keep"] for r in rows] == ["1/64", "1/32", "1/16", "1/8", "1/4", "1/2"]
     assert [r["rows"] for r in rows] == [2, 4, 8, 16, 32, 64]
-    assert all(r["sparse_ms"] > 0 and r["seeded_gx_ms"] > 0 and r["sample_ms"] > 0 for r in rows)
+    assert all(r["sparse_ms"] > 0 and r["all_rows_ms"] > 0 and r["seeded_gx_ms"] > 0
+               and r["sample_ms"] > 0 for r in rows)
 
 
 @pytest.mark.skipif(not os.path.isdir(mnist.DEFAULT_DATA), reason="MNIST files not present")

@@ -93,22 +93,25 @@ def test_gradcheck_and_opcheck():
     weighting = _mask(rows, 5)  # the function of rows I alone has the sparse gradient
     assert torch.autograd.gradcheck(
         lambda x, w, b: row_sparse_linear(x, w, b, rows) * weighting, (x, w, b))
-    torch.library.opcheck(torch.ops.randfx.row_sparse_linear.default, (x, w, b, rows))
-    torch.library.opcheck(torch.ops.randfx.row_sparse_linear.default, (x, w, None, rows))
     g = torch.randn(4, 5, dtype=torch.float64)
     torch.library.opcheck(torch.ops.randfx.row_sparse_grad_input.default, (g, w.detach(), rows))
     torch.library.opcheck(torch.ops.randfx.row_sparse_grad_weight.default,
                           (g, x.detach(), rows, 5, True))
-    for needs in ((True, True, True), (False, True, False), (True, False, False)):
-        torch.library.opcheck(torch.ops.randfx.row_sparse_linear_backward.default,
-                              (g, x.detach(), w.detach(), rows, *needs))
     key = torch.tensor(7, dtype=torch.int64)
-    torch.library.opcheck(torch.ops.randfx.row_sparse_seeded_linear.default,
-                          (x, key, 0.5, b, rows, 5, "pcg", "uniform"))
-    torch.library.opcheck(torch.ops.randfx.row_sparse_conv.default,
-                          (torch.randn(2, 3, 5, 5, dtype=torch.float64, requires_grad=True),
-                           torch.randn(4, 3, 3, 3, dtype=torch.float64, requires_grad=True),
-                           None, _rows([0, 2], 3), [1, 1], [1, 1], [1, 1], 1))
+    for all_rows in (False, True):
+        torch.library.opcheck(torch.ops.randfx.row_sparse_linear.default,
+                              (x, w, b, rows, all_rows))
+        torch.library.opcheck(torch.ops.randfx.row_sparse_linear.default,
+                              (x, w, None, rows, all_rows))
+        for needs in ((True, True, True), (False, True, False), (True, False, False)):
+            torch.library.opcheck(torch.ops.randfx.row_sparse_linear_backward.default,
+                                  (g, x.detach(), w.detach(), rows, *needs, all_rows))
+        torch.library.opcheck(torch.ops.randfx.row_sparse_seeded_linear.default,
+                              (x, key, 0.5, b, rows, 5, "pcg", "uniform", all_rows))
+        torch.library.opcheck(torch.ops.randfx.row_sparse_conv.default,
+                              (torch.randn(2, 3, 5, 5, dtype=torch.float64, requires_grad=True),
+                               torch.randn(4, 3, 3, 3, dtype=torch.float64, requires_grad=True),
+                               None, _rows([0, 2], 3), [1, 1], [1, 1], [1, 1], 1, all_rows))
 
 
 @pytest.mark.parametrize("generator,dist", [("pcg", "uniform"), ("squirrel5", "rademacher"),
@@ -145,6 +148,87 @@ def test_lora_term_gets_gradient_only_through_rows():
     for got, want in zip(sparse, dense):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
     assert torch.count_nonzero(sparse[1].abs().sum(1)) == 2
+
+
+def _dense_then_masked(fn, inputs, grad, masked_rows):
+    """Seed 004's semantics (propagate_all_rows): the plain dense backward of fn, then
+    the gradients of the inputs at positions `masked_rows` (row-indexed by the output)
+    zeroed outside `mask`: {position: mask}."""
+    grads = list(torch.autograd.grad(fn(*inputs), inputs, grad))
+    for position, mask in masked_rows.items():
+        shape = [-1] + [1] * (grads[position].dim() - 1)
+        grads[position] = grads[position] * mask.view(shape)
+    return grads
+
+
+def test_linear_all_rows_masks_weight_gradients_and_propagates_densely():
+    torch.manual_seed(10)
+    x = torch.randn(3, 5, 12, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(9, 12, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(9, dtype=torch.float64, requires_grad=True)
+    rows = _rows([0, 3, 4, 8], 6)
+    grad = torch.randn(3, 5, 9, dtype=torch.float64)
+    got = torch.autograd.grad(row_sparse_linear(x, w, b, rows, propagate_all_rows=True),
+                              (x, w, b), grad)
+    mask = _mask(rows, 9)
+    want = _dense_then_masked(F.linear, (x, w, b), grad, {1: mask, 2: mask})
+    for g, e in zip(got, want):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-12)
+    kept_only = torch.autograd.grad(row_sparse_linear(x, w, b, rows), (x,), grad)[0]
+    assert not torch.allclose(got[0], kept_only)  # the input gradient is the dense one
+
+
+def test_seeded_all_rows_propagates_through_every_row_of_r():
+    torch.manual_seed(11)
+    out, inp, key, scale = 9, 13, 99, 0.5
+    weight = generate((out, inp), key=key).to(torch.float64) * scale
+    x = torch.randn(6, inp, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(out, dtype=torch.float64, requires_grad=True)
+    rows = _rows([1, 7], 4)
+    grad = torch.randn(6, out, dtype=torch.float64)
+    y = row_sparse_seeded_linear(x, torch.tensor(key), scale, b, rows, out,
+                                 propagate_all_rows=True)
+    got = torch.autograd.grad(y, (x, b), grad)
+    want = _dense_then_masked(lambda x, b: F.linear(x, weight, b), (x, b), grad,
+                              {1: _mask(rows, out)})
+    for g, e in zip(got, want):
+        torch.testing.assert_close(g, e, rtol=1e-7, atol=1e-7)
+
+
+def test_lora_term_all_rows_masks_only_the_row_factor():
+    """propagate_all_rows on the LoRA composition: the row-indexed factor (a, rows of
+    a @ b) gets gradient in rows I; b and x, upstream of it, get the dense gradient."""
+    torch.manual_seed(12)
+    x = torch.randn(5, 8, dtype=torch.float64, requires_grad=True)
+    a = torch.randn(6, 2, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(2, 8, dtype=torch.float64, requires_grad=True)
+    rows = _rows([1, 4], 3)
+    grad = torch.randn(5, 6, dtype=torch.float64)
+    got = torch.autograd.grad(
+        row_sparse_linear(F.linear(x, b), a, None, rows, propagate_all_rows=True),
+        (x, a, b), grad)
+    want = _dense_then_masked(lambda x, a, b: F.linear(x, a @ b), (x, a, b), grad,
+                              {1: _mask(rows, 6)})
+    for g, e in zip(got, want):
+        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_conv_all_rows_masks_weight_gradients_and_propagates_densely(groups):
+    torch.manual_seed(13)
+    x = torch.randn(2, 4, 7, 7, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, 4 // groups, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    rows = _rows([0, 3, 5], 4)
+    y = row_sparse_conv(x, w, b, rows, [2, 2], [1, 1], [1, 1], groups,
+                        propagate_all_rows=True)
+    conv = lambda x, w, b: F.conv2d(x, w, b, 2, 1, 1, groups)  # noqa: E731
+    grad = torch.randn_like(y)
+    got = torch.autograd.grad(y, (x, w, b), grad)
+    mask = _mask(rows, 6)
+    want = _dense_then_masked(conv, (x, w, b), grad, {1: mask, 2: mask})
+    for g, e in zip(got, want):
+        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("groups", [1, 2])

@@ -9,7 +9,8 @@ step) and their fraction of full's; ms/step (forward + backward + Adam step + th
 averaged over all steps; the models train in lockstep on the same batches, each step
 timed alone, so every method sees the same machine load); sample ms (one draw of the
 walks alone, median, so the sampler's share is visible); ratio = ms/step of full /
-ms/step of this run. --temperature/--epsilon/--weighting set the walk options.
+ms/step of this run. --temperature/--epsilon/--weighting/--propagate set the
+randfx.SparseBackward options.
 The data are read from gzip IDX files by path, never downloaded.
 """
 
@@ -158,10 +159,13 @@ def main(argv=None) -> int:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--epsilon", type=float, default=0.0)
     p.add_argument("--weighting", default="magnitude", choices=("magnitude", "uniform"))
+    p.add_argument("--propagate", default="kept_rows", choices=("kept_rows", "all_rows"),
+                   help="all_rows: seed 004's semantics (weight gradients masked to the "
+                        "rows, input gradients dense)")
     args = p.parse_args(argv)
     paths = [int(n) for n in args.paths.split(",") if n]
     walk = {"temperature": args.temperature, "epsilon": args.epsilon,
-            "weighting": args.weighting}
+            "weighting": args.weighting, "propagate": args.propagate}
     rows = run(paths, data_dir=args.data, epochs=args.epochs, device=args.device,
                train_limit=args.train_limit, seed=args.seed, **walk)
     columns = ["method", "accuracy", "row_updates", "update_fraction", "ms_per_step",

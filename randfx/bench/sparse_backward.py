@@ -6,7 +6,9 @@ For each keep fraction (1/64 ... 1/2 of the output rows, a sorted random subset,
 sampler hands them over): dense = grad_x = g @ W and grad_W = g^T @ x (cuBLAS / ATen);
 sparse = `row_sparse_linear_backward`, what the row-sparse linear's autograd runs (one
 gather of the kept columns of g, one GEMM each for grad_x and grad_W, a row copy into a
-zeroed grad_W). seeded_gx = grad_x of a seeded weight, generating only the kept rows of
+zeroed grad_W). all_rows = the same op with propagate_all_rows (SparseBackward
+propagate="all_rows": grad_x = g @ W through every row, grad_W in the kept rows only).
+seeded_gx = grad_x of a seeded weight, generating only the kept rows of
 R, against dense_gx = g @ W alone. sample = one draw of that many walks over a two-layer
 chain of the same shape (the sampler's cost for one layer); speedup_incl_sample counts it.
 Default shape 8192 tokens x 4096 x 4096 (bf16 on CUDA); --quick 256 x 512 x 512 (CPU).
@@ -54,8 +56,8 @@ def run(tokens, out_features, in_features, dtype, device):
         keep = out_features // n
         rows = torch.randperm(out_features, device=device, generator=gen)[:keep].sort().values
 
-        def sparse():
-            return row_sparse_linear_backward(g, x, w, rows, True, True, False)
+        def sparse(all_rows=False):
+            return row_sparse_linear_backward(g, x, w, rows, True, True, False, all_rows)
 
         def seeded_gx():
             return row_sparse_seeded_grad_input(g, key, 0.01, in_features, rows,
@@ -63,11 +65,13 @@ def run(tokens, out_features, in_features, dtype, device):
 
         sampler = _sampler(w, keep, device)
         sparse_ms = time_ms(sparse)
+        all_rows_ms = time_ms(lambda: sparse(all_rows=True))
         seeded_ms = time_ms(seeded_gx)
         sample_ms = time_ms(sampler.sample)
         rows_out.append({
             "keep": f"1/{n}", "rows": keep, "dense_ms": dense_ms, "sparse_ms": sparse_ms,
-            "speedup": dense_ms / sparse_ms, "dense_gx_ms": dense_gx_ms,
+            "speedup": dense_ms / sparse_ms, "all_rows_ms": all_rows_ms,
+            "all_rows_speedup": dense_ms / all_rows_ms, "dense_gx_ms": dense_gx_ms,
             "seeded_gx_ms": seeded_ms, "seeded_gx_speedup": dense_gx_ms / seeded_ms,
             "sample_ms": sample_ms, "speedup_incl_sample": dense_ms / (sparse_ms + sample_ms)})
     return rows_out
@@ -86,7 +90,8 @@ def main(argv=None) -> int:
     tokens, features = args.tokens or tokens, args.features or features
     dtype = DTYPES[args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
     rows = run(tokens, features, features, dtype, device)
-    columns = ["keep", "rows", "dense_ms", "sparse_ms", "speedup", "dense_gx_ms",
+    columns = ["keep", "rows", "dense_ms", "sparse_ms", "speedup", "all_rows_ms",
+               "all_rows_speedup", "dense_gx_ms",
                "seeded_gx_ms", "seeded_gx_speedup", "sample_ms", "speedup_incl_sample"]
     common.emit("sparse_backward", rows, columns, device=device, json_path=args.json,
                 notes={"tokens": tokens, "out_features": features, "in_features": features,

@@ -18,6 +18,12 @@ weights regenerate only rows I of R in the grad_x kernel. A LoRA term A @ B over
 base is row_sparse_linear(F.linear(x, B), A, None, rows): rows I of A @ B are A[I] @ B, so
 A gets gradient in rows I and B through them.
 
+With `propagate_all_rows=True` (SparseBackward(propagate="all_rows"), seed 004's own
+semantics: a dense backward whose weight gradients are masked to the kept rows) the
+weight and bias gradients are the same, but grad_x = g @ W through every row, so the
+layers below see the full gradient. For a LoRA term this leaves B's gradient in rows I
+and gives A (input side of the product, like a layer below) the full gradient.
+
 Every device runs the same torch formulation: gather the kept columns of g (and, for a
 seeded weight, generate only rows I of R from the stream, on the device), one dense GEMM
 each for grad_x and grad_weight (cuBLAS on a GPU), and a row scatter into the gradient.
@@ -129,22 +135,27 @@ def _(grad, x, rows, out_features, with_bias):
 
 @torch.library.custom_op("randfx::row_sparse_linear_backward", mutates_args=())
 def row_sparse_linear_backward(grad: Tensor, x: Tensor, weight: Tensor, rows: Tensor,
-                               need_input: bool, need_weight: bool,
-                               with_bias: bool) -> Tuple[Tensor, Tensor, Tensor]:
-    """row_sparse_grad_input and row_sparse_grad_weight from one gather of grad's kept
-    columns (the gather reads nearly all of grad, so it is done once). Outputs not asked
-    for are empty."""
+                               need_input: bool, need_weight: bool, with_bias: bool,
+                               propagate_all_rows: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    """row_sparse_grad_input (or grad @ weight when propagate_all_rows) and
+    row_sparse_grad_weight from one gather of grad's kept columns (the gather reads
+    nearly all of grad, so it is done once). Outputs not asked for are empty."""
     kept, index, valid = _gather_kept(grad, rows)
     out_features = weight.shape[0]
-    return (_grad_input(kept, weight.index_select(0, index), valid) if need_input
-            else grad.new_zeros(0),
+    if not need_input:
+        grad_x = grad.new_zeros(0)
+    elif propagate_all_rows:
+        grad_x = grad @ weight.to(grad.dtype)
+    else:
+        grad_x = _grad_input(kept, weight.index_select(0, index), valid)
+    return (grad_x,
             _grad_weight(kept, x, index, valid, out_features) if need_weight
             else x.new_zeros(0),
             _grad_bias(kept, index, valid, out_features) if with_bias else grad.new_zeros(0))
 
 
 @row_sparse_linear_backward.register_fake
-def _(grad, x, weight, rows, need_input, need_weight, with_bias):
+def _(grad, x, weight, rows, need_input, need_weight, with_bias, propagate_all_rows):
     return (grad.new_empty(grad.shape[0], weight.shape[1]) if need_input
             else grad.new_empty(0),
             x.new_empty(weight.shape) if need_weight else x.new_empty(0),
@@ -154,20 +165,21 @@ def _(grad, x, weight, rows, need_input, need_weight, with_bias):
 # ---- row_sparse_linear -----------------------------------------------------------------
 
 @torch.library.custom_op("randfx::row_sparse_linear", mutates_args=())
-def _row_sparse_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor],
-                       rows: Tensor) -> Tensor:
+def _row_sparse_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor], rows: Tensor,
+                       propagate_all_rows: bool) -> Tensor:
     return F.linear(x, weight, bias)
 
 
 @_row_sparse_linear.register_fake
-def _(x, weight, bias, rows):
+def _(x, weight, bias, rows, propagate_all_rows):
     return x.new_empty(*x.shape[:-1], weight.shape[0])
 
 
 def _linear_setup(ctx, inputs, output):
-    x, weight, bias, rows = inputs
+    x, weight, bias, rows, propagate_all_rows = inputs
     ctx.save_for_backward(x, weight, rows)
     ctx.has_bias = bias is not None
+    ctx.propagate_all_rows = propagate_all_rows
 
 
 def _linear_backward(ctx, grad):
@@ -176,54 +188,61 @@ def _linear_backward(ctx, grad):
     need_x, need_w, need_b = ctx.needs_input_grad[:3]
     need_b = need_b and ctx.has_bias
     grad_x, grad_w, grad_b = row_sparse_linear_backward(
-        grad2, x.reshape(-1, x.shape[-1]), weight, rows, need_x, need_w, need_b)
+        grad2, x.reshape(-1, x.shape[-1]), weight, rows, need_x, need_w, need_b,
+        ctx.propagate_all_rows)
     return (grad_x.reshape(x.shape) if need_x else None, grad_w if need_w else None,
-            grad_b if need_b else None, None)
+            grad_b if need_b else None, None, None)
 
 
 _row_sparse_linear.register_autograd(_linear_backward, setup_context=_linear_setup)
 
 
-def row_sparse_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor],
-                      rows: Tensor) -> Tensor:
-    """y = x W^T + b; the backward flows only through output rows `rows` (see module doc)."""
+def row_sparse_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor], rows: Tensor,
+                      propagate_all_rows: bool = False) -> Tensor:
+    """y = x W^T + b; weight and bias get gradient only in output rows `rows`, and so
+    does x unless propagate_all_rows (see module doc)."""
     _check("row_sparse_linear", x, weight.shape, rows)
-    return _row_sparse_linear(x, weight, bias, rows)
+    return _row_sparse_linear(x, weight, bias, rows, propagate_all_rows)
 
 
 # ---- row_sparse_seeded_linear: frozen seeded base W = scale * R(key) --------------------
 
 @torch.library.custom_op("randfx::row_sparse_seeded_linear", mutates_args=())
 def _row_sparse_seeded_linear(x: Tensor, key: Tensor, scale: float, bias: Optional[Tensor],
-                              rows: Tensor, out_features: int, generator: str,
-                              dist: str) -> Tensor:
+                              rows: Tensor, out_features: int, generator: str, dist: str,
+                              propagate_all_rows: bool) -> Tensor:
     # the ops' fused generate-and-multiply forward (the weight never exists in full)
     return torch.ops.randfx.seeded_linear(x, key, out_features, scale, bias, generator, dist)
 
 
 @_row_sparse_seeded_linear.register_fake
-def _(x, key, scale, bias, rows, out_features, generator, dist):
+def _(x, key, scale, bias, rows, out_features, generator, dist, propagate_all_rows):
     return x.new_empty(*x.shape[:-1], out_features)
 
 
 def _seeded_setup(ctx, inputs, output):
-    x, key, scale, bias, rows, out_features, generator, dist = inputs
+    x, key, scale, bias, rows, out_features, generator, dist, propagate_all_rows = inputs
     ctx.save_for_backward(key, rows)
-    ctx.meta = (scale, x.shape, bias is not None, out_features, generator, dist)
+    ctx.meta = (scale, x.shape, bias is not None, out_features, generator, dist,
+                propagate_all_rows)
 
 
 def _seeded_backward(ctx, grad):
     key, rows = ctx.saved_tensors
-    scale, x_shape, has_bias, out_features, generator, dist = ctx.meta
+    scale, x_shape, has_bias, out_features, generator, dist, all_rows = ctx.meta
     grad2 = grad.reshape(-1, grad.shape[-1])
     grad_x = grad_b = None
-    if ctx.needs_input_grad[0]:
+    if ctx.needs_input_grad[0] and all_rows:  # the seeded ops' fused g @ W
+        grad_x = torch.ops.randfx.seeded_matmul(grad2, key, out_features, x_shape[-1], scale,
+                                                True, None, None, None, generator,
+                                                dist).reshape(x_shape)
+    elif ctx.needs_input_grad[0]:
         grad_x = row_sparse_seeded_grad_input(grad2, key, scale, x_shape[-1], rows,
                                               generator, dist).reshape(x_shape)
     if has_bias and ctx.needs_input_grad[3]:
         kept, index, valid = _gather_kept(grad2, rows)
         grad_b = _grad_bias(kept, index, valid, out_features)
-    return grad_x, None, None, grad_b, None, None, None, None
+    return grad_x, None, None, grad_b, None, None, None, None, None
 
 
 _row_sparse_seeded_linear.register_autograd(_seeded_backward, setup_context=_seeded_setup)
@@ -231,15 +250,17 @@ _row_sparse_seeded_linear.register_autograd(_seeded_backward, setup_context=_see
 
 def row_sparse_seeded_linear(x: Tensor, key: Tensor, scale: float, bias: Optional[Tensor],
                              rows: Tensor, out_features: int, generator: str = "pcg",
-                             dist: str = DEFAULT_DISTRIBUTION) -> Tensor:
+                             dist: str = DEFAULT_DISTRIBUTION,
+                             propagate_all_rows: bool = False) -> Tensor:
     """y = x (scale * R(key))^T + b with R (out_features, in) generated (counter = flat
-    position); the backward regenerates only rows `rows` of R."""
+    position); the backward regenerates only rows `rows` of R, or all of R (fused, never
+    stored) for grad_x when propagate_all_rows."""
     if key.dtype != torch.int64 or key.dim() != 0:
         raise ValueError("randfx.row_sparse_seeded_linear: key must be a 0-d int64 tensor, "
                          f"got {key.dtype} of shape {tuple(key.shape)}")
     _check("row_sparse_seeded_linear", x, (out_features, x.shape[-1]), rows)
     return _row_sparse_seeded_linear(x, key, float(scale), bias, rows, out_features,
-                                     generator, dist)
+                                     generator, dist, propagate_all_rows)
 
 
 # ---- row_sparse_conv: rows = output channels --------------------------------------------
@@ -247,32 +268,36 @@ def row_sparse_seeded_linear(x: Tensor, key: Tensor, scale: float, bias: Optiona
 @torch.library.custom_op("randfx::row_sparse_conv", mutates_args=())
 def _row_sparse_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], rows: Tensor,
                      stride: List[int], padding: List[int], dilation: List[int],
-                     groups: int) -> Tensor:
+                     groups: int, propagate_all_rows: bool) -> Tensor:
     return torch.ops.aten.convolution(x, weight, bias, stride, padding, dilation, False,
                                       [0] * len(stride), groups)
 
 
 @_row_sparse_conv.register_fake
-def _(x, weight, bias, rows, stride, padding, dilation, groups):
+def _(x, weight, bias, rows, stride, padding, dilation, groups, propagate_all_rows):
     return torch.ops.aten.convolution(x, weight, bias, stride, padding, dilation, False,
                                       [0] * len(stride), groups)
 
 
 def _conv_setup(ctx, inputs, output):
-    x, weight, bias, rows, stride, padding, dilation, groups = inputs
+    x, weight, bias, rows, stride, padding, dilation, groups, propagate_all_rows = inputs
     ctx.save_for_backward(x, weight, rows)
-    ctx.meta = (bias is not None, stride, padding, dilation, groups)
+    ctx.meta = (bias is not None, stride, padding, dilation, groups, propagate_all_rows)
 
 
 def _conv_backward(ctx, grad):
     """Dense convolution_backward on the kept output channels only: for groups == 1 the
     channels I are gathered (a smaller problem), for grouped convs the other channels of
-    grad are zeroed (same values, no saving)."""
+    grad are zeroed (same values, no saving). With propagate_all_rows grad_x comes from
+    the full grad in a second, input-only convolution_backward."""
     x, weight, rows = ctx.saved_tensors
-    has_bias, stride, padding, dilation, groups = ctx.meta
+    has_bias, stride, padding, dilation, groups, all_rows = ctx.meta
     kept = rows >= 0
     index = rows.clamp(min=0)
-    mask = (True, ctx.needs_input_grad[1], has_bias and ctx.needs_input_grad[2])
+    conv_args = (stride, padding, dilation, False, [0] * len(stride), groups)
+    need_x = ctx.needs_input_grad[0]
+    mask = (need_x and not all_rows, ctx.needs_input_grad[1],
+            has_bias and ctx.needs_input_grad[2])
     if groups == 1:
         shape = (1, -1) + (1,) * (grad.dim() - 2)
         grad_kept = grad.index_select(1, index) * kept.view(shape).to(grad.dtype)
@@ -283,8 +308,11 @@ def _conv_backward(ctx, grad):
         grad_kept = grad * channel.view((1, -1) + (1,) * (grad.dim() - 2))
         weight_kept = weight
     grad_x, grad_wk, grad_bk = torch.ops.aten.convolution_backward(
-        grad_kept, x, weight_kept, [weight_kept.shape[0]] if mask[2] else None, stride,
-        padding, dilation, False, [0] * len(stride), groups, list(mask))
+        grad_kept, x, weight_kept, [weight_kept.shape[0]] if mask[2] else None, *conv_args,
+        list(mask))
+    if need_x and all_rows:
+        grad_x = torch.ops.aten.convolution_backward(grad, x, weight, None, *conv_args,
+                                                     [True, False, False])[0]
     grad_w = grad_b = None
     if groups == 1 and mask[1]:
         grad_w = torch.zeros_like(weight).index_put_((index,), grad_wk, accumulate=True)
@@ -295,16 +323,18 @@ def _conv_backward(ctx, grad):
                                                               accumulate=True)
     elif mask[2]:
         grad_b = grad_bk
-    return grad_x, grad_w, grad_b, None, None, None, None, None
+    return grad_x, grad_w, grad_b, None, None, None, None, None, None
 
 
 _row_sparse_conv.register_autograd(_conv_backward, setup_context=_conv_setup)
 
 
 def row_sparse_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], rows: Tensor,
-                    stride, padding, dilation, groups: int) -> Tensor:
-    """Convolution (1-d/2-d/3-d by weight.dim()) whose backward flows only through output
-    channels `rows`. stride/padding/dilation are int lists of the spatial rank."""
+                    stride, padding, dilation, groups: int,
+                    propagate_all_rows: bool = False) -> Tensor:
+    """Convolution (1-d/2-d/3-d by weight.dim()) whose weight and bias get gradient only
+    in output channels `rows`, and so does x unless propagate_all_rows.
+    stride/padding/dilation are int lists of the spatial rank."""
     _check("row_sparse_conv", x, (weight.shape[0], weight.shape[1] * groups), rows, dim=1)
     return _row_sparse_conv(x, weight, bias, rows, list(stride), list(padding),
-                            list(dilation), groups)
+                            list(dilation), groups, propagate_all_rows)
