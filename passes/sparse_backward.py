@@ -42,6 +42,7 @@ from randfx.generators import reference as stream
 from randfx.modules import SeededLayer, SeededLoRA, SeededSubspace
 from randfx.ops.row_sparse import (row_sparse_conv, row_sparse_linear,
                                    row_sparse_seeded_linear)
+from randfx.graphed_walks import GraphedWalks
 from randfx.random_walk import RandomWalkSampler, WalkLayer
 
 from .manager import PassBase, PassResult
@@ -187,6 +188,7 @@ class SparseBackwardPlan:
                        for name in self.sampler.reachable}
         self.last_sample = None
         self.root = root
+        self.graphed = GraphedWalks(self.sampler, self._walk_inputs)
         root.register_buffer(STEP_BUFFER, torch.zeros(
             (), dtype=torch.int64, device=_device(next(iter(self.layers.values())).module)),
             persistent=False)
@@ -197,12 +199,24 @@ class SparseBackwardPlan:
         on the model's device."""
         return getattr(self.root, STEP_BUFFER)
 
+    def _walk_inputs(self) -> List[torch.Tensor]:
+        """Every tensor a draw reads: the layers' parameters and buffers."""
+        return [t for forward in self.layers.values()
+                for t in (*forward.module.parameters(), *forward.module.buffers())]
+
     def resample(self):
         """Draw this step's walks on the model's device, hand each layer its rows and
-        advance the step (in place: no host sync, traceable by torch.compile)."""
+        advance the step (in place: no host sync, traceable by torch.compile). On a GPU,
+        outside torch.compile and outside a caller's own graph capture, the draw is
+        replayed as a CUDA graph (randfx.graphed_walks): the same walks, without the
+        launches of its many small kernels."""
         step = self.step
-        sample = self.sampler.sample(step)
-        step.add_(1)
+        if step.is_cuda and not torch.compiler.is_compiling() \
+                and not torch.cuda.is_current_stream_capturing():
+            sample = self.graphed(step)
+        else:
+            sample = self.sampler.sample(step)
+            step.add_(1)
         for name, forward in self.layers.items():
             forward.rows = sample.rows.get(name)
         self.last_sample = sample

@@ -338,6 +338,44 @@ def test_cuda_pass_equals_masked_dense_backward(scheme, propagate):
     _assert_grads_equal(got, reference(t, x), tol=1e-4)
 
 
+@pytest.mark.cuda
+def test_cuda_graphed_draws_equal_eager_draws_and_follow_the_weights():
+    """On a GPU resample() replays the draw as a CUDA graph: each step's walks equal an
+    eager draw of that step, in-place weight updates are seen, a moved weight is
+    recaptured, an earlier draw is not overwritten by the next, and copies work."""
+    model, x = _mlp((64, 96, 80, 10)).float(), torch.randn(33, 64)
+    t = _transform(model, x, "random_base_lora", paths=20).cuda()
+    plan = t.randfx_sparse_backward
+
+    def check_draw():
+        step = plan.step.item()
+        expected = plan.sampler.sample(torch.tensor(step, device="cuda"))
+        got = plan.resample()
+        assert plan.step.item() == step + 1
+        for part in ("rows", "visits"):
+            for name, value in getattr(expected, part).items():
+                assert torch.equal(getattr(got, part)[name], value), (part, name, step)
+        return got
+
+    first = check_draw()
+    kept = {n: r.clone() for n, r in first.rows.items()}
+    check_draw()
+    assert all(torch.equal(first.rows[n], kept[n]) for n in kept)  # not overwritten
+    with torch.no_grad():  # in place, as an optimizer step: the graph reads new values
+        t[4].lora_B.normal_()
+        t[4].lora_A.normal_()
+    assert plan.graphed.graph is not None
+    graph = plan.graphed.graph
+    check_draw()
+    assert plan.graphed.graph is graph
+    t[2].lora_A.data = t[2].lora_A.data.clone() * 3  # moved: captured again
+    check_draw()
+    assert plan.graphed.graph is not graph
+    twin = copy.deepcopy(t)
+    _loss(twin, x.cuda()).backward()
+    assert twin.randfx_sparse_backward.graphed.graph is not None
+
+
 def test_a_deep_copy_walks_on_its_own_weights():
     model, x = _mlp(), torch.randn(4, 10, dtype=torch.float64)
     t = _transform(model, x, paths=200)
