@@ -5,11 +5,11 @@ Guarantees: every eligible layer of ctx.model runs a row-sparse backward: its fo
 unchanged (dense, same values) and its backward flows only through the rows that this
 step's random walks visited (randfx.ops.row_sparse); with propagate="all_rows" only its
 weight and bias gradients are restricted to those rows and its input gradient is dense.
-Eligible: nn.Linear, transformers
-Conv1D, nn.Conv1d/2d/3d with padding_mode "zeros" and numeric padding, and the seeded
-layers of every scheme (randfx.modules). Walks are drawn by randfx.random_walk over the
-layer graph restricted to eligible layers; they start at the eligible layers that feed
-the model output (no successor in the layer graph).
+Eligible: nn.Linear, transformers Conv1D, nn.Conv1d/2d/3d with padding_mode "zeros" and
+numeric padding, and the seeded layers of every scheme (randfx.modules). Walks are drawn
+by randfx.random_walk over the layer graph restricted to eligible layers (on a GPU
+replayed as a CUDA graph, randfx.graphed_walks); they start at the eligible layers that
+feed the model output (no successor in the layer graph).
 
 Layers the walks cannot reach (every path to the output crosses a non-eligible layer)
 keep their dense backward; they are reported in `randfx_sparse_backward.unreachable`,
@@ -39,10 +39,10 @@ from torch import nn
 
 from randfx.generators import derive_key
 from randfx.generators import reference as stream
+from randfx.graphed_walks import GraphedWalks
 from randfx.modules import SeededLayer, SeededLoRA, SeededSubspace
 from randfx.ops.row_sparse import (row_sparse_conv, row_sparse_linear,
                                    row_sparse_seeded_linear)
-from randfx.graphed_walks import GraphedWalks
 from randfx.random_walk import RandomWalkSampler, WalkLayer
 
 from .manager import PassBase, PassResult

@@ -213,37 +213,27 @@ def test_lora_term_all_rows_masks_only_the_row_factor():
         torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("all_rows", [False, True])
 @pytest.mark.parametrize("groups", [1, 2])
-def test_conv_all_rows_masks_weight_gradients_and_propagates_densely(groups):
-    torch.manual_seed(13)
-    x = torch.randn(2, 4, 7, 7, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(6, 4 // groups, 3, 3, dtype=torch.float64, requires_grad=True)
-    b = torch.randn(6, dtype=torch.float64, requires_grad=True)
-    rows = _rows([0, 3, 5], 4)
-    y = row_sparse_conv(x, w, b, rows, [2, 2], [1, 1], [1, 1], groups,
-                        propagate_all_rows=True)
-    conv = lambda x, w, b: F.conv2d(x, w, b, 2, 1, 1, groups)  # noqa: E731
-    grad = torch.randn_like(y)
-    got = torch.autograd.grad(y, (x, w, b), grad)
-    mask = _mask(rows, 6)
-    want = _dense_then_masked(conv, (x, w, b), grad, {1: mask, 2: mask})
-    for g, e in zip(got, want):
-        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-10)
-
-
-@pytest.mark.parametrize("groups", [1, 2])
-def test_conv_equals_masked_dense_backward(groups):
+def test_conv_equals_masked_dense_backward(groups, all_rows):
+    """kept_rows: the dense backward with grad's other channels zeroed; all_rows: the
+    dense backward with the weight and bias gradients' other channels zeroed."""
     torch.manual_seed(5)
     x = torch.randn(2, 4, 7, 7, dtype=torch.float64, requires_grad=True)
     w = torch.randn(6, 4 // groups, 3, 3, dtype=torch.float64, requires_grad=True)
     b = torch.randn(6, dtype=torch.float64, requires_grad=True)
     rows = _rows([0, 3, 5], 4)
-    y = row_sparse_conv(x, w, b, rows, [2, 2], [1, 1], [1, 1], groups)
+    y = row_sparse_conv(x, w, b, rows, [2, 2], [1, 1], [1, 1], groups,
+                        propagate_all_rows=all_rows)
     conv = lambda x, w, b: F.conv2d(x, w, b, 2, 1, 1, groups)  # noqa: E731
     torch.testing.assert_close(y, conv(x, w, b), rtol=0, atol=0)
     grad = torch.randn_like(y)
     sparse = torch.autograd.grad(y, (x, w, b), grad)
-    dense = _dense_masked_grads(conv, (x, w, b), grad, _mask(rows, 6), channel_dim=1)
+    mask = _mask(rows, 6)
+    if all_rows:
+        dense = _dense_then_masked(conv, (x, w, b), grad, {1: mask, 2: mask})
+    else:
+        dense = _dense_masked_grads(conv, (x, w, b), grad, mask, channel_dim=1)
     for got, want in zip(sparse, dense):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 
