@@ -6,6 +6,8 @@ the kept output rows I of the weight.
                                                          y = x (scale R(key))^T + b
     row_sparse_conv(x, weight, bias, rows, stride, padding, dilation, groups)
 
+(each with a last argument propagate_all_rows=False, below).
+
 `rows` is an int64 tensor of distinct row indices, padded with -1 (the sampler's
 `WalkSample.rows`; a fixed size, so nothing syncs with the host). With g = dL/dy:
 
@@ -30,6 +32,10 @@ each for grad_x and grad_weight (cuBLAS on a GPU), and a row scatter into the gr
 Triton kernels that gathered rows inside the GEMM loads were built and measured on an H100
 (8192 tokens x 4096 x 4096 bf16): 0.70x dense backward at 1/8 of the rows against 3.9x
 for this formulation, so they were removed (docs/performance.md).
+
+The three layer ops are custom ops (`torch.ops.randfx.*`, opaque under torch.compile) and
+run in eager mode as an autograd.Function with the same body and backward
+(`_op_with_eager_twin`).
 """
 
 from typing import List, Optional, Tuple
