@@ -215,8 +215,7 @@ class SparseBackwardPlan:
                 and not torch.cuda.is_current_stream_capturing():
             sample = self.graphed(step)
         else:
-            sample = self.sampler.sample(step)
-            step.add_(1)
+            sample = self.graphed.draw_eagerly(step)
         for name, forward in self.layers.items():
             forward.rows = sample.rows.get(name)
         self.last_sample = sample

@@ -12,9 +12,11 @@ addresses it was captured with: `inputs()` lists every tensor the draw reads (th
 layers' parameters and buffers), and the draw is captured again whenever one of them,
 or the step, has moved or changed shape (`.to()`, a replaced `.data`). The outputs are
 copied out of the graph's memory in one copy, so a draw stays valid after the next one
-(a forward's saved rows must not change under its backward).
+(a forward's saved rows must not change under its backward). If a capture fails, it
+warns once and draws eagerly from then on: the walks are the same either way.
 """
 
+import warnings
 from typing import Callable, List, Tuple
 
 import torch
@@ -30,19 +32,35 @@ class GraphedWalks:
         self.inputs = inputs
         self.captured_for: Tuple = ()
         self.graph = None
+        self.eager = False  # set when a capture failed
 
     def __getstate__(self):
         # a copy (deepcopy, pickle) captures its own graph on its first draw
         return {"sampler": self.sampler, "inputs": self.inputs, "captured_for": (),
-                "graph": None}
+                "graph": None, "eager": self.eager}
 
     def __call__(self, step: torch.Tensor) -> WalkSample:
+        if self.eager:
+            return self.draw_eagerly(step)
         placement = tuple((t.data_ptr(), t.shape, t.dtype) for t in (*self.inputs(), step))
         if placement != self.captured_for:
-            self._capture(step)
+            try:
+                self._capture(step)
+            except RuntimeError as error:
+                self.eager, self.graph = True, None
+                warnings.warn(f"randfx sparse_backward: capturing the draw of the walks as a "
+                              f"CUDA graph failed ({error}); drawing them eagerly from now on "
+                              f"(the same walks, more kernel launches)", RuntimeWarning)
+                return self.draw_eagerly(step)
             self.captured_for = placement
         self.graph.replay()
         return self._unpack(self.flat.clone())
+
+    def draw_eagerly(self, step: torch.Tensor) -> WalkSample:
+        """The same draw without a graph (any device; what torch.compile traces)."""
+        sample = self.sampler.sample(step)
+        step.add_(1)
+        return sample
 
     def _capture(self, step: torch.Tensor):
         with torch.cuda.device(step.device):

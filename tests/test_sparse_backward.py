@@ -376,6 +376,27 @@ def test_cuda_graphed_draws_equal_eager_draws_and_follow_the_weights():
     assert twin.randfx_sparse_backward.graphed.graph is not None
 
 
+@pytest.mark.cuda
+def test_cuda_failed_capture_warns_and_draws_eagerly(monkeypatch):
+    model, x = _mlp((64, 96, 80, 10)).float(), torch.randn(33, 64)
+    t = _transform(model, x, paths=20).cuda()
+    plan = t.randfx_sparse_backward
+    sample = plan.sampler.sample
+
+    def refuses_capture(step):
+        if torch.cuda.is_current_stream_capturing():
+            raise RuntimeError("operation not permitted when stream is capturing")
+        return sample(step)
+    monkeypatch.setattr(plan.sampler, "sample", refuses_capture)
+    with pytest.warns(RuntimeWarning, match="drawing them eagerly"):
+        first = plan.resample()
+    second = plan.resample()  # no second attempt, no second warning
+    assert plan.graphed.eager and plan.step.item() == 2
+    for step, drawn in ((0, first), (1, second)):
+        expected = sample(torch.tensor(step, device="cuda"))
+        assert all(torch.equal(drawn.rows[n], r) for n, r in expected.rows.items())
+
+
 def test_a_deep_copy_walks_on_its_own_weights():
     model, x = _mlp(), torch.randn(4, 10, dtype=torch.float64)
     t = _transform(model, x, paths=200)
