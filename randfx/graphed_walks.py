@@ -27,6 +27,9 @@ _WARMUP_DRAWS = 2  # lazy initialisation (cuBLAS handles, caching allocator) bef
 
 
 class GraphedWalks:
+    """`sampler`'s draws replayed from one CUDA graph; `inputs()` lists the tensors the
+    draw reads (module doc)."""
+
     def __init__(self, sampler: RandomWalkSampler, inputs: Callable[[], List[torch.Tensor]]):
         self.sampler = sampler
         self.inputs = inputs
