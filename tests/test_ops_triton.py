@@ -53,6 +53,20 @@ def test_generate_weight_bits(device, generator, dist):
 
 
 @pytest.mark.parametrize("device", TRITON_DEVICES)
+@pytest.mark.parametrize("dist", ["uniform", "uniform8x4", "rademacher32"])
+def test_materialize_named_rows_bits(device, dist):
+    """materialize(row_index=...) writes exactly those rows of the full W, in that order
+    (the row-sparse backward of a seeded layer); bit-exact, grouped or not."""
+    rows, cols = 70, 96
+    index = torch.tensor([69, 0, 33, 34, 5, 0, 64], dtype=torch.int64, device=device)
+    full = library.run("generate_weight", "reference", key_on(device), [rows, cols], 0.5,
+                       "pcg", dist, torch.float32)
+    got = triton_backend.materialize(key_on(device), rows, cols, 0.5, "pcg", dist,
+                                     torch.float32, row_index=index)
+    assert torch.equal(got, full[index])
+
+
+@pytest.mark.parametrize("device", TRITON_DEVICES)
 @pytest.mark.parametrize("rows", [1, 3, 16, 40])  # 40 > FUSED_MAX_ROWS: materialise path
 @pytest.mark.parametrize("transpose", [False, True])
 def test_seeded_matmul(device, rows, transpose):

@@ -7,9 +7,27 @@ import torch
 import torch.nn.functional as F
 
 from randfx.generators import generate
-from randfx.ops.row_sparse import (row_sparse_conv, row_sparse_grad_input,
+from randfx.ops import row_sparse
+from randfx.ops.row_sparse import (masks_densely, row_sparse_conv, row_sparse_grad_input,
                                    row_sparse_grad_weight, row_sparse_linear,
                                    row_sparse_seeded_linear)
+
+
+@pytest.fixture(autouse=True, params=["gathered", "masked"])
+def formulation(request, monkeypatch):
+    """Every test runs both backward formulations: gather the kept columns, or zero the
+    others and run the dense backward (row_sparse.masks_densely)."""
+    monkeypatch.setattr(row_sparse, "DENSE_MASK_FRACTION",
+                        1.0 if request.param == "gathered" else 0.0)
+    return request.param
+
+
+def test_formulation_follows_the_capacity_of_the_rows_tensor(formulation, monkeypatch):
+    monkeypatch.setattr(row_sparse, "DENSE_MASK_FRACTION", 0.75)
+    rows = torch.full((200,), -1, dtype=torch.int64)
+    assert masks_densely(rows, 256)  # 200 walks may keep 78 % of 256 rows
+    assert not masks_densely(rows[:50], 256)
+    assert masks_densely(rows[:10], 10)  # an output layer of 10 rows
 
 
 def _rows(kept, size):
@@ -112,6 +130,8 @@ def test_gradcheck_and_opcheck():
                               (torch.randn(2, 3, 5, 5, dtype=torch.float64, requires_grad=True),
                                torch.randn(4, 3, 3, 3, dtype=torch.float64, requires_grad=True),
                                None, _rows([0, 2], 3), [1, 1], [1, 1], [1, 1], 1, all_rows))
+    torch.library.opcheck(torch.ops.randfx.row_sparse_seeded_grad_input.default,
+                          (g, key, 0.5, 5, 6, rows, "pcg", "uniform"))
 
 
 @pytest.mark.parametrize("generator,dist", [("pcg", "uniform"), ("squirrel5", "rademacher"),
@@ -276,14 +296,19 @@ def test_cuda_op_matches_cpu_reference(dtype):
 
 
 @pytest.mark.cuda
-def test_cuda_seeded_op_matches_cpu_reference():
-    g, x, _, rows = _kernel_case("cuda", torch.float32, m=300, out=257, inp=190)
+@pytest.mark.parametrize("generator,dist,dtype,inp,tol", [
+    ("squirrel5", "uniform8x4", torch.float32, 190, 1e-4),  # per-element hashes
+    ("pcg", "rademacher32", torch.bfloat16, 256, 2e-2)])    # one hash per 32 weights
+def test_cuda_seeded_op_matches_cpu_reference(generator, dist, dtype, inp, tol):
+    """The GPU backward generates the kept rows of R with a Triton kernel; the CPU
+    reference with the torch stream."""
+    g, x, _, rows = _kernel_case("cuda", dtype, m=300, out=257, inp=inp)
     key, scale = torch.tensor(99, device="cuda"), 0.125
     x.requires_grad_(True)
     got = torch.autograd.grad(row_sparse_seeded_linear(x, key, scale, None, rows, 257,
-                                                       "squirrel5", "uniform8x4"), x, g)[0]
+                                                       generator, dist), x, g)[0]
     xc = x.detach().cpu().double().requires_grad_(True)
     want = torch.autograd.grad(row_sparse_seeded_linear(xc, key.cpu(), scale, None, rows.cpu(),
-                                                        257, "squirrel5", "uniform8x4"),
+                                                        257, generator, dist),
                                xc, g.cpu().double())[0]
-    torch.testing.assert_close(got.cpu().double(), want, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(got.cpu().double(), want, rtol=tol, atol=tol * 10)

@@ -60,7 +60,7 @@ def run(tokens, out_features, in_features, dtype, device):
             return row_sparse_linear_backward(g, x, w, rows, True, True, False, all_rows)
 
         def seeded_gx():
-            return row_sparse_seeded_grad_input(g, key, 0.01, in_features, rows,
+            return row_sparse_seeded_grad_input(g, key, 0.01, out_features, in_features, rows,
                                                 DEFAULT_GENERATOR, DEFAULT_DISTRIBUTION)
 
         sampler = _sampler(w, keep, device)

@@ -135,25 +135,19 @@ def seeded_matmul_kernel(x_ptr, key_ptr, bias_ptr, u_ptr, v_ptr, y_ptr,
                     HAS_LOWRANK)
 
 
-@triton.jit(do_not_specialize=["M", "N", "K", "k_per_split", "window"])
-def rademacher32_gemv_kernel(x_ptr, key_ptr, partial_ptr, M, N, K, k_per_split, window,
-                             stride_xm, stride_xk, GENERATOR: tl.constexpr,
-                             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                             GROUPS: tl.constexpr):
-    """partial[split, m, n] = sum over the split's k of x[m, k] R[n, k], R rademacher32
-    (value k of row n = bit k % 32 of the hash of group (n K + k) / 32, +1 or -1).
-    Needs K % 32 == 0 and every counter in one 2^32-group window (a NARROW key).
-    Grid: (cdiv(N, BLOCK_N), splits); k_per_split a multiple of 32 * GROUPS."""
-    pid_n = tl.program_id(0)
-    pid_s = tl.program_id(1)
+@triton.jit
+def rademacher32_gemv_partial(x_ptr, key_ptr, M, K, k_begin, k_end, window, stride_xm,
+                              stride_xk, n, GENERATOR: tl.constexpr, BLOCK_M: tl.constexpr,
+                              BLOCK_N: tl.constexpr, GROUPS: tl.constexpr):
+    """[BLOCK_M, BLOCK_N] fp32: sum over k in [k_begin, k_end) of x[m, k] R[n, k], R
+    rademacher32 (value k of row n = bit k % 32 of the hash of group (n K + k) / 32, +1
+    or -1). Needs K % 32 == 0, k_begin a multiple of 32 * GROUPS, and every counter in
+    one 2^32-group window (a NARROW key)."""
     key = launch_key(key_ptr, window, True)
-    n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     m = tl.arange(0, BLOCK_M)
     group = tl.arange(0, GROUPS)
     row_group = ((n.to(tl.int64) * K.to(tl.int64)) >> 5).to(tl.uint32)
     acc = tl.zeros((BLOCK_M, BLOCK_N, GROUPS), dtype=tl.float32)
-    k_begin = pid_s * k_per_split
-    k_end = tl.minimum(K, k_begin + k_per_split)
     for k0 in range(k_begin, k_end, 32 * GROUPS):
         g = k0 // 32 + group
         h = device.hash_lo(row_group[:, None] + g.to(tl.uint32)[None, :], key, GENERATOR)
@@ -169,7 +163,25 @@ def rademacher32_gemv_kernel(x_ptr, key_ptr, partial_ptr, M, N, K, k_per_split, 
             else:  # +-1.0 built once, shared by the rows of x
                 w = (sign | device.ONE_BITS).to(tl.float32, bitcast=True)
                 acc += xk[:, None, :] * w[None, :, :]
-    tl.store(partial_ptr + pid_s * M * N + m[:, None] * N + n[None, :], tl.sum(acc, axis=2),
+    return tl.sum(acc, axis=2)
+
+
+@triton.jit(do_not_specialize=["M", "N", "K", "k_per_split", "window"])
+def rademacher32_gemv_kernel(x_ptr, key_ptr, partial_ptr, M, N, K, k_per_split, window,
+                             stride_xm, stride_xk, GENERATOR: tl.constexpr,
+                             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                             GROUPS: tl.constexpr):
+    """partial[split, m, n] = rademacher32_gemv_partial over the split's k.
+    Grid: (cdiv(N, BLOCK_N), splits); k_per_split a multiple of 32 * GROUPS."""
+    pid_s = tl.program_id(1)
+    n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    m = tl.arange(0, BLOCK_M)
+    k_begin = pid_s * k_per_split
+    partial = rademacher32_gemv_partial(x_ptr, key_ptr, M, K, k_begin,
+                                        tl.minimum(K, k_begin + k_per_split), window,
+                                        stride_xm, stride_xk, n, GENERATOR, BLOCK_M, BLOCK_N,
+                                        GROUPS)
+    tl.store(partial_ptr + pid_s * M * N + m[:, None] * N + n[None, :], partial,
              mask=(m < M)[:, None] & (n < N)[None, :])
 
 
@@ -245,15 +257,17 @@ def _lowrank_tile(u_ptr, v_ptr, i, I, j, J, rank, stride_ui, stride_ur, stride_v
 
 
 @triton.jit(do_not_specialize=["rows", "cols", "rank", "scale", "window"])
-def materialize_kernel(key_ptr, u_ptr, v_ptr, w_ptr, rows, cols, rank, scale, window,
-                       stride_ur, stride_uq, stride_vc, stride_vq,
+def materialize_kernel(key_ptr, u_ptr, v_ptr, index_ptr, w_ptr, rows, cols, rank, scale,
+                       window, stride_ur, stride_uq, stride_vc, stride_vq,
                        GENERATOR: tl.constexpr, DIST: tl.constexpr, LOG2_VALUES: tl.constexpr,
                        NARROW: tl.constexpr, HAS_LOWRANK: tl.constexpr,
-                       DOT_IN_FP32: tl.constexpr, RANK_BLOCK: tl.constexpr,
-                       BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+                       HAS_ROW_INDEX: tl.constexpr, DOT_IN_FP32: tl.constexpr,
+                       RANK_BLOCK: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
     """W[r, c] = scale * R[r, c] (+ sum_q u[r, q] v[c, q], an adapter folded into W on
     tensor cores: BLOCK_R, BLOCK_C and RANK_BLOCK >= 16 when HAS_LOWRANK; u and v of one
-    dtype). A 1-D grid over (row block, column block): any rows and cols fit in it."""
+    dtype). HAS_ROW_INDEX (no adapter): output row r is row index[r] of R, so only the
+    rows a caller names are generated (the row-sparse backward). `rows`: output rows.
+    A 1-D grid over (row block, column block): any rows and cols fit in it."""
     col_blocks = tl.cdiv(cols, BLOCK_C)
     pid = tl.program_id(0)
     pid_c = pid % col_blocks
@@ -262,7 +276,10 @@ def materialize_kernel(key_ptr, u_ptr, v_ptr, w_ptr, rows, cols, rank, scale, wi
     r = (pid_r * BLOCK_R + tl.arange(0, BLOCK_R)).to(tl.int64)
     c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     cols64 = cols.to(tl.int64)
-    w = stream_tile(r * cols64, (pid_c * BLOCK_C).to(tl.int64), key, BLOCK_R, BLOCK_C,
+    source = r
+    if HAS_ROW_INDEX:
+        source = tl.load(index_ptr + r, mask=r < rows, other=0).to(tl.int64)
+    w = stream_tile(source * cols64, (pid_c * BLOCK_C).to(tl.int64), key, BLOCK_R, BLOCK_C,
                     GENERATOR, DIST, LOG2_VALUES, NARROW) * scale
     if HAS_LOWRANK:
         w += _lowrank_tile(u_ptr, v_ptr, r, rows, c, cols, rank, stride_ur, stride_uq,

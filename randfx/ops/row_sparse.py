@@ -27,8 +27,13 @@ layers below see the full gradient. For a LoRA term this leaves B's gradient in 
 and gives A (input side of the product, like a layer below) the full gradient.
 
 Every device runs the same torch formulation: gather the kept columns of g (and, for a
-seeded weight, generate only rows I of R from the stream, on the device), one dense GEMM
+seeded weight, generate only rows I of R on the device: one Triton pass on a GPU, the
+torch stream elsewhere), one dense GEMM
 each for grad_x and grad_weight (cuBLAS on a GPU), and a row scatter into the gradient.
+Where the rows tensor could hold more than DENSE_MASK_FRACTION of the layer's rows (its
+fixed size, e.g. 200 walks over a 256-row layer), the kept rows may be nearly all of
+them: the backward then zeroes g's other columns and runs the dense backward, which
+saves the gather and scatter (fewer launches and copies, same values).
 Triton kernels that gathered rows inside the GEMM loads were built and measured on an H100
 (8192 tokens x 4096 x 4096 bf16): 0.70x dense backward at 1/8 of the rows against 3.9x
 for this formulation, so they were removed (docs/performance.md).
@@ -46,6 +51,10 @@ from torch import Tensor
 
 from ..generators import reference as _stream
 from ..generators.spec import DEFAULT_DISTRIBUTION
+
+# above this fraction of a layer's rows (the capacity of its rows tensor) the backward
+# masks grad and runs dense GEMMs (masks_densely)
+DENSE_MASK_FRACTION = 0.75
 
 
 def _check(op: str, x: Tensor, weight_shape, rows: Tensor, dim: int = -1) -> None:
@@ -92,6 +101,21 @@ def _grad_bias(kept: Tensor, index: Tensor, valid: Tensor, out_features: int) ->
     return _scatter_rows(kept.sum(0), index, valid, out_features)
 
 
+def masks_densely(rows: Tensor, out_features: int) -> bool:
+    """Whether the backward zeroes grad's other columns and runs the dense GEMMs instead
+    of gathering: when the rows tensor (its fixed size, so no host sync) could hold more
+    than DENSE_MASK_FRACTION of the rows, gathering and scattering would save little
+    arithmetic and cost more launches and copies."""
+    return rows.shape[0] > DENSE_MASK_FRACTION * out_features
+
+
+def _kept_columns_mask(rows: Tensor, out_features: int, dtype) -> Tensor:
+    """(out_features,) with 1 at the kept rows and 0 elsewhere (padding lands past the end)."""
+    mask = torch.zeros(out_features + 1, dtype=dtype, device=rows.device)
+    mask.index_fill_(0, torch.where(rows >= 0, rows, out_features), 1)
+    return mask[:out_features]
+
+
 # ---- backward building blocks: grad_input and grad_weight (+ bias) ---------------------
 
 @torch.library.custom_op("randfx::row_sparse_grad_input", mutates_args=())
@@ -106,20 +130,33 @@ def _(grad, weight, rows):
     return grad.new_empty(grad.shape[0], weight.shape[1])
 
 
+def _seeded_weight_rows(key: Tensor, scale: float, out_features: int, in_features: int,
+                        index: Tensor, generator: str, dist: str, dtype) -> Tensor:
+    """Rows `index` of W = scale * R(key) (out_features, in_features), in dtype: one Triton
+    pass on a GPU (float64 and other devices: the torch stream, on the device)."""
+    if index.is_cuda and dtype != torch.float64:
+        from .triton_backend import materialize  # Triton is imported only on a GPU
+        return materialize(key, out_features, in_features, scale, generator, dist, dtype,
+                           row_index=index)
+    counters = index[:, None] * in_features + torch.arange(in_features, device=index.device)
+    # the key stays a tensor (no sync); scaled in the output precision, as the seeded ops do
+    return _stream.sample(counters, key, generator, dist).to(dtype) * scale
+
+
 @torch.library.custom_op("randfx::row_sparse_seeded_grad_input", mutates_args=())
-def row_sparse_seeded_grad_input(grad: Tensor, key: Tensor, scale: float, in_features: int,
-                                 rows: Tensor, generator: str, dist: str) -> Tensor:
-    """grad[:, rows] @ W[rows, :] for W = scale * R(key) (out, in_features), generating
-    only rows `rows` of R (counter r * in_features + n)."""
+def row_sparse_seeded_grad_input(grad: Tensor, key: Tensor, scale: float, out_features: int,
+                                 in_features: int, rows: Tensor, generator: str,
+                                 dist: str) -> Tensor:
+    """grad[:, rows] @ W[rows, :] for W = scale * R(key) (out_features, in_features),
+    generating only rows `rows` of R (counter r * in_features + n)."""
     kept, index, valid = _gather_kept(grad, rows)
-    counters = index[:, None] * in_features + torch.arange(in_features, device=grad.device)
-    # the key stays a tensor (no sync); scaled in grad's precision, as the seeded ops do
-    weight_rows = _stream.sample(counters, key, generator, dist).to(grad.dtype) * scale
+    weight_rows = _seeded_weight_rows(key, scale, out_features, in_features, index,
+                                      generator, dist, grad.dtype)
     return _grad_input(kept, weight_rows, valid)
 
 
 @row_sparse_seeded_grad_input.register_fake
-def _(grad, key, scale, in_features, rows, generator, dist):
+def _(grad, key, scale, out_features, in_features, rows, generator, dist):
     return grad.new_empty(grad.shape[0], in_features)
 
 
@@ -139,14 +176,27 @@ def _(grad, x, rows, out_features, with_bias):
             grad.new_empty(out_features if with_bias else 0))
 
 
+def _masked_linear_backward(grad, x, weight, rows, need_input, need_weight, with_bias,
+                            propagate_all_rows):
+    masked = grad * _kept_columns_mask(rows, weight.shape[0], grad.dtype)
+    return (((grad if propagate_all_rows else masked) @ weight.to(grad.dtype)) if need_input
+            else grad.new_zeros(0),
+            (masked.t() @ x).to(x.dtype) if need_weight else x.new_zeros(0),
+            masked.sum(0) if with_bias else grad.new_zeros(0))
+
+
 def _linear_backward_body(grad: Tensor, x: Tensor, weight: Tensor, rows: Tensor,
                           need_input: bool, need_weight: bool, with_bias: bool,
                           propagate_all_rows: bool) -> Tuple[Tensor, Tensor, Tensor]:
     """row_sparse_grad_input (or grad @ weight when propagate_all_rows) and
     row_sparse_grad_weight from one gather of grad's kept columns (the gather reads
-    nearly all of grad, so it is done once). Outputs not asked for are empty."""
-    kept, index, valid = _gather_kept(grad, rows)
+    nearly all of grad, so it is done once), or from grad with the other columns zeroed
+    when nearly every row may be kept (masks_densely). Outputs not asked for are empty."""
     out_features = weight.shape[0]
+    if masks_densely(rows, out_features):
+        return _masked_linear_backward(grad, x, weight, rows, need_input, need_weight,
+                                       with_bias, propagate_all_rows)
+    kept, index, valid = _gather_kept(grad, rows)
     if not need_input:
         grad_x = grad.new_zeros(0)
     elif propagate_all_rows:
@@ -264,15 +314,21 @@ def _seeded_backward(ctx, grad):
     key, rows = ctx.saved_tensors
     scale, x_shape, has_bias, out_features, generator, dist, all_rows = ctx.meta
     grad2 = grad.reshape(-1, grad.shape[-1])
+    masked = None
+    if masks_densely(rows, out_features):
+        masked = grad2 * _kept_columns_mask(rows, out_features, grad2.dtype)
     grad_x = grad_b = None
-    if ctx.needs_input_grad[0] and all_rows:  # the seeded ops' fused g @ W
-        grad_x = torch.ops.randfx.seeded_matmul(grad2, key, out_features, x_shape[-1], scale,
-                                                True, None, None, None, generator,
-                                                dist).reshape(x_shape)
+    if ctx.needs_input_grad[0] and (all_rows or masked is not None):
+        # the seeded ops' fused g @ W over every row of W
+        grad_x = torch.ops.randfx.seeded_matmul(grad2 if all_rows else masked, key,
+                                                out_features, x_shape[-1], scale, True, None,
+                                                None, None, generator, dist).reshape(x_shape)
     elif ctx.needs_input_grad[0]:
-        grad_x = row_sparse_seeded_grad_input(grad2, key, scale, x_shape[-1], rows,
-                                              generator, dist).reshape(x_shape)
-    if has_bias and ctx.needs_input_grad[3]:
+        grad_x = row_sparse_seeded_grad_input(grad2, key, scale, out_features, x_shape[-1],
+                                              rows, generator, dist).reshape(x_shape)
+    if has_bias and ctx.needs_input_grad[3] and masked is not None:
+        grad_b = masked.sum(0)
+    elif has_bias and ctx.needs_input_grad[3]:
         kept, index, valid = _gather_kept(grad2, rows)
         grad_b = _grad_bias(kept, index, valid, out_features)
     return grad_x, None, None, grad_b, None, None, None, None, None
@@ -319,9 +375,10 @@ def _conv_setup(ctx, inputs, output):
 
 def _conv_backward(ctx, grad):
     """Dense convolution_backward on the kept output channels only: for groups == 1 the
-    channels I are gathered (a smaller problem), for grouped convs the other channels of
-    grad are zeroed (same values, no saving). With propagate_all_rows grad_x comes from
-    the full grad in a second, input-only convolution_backward."""
+    channels I are gathered (a smaller problem), for grouped convs, or when nearly every
+    channel may be kept (masks_densely), the other channels of grad are zeroed (same
+    values, no saving). With propagate_all_rows grad_x comes from the full grad in a
+    second, input-only convolution_backward."""
     x, weight, rows = ctx.saved_tensors
     has_bias, stride, padding, dilation, groups, all_rows = ctx.meta
     kept = rows >= 0
@@ -330,13 +387,13 @@ def _conv_backward(ctx, grad):
     need_x = ctx.needs_input_grad[0]
     mask = (need_x and not all_rows, ctx.needs_input_grad[1],
             has_bias and ctx.needs_input_grad[2])
-    if groups == 1:
+    gathered = groups == 1 and not masks_densely(rows, weight.shape[0])
+    if gathered:
         shape = (1, -1) + (1,) * (grad.dim() - 2)
         grad_kept = grad.index_select(1, index) * kept.view(shape).to(grad.dtype)
         weight_kept = weight.index_select(0, index)
     else:
-        channel = torch.zeros(weight.shape[0], dtype=grad.dtype, device=grad.device)
-        channel.index_put_((index,), kept.to(grad.dtype), accumulate=True)
+        channel = _kept_columns_mask(rows, weight.shape[0], grad.dtype)
         grad_kept = grad * channel.view((1, -1) + (1,) * (grad.dim() - 2))
         weight_kept = weight
     grad_x, grad_wk, grad_bk = torch.ops.aten.convolution_backward(
@@ -346,11 +403,11 @@ def _conv_backward(ctx, grad):
         grad_x = torch.ops.aten.convolution_backward(grad, x, weight, None, *conv_args,
                                                      [True, False, False])[0]
     grad_w = grad_b = None
-    if groups == 1 and mask[1]:
+    if gathered and mask[1]:
         grad_w = torch.zeros_like(weight).index_put_((index,), grad_wk, accumulate=True)
     elif mask[1]:
         grad_w = grad_wk
-    if groups == 1 and mask[2]:
+    if gathered and mask[2]:
         grad_b = weight.new_zeros(weight.shape[0]).index_put_((index,), grad_bk,
                                                               accumulate=True)
     elif mask[2]:

@@ -101,15 +101,23 @@ def _pow2_at_least(n: int) -> int:
 # ---------------------------------------------------------------- generated matrices
 
 def materialize(key, rows: int, cols: int, scale: float, generator: str, dist: str,
-                dtype: torch.dtype, lowrank_u=None, lowrank_v=None) -> torch.Tensor:
-    """W = scale * R(key) (+ lowrank_u @ lowrank_v^T), (rows, cols), one Triton pass."""
-    out = torch.empty(rows, cols, dtype=dtype, device=key.device)
+                dtype: torch.dtype, lowrank_u=None, lowrank_v=None,
+                row_index=None) -> torch.Tensor:
+    """W = scale * R(key) (+ lowrank_u @ lowrank_v^T), (rows, cols), one Triton pass.
+    row_index (int64 indices into W's rows, no adapter): only those rows of W, in that
+    order, (len(row_index), cols)."""
+    has_index = row_index is not None
+    if has_index and lowrank_u is not None:
+        raise ValueError("randfx materialize: row_index and an adapter cannot be combined")
+    out_rows = row_index.numel() if has_index else rows
+    out = torch.empty(out_rows, cols, dtype=dtype, device=key.device)
     if out.numel() == 0:
         return out
     has_lowrank = lowrank_u is not None
     block_r, block_c, warps = MATERIALIZE_LOWRANK_BLOCK if has_lowrank else MATERIALIZE_BLOCK
     # tl.dot (the adapter fold) needs 16 rows a tile
-    block_r = max(16 if has_lowrank else 1, min(block_r, _pow2_at_least(rows)))
+    block_r = max(16 if has_lowrank else 1, min(block_r, _pow2_at_least(out_rows)))
+    # the plan covers every row of W, whichever the index names
     log2_values, narrow, window = tile_plan(dist, 0, rows * cols - 1, cols, block_c)
     gen_id, dist_id = _ids(generator, dist)
     if has_lowrank:
@@ -117,11 +125,12 @@ def materialize(key, rows: int, cols: int, scale: float, generator: str, dist: s
         u, v = lowrank_u.to(common), lowrank_v.to(common)
     else:
         u = v = out
-    grid = (triton.cdiv(cols, block_c) * triton.cdiv(rows, block_r),)
-    materialize_kernel[grid](key, u, v, out, rows, cols, u.shape[1] if has_lowrank else 0,
-                             float(scale), window, u.stride(0), u.stride(1), v.stride(0),
-                             v.stride(1), GENERATOR=gen_id, DIST=dist_id,
-                             LOG2_VALUES=log2_values, NARROW=narrow, HAS_LOWRANK=has_lowrank,
+    grid = (triton.cdiv(cols, block_c) * triton.cdiv(out_rows, block_r),)
+    materialize_kernel[grid](key, u, v, row_index if has_index else out, out, out_rows, cols,
+                             u.shape[1] if has_lowrank else 0, float(scale), window,
+                             u.stride(0), u.stride(1), v.stride(0), v.stride(1),
+                             GENERATOR=gen_id, DIST=dist_id, LOG2_VALUES=log2_values,
+                             NARROW=narrow, HAS_LOWRANK=has_lowrank, HAS_ROW_INDEX=has_index,
                              DOT_IN_FP32=key.device.type == "cpu", RANK_BLOCK=RANK_BLOCK,
                              BLOCK_R=block_r, BLOCK_C=block_c, num_warps=warps)
     return out
