@@ -27,6 +27,7 @@ import triton
 import triton.language as tl
 
 from randfx.generators import device as streams
+from randfx.kernels.seeded_matmul import rademacher32_gemv_partial
 from randfx.kernels.tiles import group_hashes, launch_key, stream_tile
 from randfx.ops import triton_backend as tb
 
@@ -194,6 +195,77 @@ def tc_decode(x, key, rows, scale, dist, block_n, block_k, warps, stages, progra
     return finish(part, scale, x.dtype)
 
 
+# ---- candidate "gemv": the CUDA-core decode kernel under other launch configurations,
+# and with the split-K reduction folded in (the last split of a tile to finish sums the
+# partials: no epilogue launch) -----------------------------------------------------------
+
+@triton.jit(do_not_specialize=["M", "N", "K", "k_per_split", "window", "splits", "scale"])
+def gemv_last_split_kernel(x_ptr, key_ptr, partial_ptr, count_ptr, y_ptr, M, N, K,
+                           k_per_split, window, splits, scale, stride_xm, stride_xk,
+                           GENERATOR: tl.constexpr, BLOCK_M: tl.constexpr,
+                           BLOCK_N: tl.constexpr, GROUPS: tl.constexpr):
+    pid_n = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    m = tl.arange(0, BLOCK_M)
+    mask = (m < M)[:, None] & (n < N)[None, :]
+    k_begin = pid_s * k_per_split
+    partial = rademacher32_gemv_partial(x_ptr, key_ptr, M, K, k_begin,
+                                        tl.minimum(K, k_begin + k_per_split), window,
+                                        stride_xm, stride_xk, n, GENERATOR, BLOCK_M, BLOCK_N,
+                                        GROUPS)
+    tl.store(partial_ptr + pid_s * M * N + m[:, None] * N + n[None, :], partial, mask=mask)
+    tl.debug_barrier()  # every thread's partial is written before the tile counts it
+    arrived = tl.atomic_add(count_ptr + pid_n, 1, sem="acq_rel")
+    if arrived == splits - 1:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for split in range(0, splits):
+            acc += tl.load(partial_ptr + split * M * N + m[:, None] * N + n[None, :],
+                           mask=mask, other=0.0, cache_modifier=".cg")
+        tl.store(y_ptr + m[:, None] * N + n[None, :], (acc * scale).to(y_ptr.dtype.element_ty),
+                 mask=mask)
+        tl.atomic_xchg(count_ptr + pid_n, 0)  # ready for the next launch
+
+
+_COUNTS = {}
+
+
+def gemv_variant(x, key, rows, scale, block_n, groups, warps, programs_per_sm, max_splits,
+                 fused=None):
+    """The shipped CUDA-core decode with a launch config; fused: None (two kernels, the
+    shipped epilogue), "cached" (last split reduces, counters kept zeroed between calls)
+    or "zeroed" (the same, counters zeroed by a memset every call)."""
+    if fused is None:
+        tb.SIGN_GEMV_CONFIGS = {1: (block_n, groups, warps), 2: (block_n, groups, warps)}
+        tb.SIGN_GEMV_PROGRAMS_PER_SM = programs_per_sm
+        tb.SIGN_GEMV_MAX_SPLITS = max_splits
+        y = torch.empty(x.shape[0], rows, dtype=x.dtype, device=x.device)
+        return tb._rademacher32_decode("gemv", x, key, rows, x.shape[1], scale, None, None,
+                                       None, y, "pcg")
+    m, k = x.shape
+    n_blocks = triton.cdiv(rows, block_n)
+    splits, k_per_split = split_plan(k, 32 * groups, n_blocks,
+                                     programs_per_sm * tb._sm_count(x.device))
+    splits = min(splits, max_splits)
+    k_per_split = triton.cdiv(triton.cdiv(k, 32 * groups), splits) * 32 * groups
+    splits = triton.cdiv(k, k_per_split)
+    partial = torch.empty(splits, m, rows, dtype=torch.float32, device=x.device)
+    if fused == "cached":
+        counts = _COUNTS.get((x.device, n_blocks))
+        if counts is None:
+            counts = _COUNTS[x.device, n_blocks] = torch.zeros(n_blocks, dtype=torch.int32,
+                                                               device=x.device)
+    else:
+        counts = torch.zeros(n_blocks, dtype=torch.int32, device=x.device)
+    y = torch.empty(m, rows, dtype=x.dtype, device=x.device)
+    _, _, window = tb.tile_plan("rademacher32", 0, rows * k - 1, k, 32)
+    gemv_last_split_kernel[(n_blocks, splits)](
+        x, key, partial, counts, y, m, rows, k, k_per_split, window, splits, float(scale),
+        x.stride(0), x.stride(1), GENERATOR=streams.GENERATOR_IDS["pcg"],
+        BLOCK_M=1 << (m - 1).bit_length(), BLOCK_N=block_n, GROUPS=groups, num_warps=warps)
+    return y
+
+
 def graphed(fn):
     from randfx.bench.common import graphed as g
     return g(fn, torch.device("cuda"))
@@ -330,8 +402,9 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true")
     p.add_argument("--sections", default="decode,training,pmv,sparse")
-    p.add_argument("--candidates", default="mma,tc,group",
+    p.add_argument("--candidates", default="mma,tc,group,gemv",
                    help="decode candidate families to check and time")
+    p.add_argument("--rows", default="", help="comma-separated rows of x (default 1,4,8,16)")
     args = p.parse_args()
     sections = args.sections.split(",")
     cuda = torch.cuda.is_available() and not args.quick
@@ -341,6 +414,8 @@ def main():
     key = torch.tensor(12345, device=dev)
     shapes = [(4096, 4096), (8192, 8192), (28672, 8192)] if cuda else [(128, 256)]
     rows_list = [1, 4, 8, 16] if cuda else [1, 3]
+    if args.rows:
+        rows_list = [int(r) for r in args.rows.split(",")]
     group_variants = [  # (name, mode, block_n, unroll, warps, programs)
         ("g_fma_32u4", 0, 32, 4, 4, 528), ("g_fma_64u4", 0, 64, 4, 4, 528),
         ("g_fma_16u8", 0, 16, 8, 4, 1056), ("g_fma_32u8w8", 0, 32, 8, 8, 528),
@@ -355,6 +430,16 @@ def main():
         ("m256g2s3p8", 256, 2, 8, 3, 8), ("m64g8s3p8", 64, 8, 4, 3, 8),
         ("m128g4s2p4", 128, 4, 4, 2, 4), ("m128g2s3p4", 128, 2, 4, 3, 4),
         ("m64g4s3p8", 64, 4, 4, 3, 8), ("m64g8s3p4", 64, 8, 4, 3, 4),
+    ]
+    gemv_variants = [  # (name, block_n, groups, warps, programs per SM, max splits, fused)
+        ("v64g16w4", 64, 16, 4, 8, 4, None), ("v64g16w4s8", 64, 16, 4, 16, 8, None),
+        ("v32g16w4", 32, 16, 4, 8, 4, None), ("v32g8w4s8", 32, 8, 4, 16, 8, None),
+        ("v64g8w4s8", 64, 8, 4, 16, 8, None), ("v64g16w8", 64, 16, 8, 8, 4, None),
+        ("v128g8w4", 128, 8, 4, 8, 8, None), ("v32g16w2s8", 32, 16, 2, 16, 8, None),
+        ("f64g16w4", 64, 16, 4, 8, 4, "cached"), ("f64g16w4s8", 64, 16, 4, 16, 8, "cached"),
+        ("f32g8w4s8", 32, 8, 4, 16, 8, "cached"), ("f64g8w4s8", 64, 8, 4, 16, 8, "cached"),
+        ("f32g16w4s8", 32, 16, 4, 16, 8, "cached"), ("f64g16w4z", 64, 16, 4, 8, 4, "zeroed"),
+        ("f64g8w4s8z", 64, 8, 4, 16, 8, "zeroed"),
     ]
     variants = [  # (name, dist, bits, block_n, block_k, warps, stages, programs)
         ("tc64x128", "rademacher32", False, 64, 128, 4, 2, 528),
@@ -396,6 +481,11 @@ def main():
         group_variants = []
     if "mma" not in candidates:
         mma_variants = []
+    if "gemv" not in candidates:
+        gemv_variants = []
+    if not cuda:
+        gemv_variants = [(n, min(bn, 16), min(g, 2), w, p, sp, f)
+                         for n, bn, g, w, p, sp, f in gemv_variants]
     if not cuda:
         mma_variants = [(n, min(bn, 32), g, w, s, 8) for n, bn, g, w, s, _ in mma_variants]
     for out_f, in_f in shapes:
@@ -418,13 +508,27 @@ def main():
                 err = ((got.float() - ref).norm() / ref.norm()).item()
                 if not err < 1e-2:
                     return f"WRONG rel err {err:.2e}"
-                return dense / t_us(run)
+                ratio = dense / t_us(run)
+                # again after the timed replays: state a kernel keeps between calls
+                # (the last-split counters) must still be right
+                err = ((run().float() - ref).norm() / ref.norm()).item()
+                return ratio if err < 1e-2 else f"WRONG after timing, rel err {err:.2e}"
 
             mma_default = (tb.SIGN_MMA_CONFIG, tb.SIGN_MMA_PROGRAMS_PER_SM)
             for name, bn, groups, warps, stages, programs in mma_variants:
                 line[name] = check_then_time("rademacher32", functools.partial(
                     shipped_mma, x, key, out_f, scale, bn, groups, warps, stages, programs))
             tb.SIGN_MMA_CONFIG, tb.SIGN_MMA_PROGRAMS_PER_SM = mma_default
+            gemv_default = (tb.SIGN_GEMV_CONFIGS, tb.SIGN_GEMV_PROGRAMS_PER_SM,
+                            tb.SIGN_GEMV_MAX_SPLITS)
+            for name, bn, groups, warps, programs, max_splits, fused in gemv_variants:
+                if rows > 2:
+                    continue
+                line[name] = check_then_time("rademacher32", functools.partial(
+                    gemv_variant, x, key, out_f, scale, bn, groups, warps, programs,
+                    max_splits, fused))
+            (tb.SIGN_GEMV_CONFIGS, tb.SIGN_GEMV_PROGRAMS_PER_SM,
+             tb.SIGN_GEMV_MAX_SPLITS) = gemv_default
             for name, dist, bits, bn, bk, warps, stages, programs in variants:
                 line[name] = check_then_time(dist, functools.partial(
                     tc_decode, x, key, out_f, scale, dist, bn, bk, warps, stages, programs,
