@@ -280,8 +280,11 @@ def _kernel_case(device, dtype, m=37, out=41, inp=35):
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("side_stream", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_cuda_op_matches_cpu_reference(dtype):
+def test_cuda_op_matches_cpu_reference(dtype, side_stream, monkeypatch):
+    """side_stream: grad_W on the side stream (row_sparse.SIDE_STREAM_MIN_MACS)."""
+    monkeypatch.setattr(row_sparse, "SIDE_STREAM_MIN_MACS", 0 if side_stream else 1 << 62)
     g, x, w, rows = _kernel_case("cuda", dtype, m=300, out=257, inp=190)
     x.requires_grad_(True)
     w.requires_grad_(True)
