@@ -3,7 +3,7 @@ cuBLAS and the shipped kernels (METHOD.md: one script, many variants), plus prof
 the training, PMV and row-sparse paths.
 
     python scripts/decode_lab.py [--quick] [--sections decode,training,pmv,sparse]
-                                 [--candidates mma,tc,group]
+                                 [--candidates mma,tc,group,gemv] [--rows 1,4,8,16]
 
 The kept designs are randfx's own kernels: `shipped_rademacher32` times the dispatch
 (`rademacher32_gemv_kernel` at 1-2 rows, `rademacher32_mma_kernel` above); the "mma"
@@ -15,6 +15,11 @@ registers as the dot's first operand (per-element bit positions), x^T (rows padd
 16) as the second; split-K partials in fp32 summed by torch.
 Candidate "group": one 32-column hash group per [BLOCK_N, 32] tile (FMA, sign-flip xor,
 or tl.dot).
+Candidate "gemv" (1-2 rows): the shipped CUDA-core kernel under other launch configs
+("v..."), and with the split-K sum done by the last split of each tile to finish ("f...",
+an atomic counter per tile; "z": counters zeroed per call), so no epilogue launch.
+The sparse section times the shipped row-sparse backward against variants (gather
+forms, grad_W on a side stream, Triton gather and row placement) and profiles them.
 """
 
 import argparse
