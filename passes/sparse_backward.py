@@ -103,10 +103,11 @@ def _sparse_forward(rule: str, module: nn.Module, x: torch.Tensor, rows: torch.T
 
 def _weight_rows(rule: str, module: nn.Module, rows: torch.Tensor) -> torch.Tensor:
     """W[rows] in canonical (out, in, *kernel) layout, computing only those rows."""
+    # index_select: the same rows as indexing, without advanced indexing's overhead
     if rule in ("linear", "conv"):
-        return module.weight.detach()[rows]
+        return module.weight.detach().index_select(0, rows)
     if rule == "hf_conv1d":
-        return module.weight.detach()[:, rows].t()
+        return module.weight.detach().index_select(1, rows).t()
     shape = module.weight_shape
     row_numel = int(torch.Size(shape[1:]).numel())
     key = module.seed

@@ -61,6 +61,7 @@ from .generators import spec
 
 WEIGHTINGS = ("magnitude", "uniform")
 HASH = "pcg"  # the cheaper of the project's two hashes; any stream would do
+WORD_BLOCK_WORDS = 1 << 15  # CPU draws hash their words this many at a time (_words)
 _LAYER_DRAWS = ("column", "epsilon", "epsilon column", "predecessor")  # slots per layer
 
 
@@ -167,6 +168,7 @@ class RandomWalkSampler:
                 if _sliced(layers[pred].out_features, layers[name].in_features):
                     self._slot[name, pred] = len(self._slot) + 1
         self._slots = len(self._slot) + 1
+        self._word_block = None  # (first step, words of a run of steps): CPU draws
 
     def sample(self, step=0) -> WalkSample:
         """Draw the walks of step `step` (an int >= 0, or a 0-d int64 tensor holding one:
@@ -183,10 +185,7 @@ class RandomWalkSampler:
                     torch.zeros(1, dtype=torch.int64)).device
             device = self.device
         n = self.num_paths
-        # every random word of this step in one hash: words[s, w] is slot s of walk w
-        per_step = self._slots * n
-        counters = step * per_step + torch.arange(per_step, device=device).view(-1, n)
-        words = stream.hash_u32(counters, self.key, HASH)
+        words = self._words(step, device)
         state = self._start(words[0])
         visits, rows = {}, {}
         for name in self.order:
@@ -217,6 +216,26 @@ class RandomWalkSampler:
                 visits[name] = torch.zeros(out, dtype=torch.int64, device=device)
                 rows[name] = torch.full((min(out, n),), -1, dtype=torch.int64, device=device)
         return WalkSample(visits=visits, rows=rows)
+
+    def _words(self, step, device) -> torch.Tensor:
+        """Every random word of step `step`: words[s, w] is slot s of walk w. On the CPU
+        outside torch.compile the words of WORD_BLOCK_STEPS-long runs of steps are hashed
+        at once and kept (they do not depend on the weights, and one hash over a block
+        costs about what one step's dozens of small ops cost); elsewhere each draw hashes
+        its own, inside the traced or captured graph."""
+        n = self.num_paths
+        per_step = self._slots * n
+        if device.type != "cpu" or torch.compiler.is_compiling():
+            counters = step * per_step + torch.arange(per_step, device=device).view(-1, n)
+            return stream.hash_u32(counters, self.key, HASH)
+        step = int(step)  # a CPU tensor: no device to wait for
+        steps = max(1, WORD_BLOCK_WORDS // per_step)
+        first = step - step % steps
+        if self._word_block is None or self._word_block[0] != first:
+            counters = first * per_step + torch.arange(steps * per_step)
+            self._word_block = (first, stream.hash_u32(counters, self.key, HASH)
+                                .view(steps, self._slots, n))
+        return self._word_block[1][step - first]
 
     def _start(self, words: torch.Tensor):
         """Each walk's first row, uniform over the union of all output layers' rows."""

@@ -8,6 +8,8 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
+from randfx import random_walk
+from randfx.generators.reference import hash_u32
 from randfx.random_walk import RandomWalkSampler, WalkLayer
 
 P_CRITICAL = 1e-3  # a correct sampler fails one of these tests with probability ~1e-3
@@ -282,6 +284,20 @@ def test_a_draw_is_a_pure_function_of_key_and_step():
     assert all(torch.equal(first[n], again[n]) for n in layers)
     assert not all(torch.equal(first[n], next_step[n]) for n in layers)
     assert not all(torch.equal(first[n], other_key[n]) for n in layers)
+
+
+def test_cpu_draws_hash_their_words_in_blocks_of_steps_with_the_same_bits():
+    """On the CPU a draw's words come from a block hashed for a run of steps; every
+    step's words equal hashing that step alone, across block boundaries, in any order."""
+    graph, layers = _mlp_layers([12, 9, 7, 5])
+    sampler = RandomWalkSampler(graph, layers, num_paths=50, epsilon=0.2, key=11)
+    per_step = sampler._slots * 50
+    block = random_walk.WORD_BLOCK_WORDS // per_step
+    assert block > 2  # the blocks span several steps
+    for step in (block + 1, 0, block - 1, block, 5 * block + 3, 1):
+        counters = step * per_step + torch.arange(per_step).view(-1, 50)
+        alone = hash_u32(counters, sampler.key, random_walk.HASH)
+        assert torch.equal(sampler._words(torch.tensor(step), torch.device("cpu")), alone)
 
 
 @pytest.mark.parametrize("step", [-1, 2.0, True, torch.tensor(2.0), torch.tensor([2])])
