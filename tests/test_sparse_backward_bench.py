@@ -21,12 +21,16 @@ def test_sparse_backward_bench_writes_rows(tmp_path):
 
 
 @pytest.mark.skipif(not os.path.isdir(mnist.DEFAULT_DATA), reason="MNIST files not present")
-def test_mnist_bench_counts_row_updates(tmp_path):
+@pytest.mark.parametrize("compiled", [False, True])
+def test_mnist_bench_counts_row_updates(tmp_path, compiled):
     out = tmp_path / "mnist.json"
     assert mnist.main(["--device", "cpu", "--epochs", "1", "--train-limit", "512",
-                       "--paths", "5", "--json", str(out)]) == 0
+                       "--paths", "5", "--json", str(out)]
+                      + (["--compile"] if compiled else [])) == 0
     full, sparse = json.loads(out.read_text())["rows"]
     assert full["steps"] == sparse["steps"] == 4
+    # the first step (one batch shape) is timed apart: compilation under --compile
+    assert full["compile_s"] > 0 and sparse["compile_s"] > 0 and sparse["ms_per_step"] > 0
     assert full["row_updates"] == 4 * (256 + 128 + 10)
     # 5 walks touch at most 5 rows per layer per step
     assert 4 * 3 <= sparse["row_updates"] <= 4 * 3 * 5

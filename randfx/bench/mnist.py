@@ -10,7 +10,9 @@ averaged over all steps; the models train in lockstep on the same batches, each 
 timed alone, so every method sees the same machine load); sample ms (one draw of the
 walks alone, median, so the sampler's share is visible); ratio = ms/step of full /
 ms/step of this run. --temperature/--epsilon/--weighting/--propagate set the
-randfx.SparseBackward options.
+randfx.SparseBackward options. --compile runs every model (full and sparse alike) under
+torch.compile. The first step at each batch shape is left out of ms/step (a warm-up; under
+--compile, the compilation, reported as compile_s).
 The data are read from gzip IDX files by path, never downloaded.
 """
 
@@ -82,7 +84,8 @@ def train(models, train_data, *, epochs: int, batch: int = 128, lr: float = 1e-3
           seed: int = 0):
     """Adam training of every model in lockstep on the same batches: each model's step is
     timed on its own, so all of them see the same machine load over time. Returns per
-    model (ms per step, steps, rows updated in all)."""
+    model (ms per step, steps, rows updated in all, seconds of the first step at each
+    batch shape, which ms per step leaves out)."""
     images, labels = train_data
     device = images.device
     loss_fn = nn.CrossEntropyLoss()
@@ -90,7 +93,8 @@ def train(models, train_data, *, epochs: int, batch: int = 128, lr: float = 1e-3
     for model in models:
         runs.append({"model": model, "plan": getattr(model, "randfx_sparse_backward", None),
                      "optimizer": torch.optim.Adam(model.parameters(), lr=lr),
-                     "seconds": 0.0, "drawn": []})  # rows per step, counted after training
+                     "seconds": 0.0, "timed": 0, "warmup_seconds": 0.0, "shapes": set(),
+                     "drawn": torch.zeros((), dtype=torch.int64, device=device)})
         model.train()
     shuffle = torch.Generator(device).manual_seed(seed)
     steps = 0
@@ -107,9 +111,17 @@ def train(models, train_data, *, epochs: int, batch: int = 128, lr: float = 1e-3
                 run["optimizer"].step()
                 if device.type == "cuda":
                     torch.cuda.synchronize()
-                run["seconds"] += time.perf_counter() - start
+                if x.shape in run["shapes"]:
+                    run["seconds"] += time.perf_counter() - start
+                    run["timed"] += 1
+                else:  # the first step at this batch shape: warm-up or compilation
+                    run["shapes"].add(x.shape)
+                    run["warmup_seconds"] += time.perf_counter() - start
                 if run["plan"] is not None:
-                    run["drawn"].append(run["plan"].last_sample.rows)
+                    # counted now, on the device: a compiled model's next step may reuse
+                    # the memory of this draw (CUDA graphs)
+                    run["drawn"] += sum((r >= 0).sum()
+                                        for r in run["plan"].last_sample.rows.values())
             steps += 1
     results = []
     for run in runs:
@@ -117,13 +129,14 @@ def train(models, train_data, *, epochs: int, batch: int = 128, lr: float = 1e-3
             rows = steps * sum(m.out_features for m in run["model"].modules()
                                if isinstance(m, nn.Linear))
         else:
-            rows = sum(int((r >= 0).sum()) for step in run["drawn"] for r in step.values())
-        results.append((run["seconds"] * 1e3 / steps, steps, rows))
+            rows = int(run["drawn"])
+        results.append((run["seconds"] * 1e3 / max(1, run["timed"]), steps, rows,
+                        run["warmup_seconds"]))
     return results
 
 
 def run(paths, *, data_dir=DEFAULT_DATA, epochs=5, device="cpu", train_limit=None, seed=0,
-        **walk_options):
+        compile=None, **walk_options):
     train_data = load_mnist(data_dir, "train", device)
     if train_limit:
         train_data = tuple(t[:train_limit] for t in train_data)
@@ -131,12 +144,20 @@ def run(paths, *, data_dir=DEFAULT_DATA, epochs=5, device="cpu", train_limit=Non
     methods = [None] + list(paths)
     models = [mlp(seed).to(device) if n is None
               else sparse_model(mlp(seed), n, seed, **walk_options).to(device) for n in methods]
+    if compile:
+        # the models share their forward's code, so each one's graphs (train, eval, the
+        # short last batch) count against one recompile limit: raise it, or the later
+        # models would silently fall back to eager
+        config = torch._dynamo.config
+        limit = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+        setattr(config, limit, max(getattr(config, limit), 16 * len(models)))
+        models = [torch.compile(model, mode=compile) for model in models]
     results = train(models, train_data, epochs=epochs, seed=seed)
     rows = []
-    for num_paths, model, (ms, steps, updates) in zip(methods, models, results):
+    for num_paths, model, (ms, steps, updates, warmup_s) in zip(methods, models, results):
         row = {"method": "full" if num_paths is None else f"{num_paths} paths",
                "accuracy": 100.0 * accuracy(model, *test_data), "row_updates": updates,
-               "ms_per_step": ms, "steps": steps}
+               "ms_per_step": ms, "steps": steps, "compile_s": warmup_s}
         if num_paths is not None:
             row["sample_ms"] = common.time_ms(model.randfx_sparse_backward.resample,
                                               device=device)
@@ -159,6 +180,9 @@ def main(argv=None) -> int:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--epsilon", type=float, default=0.0)
     p.add_argument("--weighting", default="magnitude", choices=("magnitude", "uniform"))
+    p.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
+                   help="torch.compile every model, full and sparse alike, in this mode "
+                        "(default, reduce-overhead, ...)")
     p.add_argument("--propagate", default="kept_rows", choices=("kept_rows", "all_rows"),
                    help="all_rows: seed 004's semantics (weight gradients masked to the "
                         "rows, input gradients dense)")
@@ -167,11 +191,12 @@ def main(argv=None) -> int:
     walk = {"temperature": args.temperature, "epsilon": args.epsilon,
             "weighting": args.weighting, "propagate": args.propagate}
     rows = run(paths, data_dir=args.data, epochs=args.epochs, device=args.device,
-               train_limit=args.train_limit, seed=args.seed, **walk)
+               train_limit=args.train_limit, seed=args.seed, compile=args.compile, **walk)
     columns = ["method", "accuracy", "row_updates", "update_fraction", "ms_per_step",
-               "sample_ms", "ratio"]
+               "sample_ms", "ratio"] + (["compile_s"] if args.compile else [])
     common.emit("mnist", rows, columns, device=args.device, json_path=args.json,
                 notes={"epochs": args.epochs, "batch": 128, "lr": 1e-3, "seed": args.seed,
+                       "compile": args.compile,
                        "model": "784-256-128-10 ReLU", "train_limit": args.train_limit,
                        **walk})
     return 0
