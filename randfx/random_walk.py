@@ -218,14 +218,16 @@ class RandomWalkSampler:
         return WalkSample(visits=visits, rows=rows)
 
     def _words(self, step, device) -> torch.Tensor:
-        """Every random word of step `step`: words[s, w] is slot s of walk w. On the CPU
-        outside torch.compile the words of WORD_BLOCK_STEPS-long runs of steps are hashed
-        at once and kept (they do not depend on the weights, and one hash over a block
-        costs about what one step's dozens of small ops cost); elsewhere each draw hashes
-        its own, inside the traced or captured graph."""
+        """Every random word of step `step`: words[s, w] is slot s of walk w. On the CPU,
+        for a plain int or tensor step outside torch.compile, the words of a run of steps
+        (WORD_BLOCK_WORDS words in all) are hashed at once and kept (they do not depend on
+        the weights, and one hash over a block costs about what one step's dozens of small
+        ops cost); elsewhere (a GPU, a traced or fake step) each draw hashes its own, inside
+        the traced or captured graph."""
         n = self.num_paths
         per_step = self._slots * n
-        if device.type != "cpu" or torch.compiler.is_compiling():
+        plain_step = isinstance(step, int) or type(step) is torch.Tensor
+        if device.type != "cpu" or not plain_step or torch.compiler.is_compiling():
             counters = step * per_step + torch.arange(per_step, device=device).view(-1, n)
             return stream.hash_u32(counters, self.key, HASH)
         step = int(step)  # a CPU tensor: no device to wait for
