@@ -1,9 +1,10 @@
-"""Smoke tests of the seed examples (examples/random_base_lora_shakespeare.py and
-examples/pranc_mnist.py): each runs end to end with tiny settings when its data set is
-present (skipped, with the reason, when it is not), and without data it stops with a
-message that says what to pass."""
+"""Smoke tests of the seed examples (examples/random_base_lora_shakespeare.py,
+examples/pranc_mnist.py, examples/sparse_backward_mnist.py): each runs end to end with
+tiny settings when its data set is present (skipped, with the reason, when it is not),
+and without data it stops with a message that says what to pass."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,7 +43,22 @@ def test_example_runs_and_reloads_identically(name, tmp_path):
     assert out.stat().st_size > 0
 
 
-@pytest.mark.parametrize("name", sorted(EXAMPLES))
+@pytest.mark.parametrize("compiled", [False, True])
+def test_sparse_backward_example_trains_along_the_walks(compiled):
+    if not (DATA / "mnist/t10k-labels-idx1-ubyte.gz").exists():
+        pytest.skip(f"needs {DATA / 'mnist'} (set RANDFX_DATA to the data folder)")
+    result = run_example("sparse_backward_mnist.py", "--data", str(DATA), "--epochs", "1",
+                         "--train-limit", "640", "--paths", "7",
+                         *(["--compile"] if compiled else []))
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.strip().splitlines()[-1]
+    assert line.startswith("epoch 1: test accuracy")
+    # 7 walks update at most 7 rows of each of the three layers, and at least one
+    counts = [int(n) for n in re.findall(r"'\d+': (\d+)", line)]
+    assert len(counts) == 3 and all(1 <= n <= 7 for n in counts), line
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES) + ["sparse_backward_mnist.py"])
 def test_example_without_data_says_what_to_pass(name, tmp_path):
     result = run_example(name, "--data", str(tmp_path))
     assert result.returncode == 1

@@ -26,7 +26,9 @@ from torch import nn
 
 from . import common
 
-DEFAULT_DATA = "/work/shared/data/mnist"
+# $RANDFX_DATA/mnist, else shared/data/mnist beside a source checkout (../shared/data)
+DEFAULT_DATA = os.path.join(os.environ.get("RANDFX_DATA") or os.path.normpath(os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared", "data")), "mnist")
 FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
          "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
 
