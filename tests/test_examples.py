@@ -31,11 +31,16 @@ def run_example(name, *args):
                           capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
 
 
+def skip_without(needed: str, name: str) -> None:
+    """Skip, saying what is missing, when the data file `needed` is not under DATA."""
+    if not (DATA / needed).exists():
+        pytest.skip(f"{name} needs {DATA / needed} (set RANDFX_DATA to the data folder)")
+
+
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_example_runs_and_reloads_identically(name, tmp_path):
     needed, tiny = EXAMPLES[name]
-    if not (DATA / needed).exists():
-        pytest.skip(f"{name} needs {DATA / needed} (set RANDFX_DATA to the data folder)")
+    skip_without(needed, name)
     out = tmp_path / "example.rfx"
     result = run_example(name, "--data", str(DATA), "--out", str(out), *tiny)
     assert result.returncode == 0, result.stderr
@@ -45,8 +50,7 @@ def test_example_runs_and_reloads_identically(name, tmp_path):
 
 @pytest.mark.parametrize("compiled", [False, True])
 def test_sparse_backward_example_trains_along_the_walks(compiled):
-    if not (DATA / "mnist/t10k-labels-idx1-ubyte.gz").exists():
-        pytest.skip(f"needs {DATA / 'mnist'} (set RANDFX_DATA to the data folder)")
+    skip_without("mnist/t10k-labels-idx1-ubyte.gz", "sparse_backward_mnist.py")
     result = run_example("sparse_backward_mnist.py", "--data", str(DATA), "--epochs", "1",
                          "--train-limit", "640", "--paths", "7",
                          *(["--compile"] if compiled else []))
