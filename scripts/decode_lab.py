@@ -6,7 +6,7 @@ the training, PMV and row-sparse paths.
                                  [--candidates mma,tc,group,gemv] [--rows 1,4,8,16]
 
 The kept designs are randfx's own kernels: `shipped_rademacher32` times the dispatch
-(`rademacher32_gemv_kernel` at 1-2 rows, `rademacher32_mma_kernel` above); the "mma"
+(`rademacher32_gemv_kernel` at 1 row, `rademacher32_mma_kernel` above); the "mma"
 candidates time the tensor-core kernel under other launch configurations. This script
 keeps the rejected candidates and their checks:
 
@@ -15,9 +15,13 @@ registers as the dot's first operand (per-element bit positions), x^T (rows padd
 16) as the second; split-K partials in fp32 summed by torch.
 Candidate "group": one 32-column hash group per [BLOCK_N, 32] tile (FMA, sign-flip xor,
 or tl.dot).
-Candidate "gemv" (1-2 rows): the shipped CUDA-core kernel under other launch configs
+Candidate "gemv" (1 row): the shipped CUDA-core kernel under other launch configs
 ("v..."), and with the split-K sum done by the last split of each tile to finish ("f...",
 an atomic counter per tile; "z": counters zeroed per call), so no epilogue launch.
+Candidate "join" (any rows): the tensor-core kernel as shipped before 2026-12-01: W's
+tile unpacked in hash order by five `tl.join` shifts (about 6 SASS instructions per
+weight, a third of them layout conversions) instead of the shipped bit-pair tile with
+permuted columns (about 3).
 The sparse section times the shipped row-sparse backward against variants (gather
 forms, grad_W on a side stream, Triton gather and row placement) and profiles them.
 """
@@ -46,6 +50,49 @@ def rademacher32_bits_tile(row_base, col_start, key, BLOCK_R: tl.constexpr,
     position = tl.arange(0, 32).to(tl.uint32)[None, None, :]
     bits = ((((h[:, :, None] >> position) & 1) << 15) | ONE).to(tl.uint16)
     return tl.reshape(bits.to(OUT, bitcast=True), (BLOCK_R, BLOCK_C))
+
+
+@triton.jit
+def join_sign_tile(h, ROWS: tl.constexpr, GROUPS: tl.constexpr, ONE: tl.constexpr,
+                   OUT: tl.constexpr):
+    """[ROWS, GROUPS] hashes -> [ROWS, GROUPS * 32] +-1 in hash order: bit p reaches the
+    16-bit sign through five joins' shifts, then one and-or per value."""
+    v = tl.join(h << 15, h >> 1)
+    v = tl.join(v, v >> 8)
+    v = tl.join(v, v >> 4)
+    v = tl.join(v, v >> 2)
+    v = tl.join(v, v >> 1)
+    bits = (v & 0x8000) | ONE
+    return tl.reshape(bits.to(tl.uint16).to(OUT, bitcast=True), (ROWS, GROUPS * 32))
+
+
+@triton.jit(do_not_specialize=["M", "N", "K", "k_per_split", "window"])
+def join_mma_kernel(x_ptr, key_ptr, partial_ptr, M, N, K, k_per_split, window, stride_xm,
+                    stride_xk, GENERATOR: tl.constexpr, DOT_IN_FP32: tl.constexpr,
+                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUPS: tl.constexpr):
+    pid_n = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    key = launch_key(key_ptr, window, True)
+    n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    m = tl.arange(0, BLOCK_M)
+    group = tl.arange(0, GROUPS)
+    row_group = ((n.to(tl.int64) * K.to(tl.int64)) >> 5).to(tl.uint32)
+    acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+    k_begin = pid_s * k_per_split
+    k_end = tl.minimum(K, k_begin + k_per_split)
+    for k0 in range(k_begin, k_end, 32 * GROUPS):
+        h = streams.hash_lo(row_group[:, None] + (k0 // 32 + group).to(tl.uint32)[None, :],
+                            key, GENERATOR)
+        k = k0 + tl.arange(0, 32 * GROUPS)
+        x_t = tl.load(x_ptr + m[None, :] * stride_xm + k[:, None] * stride_xk,
+                      mask=(m < M)[None, :] & (k < K)[:, None], other=0.0)
+        w = join_sign_tile(h, BLOCK_N, GROUPS, 0x3F80, tl.bfloat16)
+        if DOT_IN_FP32:
+            acc = tl.dot(w.to(tl.float32), x_t.to(tl.float32), acc, input_precision="ieee")
+        else:
+            acc = tl.dot(w.to(x_t.dtype), x_t, acc)
+    tl.store(partial_ptr + pid_s * M * N + m[None, :] * N + n[:, None], acc,
+             mask=(m < M)[None, :] & (n < N)[:, None])
 
 
 @triton.jit(do_not_specialize=["M", "N", "K", "k_per_split", "window"])
@@ -182,6 +229,24 @@ def shipped_mma(x, key, rows, scale, block_n, groups, warps, stages, programs_pe
                                    y, "pcg")
 
 
+def join_mma(x, key, rows, scale, block_n, groups, warps, stages, programs_per_sm):
+    m, k = x.shape
+    n_blocks = triton.cdiv(rows, block_n)
+    split, k_per_split = split_plan(k, 32 * groups, n_blocks,
+                                    programs_per_sm * tb._sm_count(x.device))
+    split = min(split, tb.SIGN_MMA_MAX_SPLITS)
+    k_per_split = triton.cdiv(triton.cdiv(k, 32 * groups), split) * 32 * groups
+    split = triton.cdiv(k, k_per_split)
+    part = torch.empty(split, m, rows, device=x.device, dtype=torch.float32)
+    _, _, window = tb.tile_plan("rademacher32", 0, rows * k - 1, k, 32)
+    join_mma_kernel[(n_blocks, split)](
+        x, key, part, m, rows, k, k_per_split, window, x.stride(0), x.stride(1),
+        GENERATOR=streams.GENERATOR_IDS["pcg"], DOT_IN_FP32=x.device.type == "cpu",
+        BLOCK_M=max(16, 1 << (m - 1).bit_length()), BLOCK_N=block_n, GROUPS=groups,
+        num_warps=warps, num_stages=stages)
+    return finish(part, scale, x.dtype)
+
+
 def tc_decode(x, key, rows, scale, dist, block_n, block_k, warps, stages, programs,
               bits=False):
     m, k = x.shape
@@ -241,7 +306,7 @@ def gemv_variant(x, key, rows, scale, block_n, groups, warps, programs_per_sm, m
     shipped epilogue), "cached" (last split reduces, counters kept zeroed between calls)
     or "zeroed" (the same, counters zeroed by a memset every call)."""
     if fused is None:
-        tb.SIGN_GEMV_CONFIGS = {1: (block_n, groups, warps), 2: (block_n, groups, warps)}
+        tb.SIGN_GEMV_CONFIGS = {1: (block_n, groups, warps)}
         tb.SIGN_GEMV_PROGRAMS_PER_SM = programs_per_sm
         tb.SIGN_GEMV_MAX_SPLITS = max_splits
         y = torch.empty(x.shape[0], rows, dtype=x.dtype, device=x.device)
@@ -501,7 +566,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true")
     p.add_argument("--sections", default="decode,training,pmv,sparse")
-    p.add_argument("--candidates", default="mma,tc,group,gemv",
+    p.add_argument("--candidates", default="mma,join,tc,group,gemv",
                    help="decode candidate families to check and time")
     p.add_argument("--rows", default="", help="comma-separated rows of x (default 1,4,8,16)")
     args = p.parse_args()
@@ -523,13 +588,15 @@ def main():
         ("g_dot_64u4", 2, 64, 4, 4, 528), ("g_dot_128u4", 2, 128, 4, 8, 528),
         ("g_dot_32u8", 2, 32, 8, 4, 1056), ("g_dot_64u8", 2, 64, 8, 4, 1056),
     ]
-    mma_variants = [  # (name, block_n, groups, warps, stages, programs per SM)
-        ("m128g4s3p8", 128, 4, 4, 3, 8), ("m128g2s3p8", 128, 2, 4, 3, 8),
-        ("m128g4s3p16", 128, 4, 4, 3, 16), ("m128g4s4p8", 128, 4, 4, 4, 8),
-        ("m256g2s3p8", 256, 2, 8, 3, 8), ("m64g8s3p8", 64, 8, 4, 3, 8),
-        ("m128g4s2p4", 128, 4, 4, 2, 4), ("m128g2s3p4", 128, 2, 4, 3, 4),
-        ("m64g4s3p8", 64, 4, 4, 3, 8), ("m64g8s3p4", 64, 8, 4, 3, 4),
+    mma_variants = [  # (name, block_n, groups (a multiple of 4), warps, stages, programs/SM)
+        ("m128g4w4", 128, 4, 4, 3, 8), ("m256g4w8", 256, 4, 8, 3, 8),
+        ("m256g4w4", 256, 4, 4, 3, 8), ("m128g8w4", 128, 8, 4, 3, 8),
+        ("m256g8w8", 256, 8, 8, 3, 8), ("m64g4w4", 64, 4, 4, 3, 8),
+        ("m128g4w8", 128, 4, 8, 3, 8), ("m128g4w4p16", 128, 4, 4, 3, 16),
+        ("m256g4w8p16", 256, 4, 8, 3, 16), ("m128g4w4p4", 128, 4, 4, 3, 4),
+        ("m64g8w4", 64, 8, 4, 3, 8), ("m128g4w4s2", 128, 4, 4, 2, 8),
     ]
+    join_variants = [("j128g2s3p8", 128, 2, 4, 3, 8)]  # the kernel shipped before
     gemv_variants = [  # (name, block_n, groups, warps, programs per SM, max splits, fused)
         ("v64g16w4", 64, 16, 4, 8, 4, None), ("v64g16w4s8", 64, 16, 4, 16, 8, None),
         ("v32g16w4", 32, 16, 4, 8, 4, None), ("v32g8w4s8", 32, 8, 4, 16, 8, None),
@@ -580,6 +647,8 @@ def main():
         group_variants = []
     if "mma" not in candidates:
         mma_variants = []
+    if "join" not in candidates:
+        join_variants = []
     if "gemv" not in candidates:
         gemv_variants = []
     if not cuda:
@@ -587,6 +656,7 @@ def main():
                          for n, bn, g, w, p, sp, f in gemv_variants]
     if not cuda:
         mma_variants = [(n, min(bn, 32), g, w, s, 8) for n, bn, g, w, s, _ in mma_variants]
+        join_variants = [(n, min(bn, 32), g, w, s, 8) for n, bn, g, w, s, _ in join_variants]
     for out_f, in_f in shapes:
         scale = 1.0 / math.sqrt(in_f)
         w = torch.randn(out_f, in_f, device=dev, dtype=dtype)
@@ -618,10 +688,13 @@ def main():
                 line[name] = check_then_time("rademacher32", functools.partial(
                     shipped_mma, x, key, out_f, scale, bn, groups, warps, stages, programs))
             tb.SIGN_MMA_CONFIG, tb.SIGN_MMA_PROGRAMS_PER_SM = mma_default
+            for name, bn, groups, warps, stages, programs in join_variants:
+                line[name] = check_then_time("rademacher32", functools.partial(
+                    join_mma, x, key, out_f, scale, bn, groups, warps, stages, programs))
             gemv_default = (tb.SIGN_GEMV_CONFIGS, tb.SIGN_GEMV_PROGRAMS_PER_SM,
                             tb.SIGN_GEMV_MAX_SPLITS)
             for name, bn, groups, warps, programs, max_splits, fused in gemv_variants:
-                if rows > 2:
+                if rows > 1:
                     continue
                 line[name] = check_then_time("rademacher32", functools.partial(
                     gemv_variant, x, key, out_f, scale, bn, groups, warps, programs,

@@ -89,28 +89,30 @@ def test_seeded_matmul(device, rows, transpose):
 
 
 @pytest.mark.parametrize("device", TRITON_DEVICES)
-@pytest.mark.parametrize("rows, kernel", [(1, "gemv"), (2, "gemv"), (3, "mma"), (9, "mma")])
+@pytest.mark.parametrize("rows, kernel", [(1, "gemv"), (2, "mma"), (3, "mma"), (9, "mma")])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_rademacher32_decode_kernels(device, rows, kernel, dtype, monkeypatch):
-    """The CUDA-core decode kernel (sign flip at one row, a multiply for two) and the
-    tensor-core one (3-16 rows), split over K with a ragged last split, with every
-    epilogue; each must be the path taken."""
+@pytest.mark.parametrize("in_f", [320, 384])
+def test_rademacher32_decode_kernels(device, rows, kernel, dtype, in_f, monkeypatch):
+    """The CUDA-core decode kernel (one row, a sign flip) and the tensor-core one (2-16
+    rows, its columns permuted), split over K with a ragged last
+    split, K a whole number of k steps (384 = 3 steps of 4 hash groups) or not (320),
+    with every epilogue; each must be the path taken."""
     if kernel == "mma" and device == "cuda" and dtype == torch.float32:
         pytest.skip("fp32 x keeps the general kernel on a GPU (tested below)")
     small = {bucket: (16, 2, 4) for bucket in triton_backend.SIGN_GEMV_CONFIGS}
     monkeypatch.setattr(triton_backend, "SIGN_GEMV_CONFIGS", small)
-    monkeypatch.setattr(triton_backend, "SIGN_MMA_CONFIG", (16, 2, 4, 2))
+    monkeypatch.setattr(triton_backend, "SIGN_MMA_CONFIG", (16, 4, 4, 2))
     monkeypatch.setattr(triton_backend, "SIGN_MMA_PROGRAMS_PER_SM", 4)
     calls = []
     real = triton_backend._rademacher32_decode
     monkeypatch.setattr(triton_backend, "_rademacher32_decode",
                         lambda *args: calls.append(args[0]) or real(*args))
     torch.manual_seed(rows)
-    x = torch.randn(rows, 640, device=device).to(dtype)[:, ::2]  # 320 = 10 groups, strided
+    x = torch.randn(rows, 2 * in_f, device=device).to(dtype)[:, ::2]  # strided
     bias, u, v = (torch.randn(24, device=device), torch.randn(rows, 3, device=device),
                   torch.randn(24, 3, device=device))
     for epilogue in ((None, None, None), (bias, u, v)):
-        want, got = both("seeded_matmul", x, key_on(device), 24, 320, 0.2, False, *epilogue,
+        want, got = both("seeded_matmul", x, key_on(device), 24, in_f, 0.2, False, *epilogue,
                          "pcg", "rademacher32")
         assert_close(got, want, dtype)
     assert calls == [kernel, kernel]

@@ -8,14 +8,15 @@
   Epilogue: * scale, + u @ v^T (a rank-r adapter term), + bias, cast, store.
   USE_DOT: tensor-core tl.dot (needs BLOCK_M >= 16); otherwise a broadcast multiply-sum
   in hash order (`tiles.accumulate_rows`), which is what decode (1-8 rows) wants.
-- `rademacher32_gemv_kernel` + `split_k_epilogue_kernel`: decode (a few rows) for the
+- `rademacher32_gemv_kernel` + `split_k_epilogue_kernel`: decode of one row for the
   rademacher32 stream, the fastest one: every thread holds one 32-column hash group of
-  many weight rows, unpacks the 32 signs at compile-time bit positions and, for one row
-  of x, flips the sign bit of x instead of multiplying. A [BLOCK_N, GROUPS] tile per
+  many weight rows, unpacks the 32 signs at compile-time bit positions and flips the
+  sign bit of x instead of multiplying. A [BLOCK_N, GROUPS] tile per
   program and a split of K fill the GPU even for short outputs; the epilogue kernel sums
   the split partials.
-- `rademacher32_mma_kernel`: the same decode (5-16 rows) on tensor cores: the W tile,
-  unpacked from hashes by `tiles.rademacher32_sign_tile`, is the dot's first operand
+- `rademacher32_mma_kernel`: the same decode (2-16 rows) on tensor cores: the W tile,
+  unpacked from hashes by `tiles.rademacher32_pair_tile` with its columns permuted (x is
+  loaded in the same order), is the dot's first operand
   (swap-AB: W's rows fill the MMA's M, the few rows of x its N), same partials and
   epilogue kernel.
 - `materialize_kernel`: writes W (scaled, cast; optionally + an adapter B A) for the
@@ -27,7 +28,8 @@ import triton
 import triton.language as tl
 
 from ..generators import device
-from .tiles import accumulate_rows, launch_key, rademacher32_sign_tile, stream_tile
+from .tiles import (accumulate_rows, launch_key, rademacher32_pair_columns,
+                    rademacher32_pair_tile, stream_tile)
 
 
 @triton.jit
@@ -141,8 +143,10 @@ def rademacher32_gemv_partial(x_ptr, key_ptr, M, K, k_begin, k_end, window, stri
                               BLOCK_N: tl.constexpr, GROUPS: tl.constexpr):
     """[BLOCK_M, BLOCK_N] fp32: sum over k in [k_begin, k_end) of x[m, k] R[n, k], R
     rademacher32 (value k of row n = bit k % 32 of the hash of group (n K + k) / 32, +1
-    or -1). Needs K % 32 == 0, k_begin a multiple of 32 * GROUPS, and every counter in
-    one 2^32-group window (a NARROW key)."""
+    or -1). One row of x (BLOCK_M == 1: more rows go to tensor cores). Needs K % 32 == 0,
+    k_begin a multiple of 32 * GROUPS, and every counter in one 2^32-group window (a
+    NARROW key)."""
+    tl.static_assert(BLOCK_M == 1)
     key = launch_key(key_ptr, window, True)
     m = tl.arange(0, BLOCK_M)
     group = tl.arange(0, GROUPS)
@@ -157,12 +161,9 @@ def rademacher32_gemv_partial(x_ptr, key_ptr, M, K, k_begin, k_end, window, stri
             xk = tl.load(x_ptr + m[:, None] * stride_xm + k[None, :] * stride_xk,
                          mask=(m < M)[:, None] & (k < K)[None, :], other=0.0).to(tl.float32)
             sign = (h << (31 - position)) & 0x80000000
-            if BLOCK_M == 1:  # x * (+-1) is x with its sign bit flipped: no multiply
-                flipped = xk.to(tl.uint32, bitcast=True)[:, None, :] ^ sign[None, :, :]
-                acc += flipped.to(tl.float32, bitcast=True)
-            else:  # +-1.0 built once, shared by the rows of x
-                w = (sign | device.ONE_BITS).to(tl.float32, bitcast=True)
-                acc += xk[:, None, :] * w[None, :, :]
+            # x * (+-1) is x with its sign bit flipped: no multiply
+            flipped = xk.to(tl.uint32, bitcast=True)[:, None, :] ^ sign[None, :, :]
+            acc += flipped.to(tl.float32, bitcast=True)
     return tl.sum(acc, axis=2)
 
 
@@ -188,12 +189,15 @@ def rademacher32_gemv_kernel(x_ptr, key_ptr, partial_ptr, M, N, K, k_per_split, 
 @triton.jit(do_not_specialize=["M", "N", "K", "k_per_split", "window"])
 def rademacher32_mma_kernel(x_ptr, key_ptr, partial_ptr, M, N, K, k_per_split, window,
                             stride_xm, stride_xk, GENERATOR: tl.constexpr,
-                            DOT_IN_FP32: tl.constexpr, BLOCK_M: tl.constexpr,
-                            BLOCK_N: tl.constexpr, GROUPS: tl.constexpr):
+                            DOT_IN_FP32: tl.constexpr, EVEN_K: tl.constexpr,
+                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                            GROUPS: tl.constexpr):
     """partial[split, m, n] as rademacher32_gemv_kernel, on tensor cores: acc[n, m] +=
     R[n, k-tile] @ x[m, k-tile]^T with R's tile built in registers from one hash per 32
-    values. x in bf16 or fp16 (R is exact in either); BLOCK_M >= 16. Same requirements
-    and grid as rademacher32_gemv_kernel, k_per_split a multiple of 32 * GROUPS."""
+    values, its columns in `rademacher32_pair_columns` order and x's rows loaded in the
+    same order. x in bf16 or fp16 (R is exact in either); BLOCK_M >= 16; GROUPS a
+    multiple of 4. Same grid as rademacher32_gemv_kernel, k_per_split a multiple of
+    32 * GROUPS; EVEN_K: K is too."""
     pid_n = tl.program_id(0)
     pid_s = tl.program_id(1)
     key = launch_key(key_ptr, window, True)
@@ -204,16 +208,22 @@ def rademacher32_mma_kernel(x_ptr, key_ptr, partial_ptr, M, N, K, k_per_split, w
     acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
     k_begin = pid_s * k_per_split
     k_end = tl.minimum(K, k_begin + k_per_split)
+    columns = rademacher32_pair_columns(GROUPS)
+    # x's addresses advance by one step per iteration instead of being rebuilt from k
+    x_ptrs = x_ptr + m[None, :] * stride_xm + (k_begin + columns)[:, None] * stride_xk
+    mask = (m < M)[None, :]
     for k0 in range(k_begin, k_end, 32 * GROUPS):
         h = device.hash_lo(row_group[:, None] + (k0 // 32 + group).to(tl.uint32)[None, :],
                            key, GENERATOR)
-        k = k0 + tl.arange(0, 32 * GROUPS)
-        x_t = tl.load(x_ptr + m[None, :] * stride_xm + k[:, None] * stride_xk,
-                      mask=(m < M)[None, :] & (k < K)[:, None], other=0.0)
+        if EVEN_K:
+            x_t = tl.load(x_ptrs, mask=mask, other=0.0)
+        else:  # past K, x is zero (and the +-1 it meets finite)
+            x_t = tl.load(x_ptrs, mask=mask & ((k0 + columns) < K)[:, None], other=0.0)
+        x_ptrs += 32 * GROUPS * stride_xk
         if x_t.dtype == tl.float16:
-            w = rademacher32_sign_tile(h, BLOCK_N, GROUPS, 0x3C00, tl.float16)
+            w = rademacher32_pair_tile(h, BLOCK_N, GROUPS, 0x3C00, tl.float16)
         else:
-            w = rademacher32_sign_tile(h, BLOCK_N, GROUPS, 0x3F80, tl.bfloat16)
+            w = rademacher32_pair_tile(h, BLOCK_N, GROUPS, 0x3F80, tl.bfloat16)
         # +-1 is exact in x's dtype: fp32 x (the interpreter's tests) keeps its precision
         acc = _dot(w.to(x_t.dtype), x_t, acc, DOT_IN_FP32)
     tl.store(partial_ptr + pid_s * M * N + m[None, :] * N + n[:, None], acc,

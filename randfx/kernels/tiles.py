@@ -5,8 +5,9 @@ shape (rows, cols) passes row_base = r * cols; a subspace basis P[j, k] passes
 row_base = basis_offset + j * d.
 
 - `stream_tile`: the [BLOCK_R, BLOCK_C] tile of S at columns col_start + 0..BLOCK_C-1.
-- `rademacher32_sign_tile`: rademacher32 hashes unpacked into a 16-bit float tile of
-  +-1, a tensor-core operand.
+- `rademacher32_pair_tile`: rademacher32 hashes unpacked into a 16-bit float tile of
+  +-1, a tensor-core operand, its columns permuted (`rademacher32_pair_columns`) so that
+  two values cost two instructions.
 - `accumulate_rows`: acc[m, r] += sum_c vec[m, c] * S[r, c] over one column block, the
   inner step of a GEMV (decode, PMV). Multi-value distributions stay in hash order:
   each hash is expanded value by value against the matching strided slice of vec, so
@@ -136,18 +137,35 @@ def accumulate_rows(acc, vec_ptr, m, M, stride_vm, stride_vc, col_start, C, row_
 
 
 @triton.jit
-def rademacher32_sign_tile(h, ROWS: tl.constexpr, GROUPS: tl.constexpr, ONE: tl.constexpr,
+def rademacher32_pair_columns(GROUPS: tl.constexpr):
+    """[GROUPS * 32] int32: the column, within a step of GROUPS hash groups, that each
+    column of `rademacher32_pair_tile` holds (GROUPS a multiple of 4). Logical column
+    L = 128 r + 16 b + 8 f + 2 c + e is bit 2 b + f + 16 e of group 4 r + c."""
+    L = tl.arange(0, 32 * GROUPS)
+    return (L & ~127) + 32 * ((L >> 1) & 3) + 2 * ((L >> 4) & 7) + ((L >> 3) & 1) \
+        + 16 * (L & 1)
+
+
+@triton.jit
+def rademacher32_pair_tile(h, ROWS: tl.constexpr, GROUPS: tl.constexpr, ONE: tl.constexpr,
                            OUT: tl.constexpr):
-    """[ROWS, GROUPS] rademacher32 hashes -> [ROWS, GROUPS * 32] +-1 in the 16-bit float
-    OUT whose 1.0 has the bits ONE (value p of a group: bit p of its hash, set = -1).
-    tl.join adds register-local dimensions, so each group is unpacked by the thread that
-    hashed it, with no per-element bit position: bit p reaches bit 15 (the 16-bit sign)
-    through the joins' shifts (values 0-15 from h << 15, 16-31 from h >> 1), then one
-    and-or per value."""
-    v = tl.join(h << 15, h >> 1)
-    v = tl.join(v, v >> 8)
-    v = tl.join(v, v >> 4)
-    v = tl.join(v, v >> 2)
-    v = tl.join(v, v >> 1)
-    bits = (v & 0x8000) | ONE
-    return tl.reshape(bits.to(tl.uint16).to(OUT, bitcast=True), (ROWS, GROUPS * 32))
+    """[ROWS, GROUPS] rademacher32 hashes (GROUPS a multiple of 4) -> [ROWS, GROUPS * 32]
+    +-1 in the 16-bit float OUT whose 1.0 has the bits ONE (bit set = -1), columns in
+    `rademacher32_pair_columns` order; a dot over them needs its other operand gathered in
+    that order. The order follows a tensor-core A operand (a thread holds, per row, the
+    column pairs 2 c + {0, 1} + 8 f of every 16-column block, c = lane % 4):
+    - c picks the hash group, so each of the four lanes sharing a row hashes its own group
+      once and uses all 32 bits (in hash order, each hash would be computed by all four);
+    - a register's two values (e) are bits s and s + 16, s = 2 b + f a constant per
+      register: one shift moves both to the 16-bit sign positions and one and-or makes
+      them +-1, two instructions per two values and no re-layout of the operand."""
+    tl.static_assert(GROUPS % 4 == 0)
+    R: tl.constexpr = GROUPS // 4
+    h = tl.reshape(h, (ROWS, R, 4))  # [row, r, c]: group 4 r + c
+    b = tl.arange(0, 8)[:, None]
+    f = tl.arange(0, 2)[None, :]
+    low_bit = (2 * b + f).to(tl.uint32)  # 0..15
+    words = ((h[:, :, None, None, :] << (15 - low_bit)[None, None, :, :, None]) & 0x80008000) \
+        | (ONE * 0x10001)
+    halves = tl.join((words & 0xFFFF).to(tl.uint16), (words >> 16).to(tl.uint16))
+    return tl.reshape(halves.to(OUT, bitcast=True), (ROWS, GROUPS * 32))

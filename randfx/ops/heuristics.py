@@ -6,12 +6,13 @@ registers, never in memory); above it W is materialised once and multiplied by c
 Among the fused kernels: the general one multiplies on CUDA cores ("gemv") up to
 GEMV_MAX_ROWS rows and on tensor cores ("gemm") above; the rademacher32 stream with 16-bit
 x has its own pair, CUDA cores up to SIGN_GEMV_MAX_ROWS rows and tensor cores above.
-Tuned on an H100 (docs/performance.md); the linear benchmark's --tune may rebind them.
+Tuned on an H100, the rademacher32 split on an H200 (docs/performance.md); the linear
+benchmark's --tune may rebind them.
 """
 
 FUSED_MAX_ROWS = 16
 GEMV_MAX_ROWS = 8
-SIGN_GEMV_MAX_ROWS = 2
+SIGN_GEMV_MAX_ROWS = 1
 SIXTEEN_BIT = ("torch.bfloat16", "torch.float16")
 
 

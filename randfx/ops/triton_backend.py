@@ -12,9 +12,9 @@ Shape heuristic for y = x @ W^T with W generated (`seeded_matmul`):
   The rademacher32 stream (forward layout, in_features a multiple of 32) has its own
   kernels, split over K, then `split_k_epilogue_kernel`: up to heuristics.SIGN_GEMV_MAX_ROWS
   rows `rademacher32_gemv_kernel` (CUDA cores; 1.6-2.4x the general kernel at one row on an
-  H100), more rows of 16-bit x `rademacher32_mma_kernel` (tensor cores; 1.2-1.8x cuBLAS
-  at 4-16 rows, where the general kernel gives 0.5-1.4x). fp32 x keeps the general
-  kernel, which does not round it to 16 bits.
+  H100), more rows of 16-bit x `rademacher32_mma_kernel` (tensor cores; 1.6-2.8x cuBLAS
+  at 2-16 rows on an H200, where the general kernel gives 0.3-1.3x). fp32 x keeps the
+  general kernel, which does not round it to 16 bits.
 - more rows (training): materialise W in the activation dtype (one fused generate pass,
   peak extra memory = one layer's weight, freed on return) and call cuBLAS. A fused
   kernel would regenerate W once per row block, and generation costs more than reading W
@@ -47,13 +47,14 @@ DECODE_CONFIGS = {1: (1, 16, 512, 4, False), 2: (2, 16, 256, 4, False),
 # CUDA-core decode kernel; its grid is split along K until about SIGN_GEMV_PROGRAMS_PER_SM
 # programs per SM run, in at most SIGN_GEMV_MAX_SPLITS splits. Measured on an H100
 # (scripts/decode_lab.py, docs/performance.md).
-SIGN_GEMV_CONFIGS = {1: (64, 16, 4), 2: (64, 32, 4)}  # buckets up to SIGN_GEMV_MAX_ROWS
+SIGN_GEMV_CONFIGS = {1: (64, 16, 4)}  # buckets up to SIGN_GEMV_MAX_ROWS
 SIGN_GEMV_PROGRAMS_PER_SM = 8
 SIGN_GEMV_MAX_SPLITS = 4
 # the tensor-core rademacher32 decode kernel above heuristics.SIGN_GEMV_MAX_ROWS rows
-# (x padded to 16 rows): (BLOCK_N, GROUPS, num_warps, num_stages); its split target,
+# (x padded to 16 rows): (BLOCK_N, GROUPS (a multiple of 4), num_warps, num_stages),
+# picked from twelve variants on an H200 (scripts/decode_lab.py); its split target,
 # capped because every split adds an m x rows fp32 partial for the epilogue to read
-SIGN_MMA_CONFIG = (128, 2, 4, 3)
+SIGN_MMA_CONFIG = (128, 4, 4, 3)
 SIGN_MMA_PROGRAMS_PER_SM = 8
 SIGN_MMA_MAX_SPLITS = 8
 EPILOGUE_BLOCK_N = (32, 256)  # the split-K epilogue's columns per program: min, max
@@ -203,7 +204,8 @@ def _rademacher32_decode(kernel, x, key, rows, cols, scale, bias, u, v, y, gener
         block_n, groups, warps, stages = SIGN_MMA_CONFIG
         launch, programs_per_sm, max_splits, options = (
             rademacher32_mma_kernel, SIGN_MMA_PROGRAMS_PER_SM, SIGN_MMA_MAX_SPLITS,
-            {"num_stages": stages, "DOT_IN_FP32": x.device.type == "cpu"})
+            {"num_stages": stages, "DOT_IN_FP32": x.device.type == "cpu",
+             "EVEN_K": cols % (32 * groups) == 0})
     n_blocks = triton.cdiv(rows, block_n)
     step = 32 * groups
     k_steps = triton.cdiv(cols, step)
