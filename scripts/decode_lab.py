@@ -220,10 +220,12 @@ def group_decode(x, key, rows, scale, mode, block_n, unroll, warps, programs):
     return finish(part, scale, x.dtype)
 
 
-def shipped_mma(x, key, rows, scale, block_n, groups, warps, stages, programs_per_sm):
+def shipped_mma(x, key, rows, scale, block_n, groups, warps, stages, programs_per_sm,
+                max_splits=8):
     """randfx's rademacher32_mma_kernel (the "mma" decode) with a given launch config."""
     tb.SIGN_MMA_CONFIG = (block_n, groups, warps, stages)
     tb.SIGN_MMA_PROGRAMS_PER_SM = programs_per_sm
+    tb.SIGN_MMA_MAX_SPLITS = max_splits
     y = torch.empty(x.shape[0], rows, dtype=x.dtype, device=x.device)
     return tb._rademacher32_decode("mma", x, key, rows, x.shape[1], scale, None, None, None,
                                    y, "pcg")
@@ -588,13 +590,16 @@ def main():
         ("g_dot_64u4", 2, 64, 4, 4, 528), ("g_dot_128u4", 2, 128, 4, 8, 528),
         ("g_dot_32u8", 2, 32, 8, 4, 1056), ("g_dot_64u8", 2, 64, 8, 4, 1056),
     ]
-    mma_variants = [  # (name, block_n, groups (a multiple of 4), warps, stages, programs/SM)
+    mma_variants = [  # (name, block_n, groups (a multiple of 4), warps, stages, programs/SM
+                      #  [, max splits (default 8)])
         ("m128g4w4", 128, 4, 4, 3, 8), ("m256g4w8", 256, 4, 8, 3, 8),
         ("m256g4w4", 256, 4, 4, 3, 8), ("m128g8w4", 128, 8, 4, 3, 8),
         ("m256g8w8", 256, 8, 8, 3, 8), ("m64g4w4", 64, 4, 4, 3, 8),
         ("m128g4w8", 128, 4, 8, 3, 8), ("m128g4w4p16", 128, 4, 4, 3, 16),
         ("m256g4w8p16", 256, 4, 8, 3, 16), ("m128g4w4p4", 128, 4, 4, 3, 4),
         ("m64g8w4", 64, 8, 4, 3, 8), ("m128g4w4s2", 128, 4, 4, 2, 8),
+        ("m128g4w4p16x16", 128, 4, 4, 3, 16, 16), ("m64g4w4p16x16", 64, 4, 4, 3, 16, 16),
+        ("m128g4w4p32x32", 128, 4, 4, 3, 32, 32), ("m256g4w8p16x16", 256, 4, 8, 3, 16, 16),
     ]
     join_variants = [("j128g2s3p8", 128, 2, 4, 3, 8)]  # the kernel shipped before
     gemv_variants = [  # (name, block_n, groups, warps, programs per SM, max splits, fused)
@@ -655,7 +660,8 @@ def main():
         gemv_variants = [(n, min(bn, 16), min(g, 2), w, p, sp, f)
                          for n, bn, g, w, p, sp, f in gemv_variants]
     if not cuda:
-        mma_variants = [(n, min(bn, 32), g, w, s, 8) for n, bn, g, w, s, _ in mma_variants]
+        mma_variants = [(n, min(bn, 32), g, w, s, 8, *rest)
+                        for n, bn, g, w, s, _, *rest in mma_variants]
         join_variants = [(n, min(bn, 32), g, w, s, 8) for n, bn, g, w, s, _ in join_variants]
     for out_f, in_f in shapes:
         scale = 1.0 / math.sqrt(in_f)
@@ -683,11 +689,14 @@ def main():
                 err = ((run().float() - ref).norm() / ref.norm()).item()
                 return ratio if err < 1e-2 else f"WRONG after timing, rel err {err:.2e}"
 
-            mma_default = (tb.SIGN_MMA_CONFIG, tb.SIGN_MMA_PROGRAMS_PER_SM)
-            for name, bn, groups, warps, stages, programs in mma_variants:
+            mma_default = (tb.SIGN_MMA_CONFIG, tb.SIGN_MMA_PROGRAMS_PER_SM,
+                           tb.SIGN_MMA_MAX_SPLITS)
+            for name, bn, groups, warps, stages, programs, *max_splits in mma_variants:
                 line[name] = check_then_time("rademacher32", functools.partial(
-                    shipped_mma, x, key, out_f, scale, bn, groups, warps, stages, programs))
-            tb.SIGN_MMA_CONFIG, tb.SIGN_MMA_PROGRAMS_PER_SM = mma_default
+                    shipped_mma, x, key, out_f, scale, bn, groups, warps, stages, programs,
+                    *max_splits))
+            (tb.SIGN_MMA_CONFIG, tb.SIGN_MMA_PROGRAMS_PER_SM,
+             tb.SIGN_MMA_MAX_SPLITS) = mma_default
             for name, bn, groups, warps, stages, programs in join_variants:
                 line[name] = check_then_time("rademacher32", functools.partial(
                     join_mma, x, key, out_f, scale, bn, groups, warps, stages, programs))
