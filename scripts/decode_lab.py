@@ -18,6 +18,8 @@ or tl.dot).
 Candidate "gemv" (1 row): the shipped CUDA-core kernel under other launch configs
 ("v..."), and with the split-K sum done by the last split of each tile to finish ("f...",
 an atomic counter per tile; "z": counters zeroed per call), so no epilogue launch.
+Candidate "contig" (any rows): the shipped tensor-core kernel with x's tile loaded in
+memory order and permuted on chip (fewer instructions, measured no faster).
 Candidate "join" (any rows): the tensor-core kernel as shipped before 2026-12-01: W's
 tile unpacked in hash order by five `tl.join` shifts (about 6 SASS instructions per
 weight, a third of them layout conversions) instead of the shipped bit-pair tile with
@@ -36,8 +38,9 @@ import triton
 import triton.language as tl
 
 from randfx.generators import device as streams
-from randfx.kernels.seeded_matmul import rademacher32_gemv_partial
-from randfx.kernels.tiles import group_hashes, launch_key, stream_tile
+from randfx.kernels.seeded_matmul import _dot, rademacher32_gemv_partial
+from randfx.kernels.tiles import (group_hashes, launch_key, rademacher32_pair_tile,
+                                  stream_tile)
 from randfx.ops import triton_backend as tb
 
 
@@ -93,6 +96,50 @@ def join_mma_kernel(x_ptr, key_ptr, partial_ptr, M, N, K, k_per_split, window, s
             acc = tl.dot(w.to(x_t.dtype), x_t, acc)
     tl.store(partial_ptr + pid_s * M * N + m[None, :] * N + n[:, None], acc,
              mask=(m < M)[None, :] & (n < N)[:, None])
+
+
+@triton.jit(do_not_specialize=["M", "N", "K", "k_per_split", "window"])
+def contig_mma_kernel(x_ptr, key_ptr, partial_ptr, M, N, K, k_per_split, window,
+                            stride_xm, stride_xk, GENERATOR: tl.constexpr,
+                            DOT_IN_FP32: tl.constexpr, EVEN_K: tl.constexpr,
+                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                            GROUPS: tl.constexpr):
+    """The shipped rademacher32_mma_kernel with x's tile loaded in memory order (contiguous,
+    so Triton pipelines it with 16-byte cp.async copies) and permuted into the pair-column
+    order in registers / shared memory, instead of gathered element by element."""
+    pid_n = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    key = launch_key(key_ptr, window, True)
+    n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    m = tl.arange(0, BLOCK_M)
+    group = tl.arange(0, GROUPS)
+    row_group = ((n.to(tl.int64) * K.to(tl.int64)) >> 5).to(tl.uint32)
+    acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+    k_begin = pid_s * k_per_split
+    k_end = tl.minimum(K, k_begin + k_per_split)
+    columns = tl.arange(0, 32 * GROUPS)
+    x_ptrs = x_ptr + m[None, :] * stride_xm + (k_begin + columns)[:, None] * stride_xk
+    mask = (m < M)[None, :]
+    for k0 in range(k_begin, k_end, 32 * GROUPS):
+        h = streams.hash_lo(row_group[:, None] + (k0 // 32 + group).to(tl.uint32)[None, :],
+                           key, GENERATOR)
+        if EVEN_K:
+            x_t = tl.load(x_ptrs, mask=mask, other=0.0)
+        else:  # past K, x is zero (and the +-1 it meets finite)
+            x_t = tl.load(x_ptrs, mask=mask & ((k0 + columns) < K)[:, None], other=0.0)
+        x_ptrs += 32 * GROUPS * stride_xk
+        x_t = tl.reshape(x_t, (GROUPS // 4, 4, 2, 8, 2, BLOCK_M))
+        x_t = tl.reshape(tl.permute(x_t, (0, 3, 4, 1, 2, 5)), (32 * GROUPS, BLOCK_M))
+        if x_t.dtype == tl.float16:
+            w = rademacher32_pair_tile(h, BLOCK_N, GROUPS, 0x3C00, tl.float16)
+        else:
+            w = rademacher32_pair_tile(h, BLOCK_N, GROUPS, 0x3F80, tl.bfloat16)
+        # +-1 is exact in x's dtype: fp32 x (the interpreter's tests) keeps its precision
+        acc = _dot(w.to(x_t.dtype), x_t, acc, DOT_IN_FP32)
+    tl.store(partial_ptr + pid_s * M * N + m[None, :] * N + n[:, None], acc,
+             mask=(m < M)[None, :] & (n < N)[:, None])
+
+
 
 
 @triton.jit(do_not_specialize=["M", "N", "K", "k_per_split", "window"])
@@ -247,6 +294,30 @@ def join_mma(x, key, rows, scale, block_n, groups, warps, stages, programs_per_s
         BLOCK_M=max(16, 1 << (m - 1).bit_length()), BLOCK_N=block_n, GROUPS=groups,
         num_warps=warps, num_stages=stages)
     return finish(part, scale, x.dtype)
+
+
+def contig_mma(x, key, rows, scale, block_n, groups, warps, stages, programs_per_sm):
+    """contig_mma_kernel with the shipped split and epilogue (K a multiple of 32 GROUPS)."""
+    m, k = x.shape
+    n_blocks = triton.cdiv(rows, block_n)
+    split, k_per_split = split_plan(k, 32 * groups, n_blocks,
+                                    programs_per_sm * tb._sm_count(x.device))
+    split = min(split, tb.SIGN_MMA_MAX_SPLITS)
+    k_per_split = triton.cdiv(triton.cdiv(k, 32 * groups), split) * 32 * groups
+    split = triton.cdiv(k, k_per_split)
+    partial = torch.empty(split, m, rows, device=x.device, dtype=torch.float32)
+    _, _, window = tb.tile_plan("rademacher32", 0, rows * k - 1, k, 32)
+    contig_mma_kernel[(n_blocks, split)](
+        x, key, partial, m, rows, k, k_per_split, window, x.stride(0), x.stride(1),
+        GENERATOR=streams.GENERATOR_IDS["pcg"], DOT_IN_FP32=x.device.type == "cpu",
+        EVEN_K=k % (32 * groups) == 0, BLOCK_M=max(16, 1 << (m - 1).bit_length()),
+        BLOCK_N=block_n, GROUPS=groups, num_warps=warps, num_stages=stages)
+    y = torch.empty(m, rows, dtype=x.dtype, device=x.device)
+    tb.split_k_epilogue_kernel[(triton.cdiv(rows, 64),)](
+        partial, y, y, y, y, m, rows, split, 0, float(scale), 0, 0, 0, 0, y.stride(0),
+        y.stride(1), HAS_BIAS=False, HAS_LOWRANK=False, BLOCK_M=max(1, 1 << (m - 1).bit_length()),
+        BLOCK_N=64)
+    return y
 
 
 def tc_decode(x, key, rows, scale, dist, block_n, block_k, warps, stages, programs,
@@ -568,7 +639,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true")
     p.add_argument("--sections", default="decode,training,pmv,sparse")
-    p.add_argument("--candidates", default="mma,join,tc,group,gemv",
+    p.add_argument("--candidates", default="mma,contig,join,tc,group,gemv",
                    help="decode candidate families to check and time")
     p.add_argument("--rows", default="", help="comma-separated rows of x (default 1,4,8,16)")
     args = p.parse_args()
@@ -602,6 +673,9 @@ def main():
         ("m128g4w4p32x32", 128, 4, 4, 3, 32, 32), ("m256g4w8p16x16", 256, 4, 8, 3, 16, 16),
     ]
     join_variants = [("j128g2s3p8", 128, 2, 4, 3, 8)]  # the kernel shipped before
+    contig_variants = [("c128g4w4", 128, 4, 4, 3, 8), ("c256g4w8", 256, 4, 8, 3, 8),
+                       ("c128g8w4", 128, 8, 4, 3, 8), ("c128g4w4s4", 128, 4, 4, 4, 8),
+                       ("c128g4w4s2", 128, 4, 4, 2, 8)]
     gemv_variants = [  # (name, block_n, groups, warps, programs per SM, max splits, fused)
         ("v64g16w4", 64, 16, 4, 8, 4, None), ("v64g16w4s8", 64, 16, 4, 16, 8, None),
         ("v32g16w4", 32, 16, 4, 8, 4, None), ("v32g8w4s8", 32, 8, 4, 16, 8, None),
@@ -654,6 +728,8 @@ def main():
         mma_variants = []
     if "join" not in candidates:
         join_variants = []
+    if "contig" not in candidates:
+        contig_variants = []
     if "gemv" not in candidates:
         gemv_variants = []
     if not cuda:
@@ -663,6 +739,8 @@ def main():
         mma_variants = [(n, min(bn, 32), g, w, s, 8, *rest)
                         for n, bn, g, w, s, _, *rest in mma_variants]
         join_variants = [(n, min(bn, 32), g, w, s, 8) for n, bn, g, w, s, _ in join_variants]
+        contig_variants = [(n, min(bn, 32), g, w, s, 8)
+                           for n, bn, g, w, s, _ in contig_variants]
     for out_f, in_f in shapes:
         scale = 1.0 / math.sqrt(in_f)
         w = torch.randn(out_f, in_f, device=dev, dtype=dtype)
@@ -697,6 +775,9 @@ def main():
                     *max_splits))
             (tb.SIGN_MMA_CONFIG, tb.SIGN_MMA_PROGRAMS_PER_SM,
              tb.SIGN_MMA_MAX_SPLITS) = mma_default
+            for name, bn, groups, warps, stages, programs in contig_variants:
+                line[name] = check_then_time("rademacher32", functools.partial(
+                    contig_mma, x, key, out_f, scale, bn, groups, warps, stages, programs))
             for name, bn, groups, warps, stages, programs in join_variants:
                 line[name] = check_then_time("rademacher32", functools.partial(
                     join_mma, x, key, out_f, scale, bn, groups, warps, stages, programs))
