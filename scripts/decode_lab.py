@@ -671,6 +671,10 @@ def main():
         ("m64g8w4", 64, 8, 4, 3, 8), ("m128g4w4s2", 128, 4, 4, 2, 8),
         ("m128g4w4p16x16", 128, 4, 4, 3, 16, 16), ("m64g4w4p16x16", 64, 4, 4, 3, 16, 16),
         ("m128g4w4p32x32", 128, 4, 4, 3, 32, 32), ("m256g4w8p16x16", 256, 4, 8, 3, 16, 16),
+        # fewer than 4 warps: mma.sync (HMMA, both operands in registers) instead of wgmma
+        ("m128g4w2", 128, 4, 2, 3, 8), ("m64g4w2", 64, 4, 2, 3, 8),
+        ("m64g4w1", 64, 4, 1, 3, 8), ("m128g4w2p16", 128, 4, 2, 3, 16),
+        ("m64g4w2p16", 64, 4, 2, 3, 16), ("m128g8w2", 128, 8, 2, 3, 8),
     ]
     join_variants = [("j128g2s3p8", 128, 2, 4, 3, 8)]  # the kernel shipped before
     contig_variants = [("c128g4w4", 128, 4, 4, 3, 8), ("c256g4w8", 256, 4, 8, 3, 8),
