@@ -67,6 +67,28 @@ def test_materialize_named_rows_bits(device, dist):
 
 
 @pytest.mark.parametrize("device", TRITON_DEVICES)
+@pytest.mark.parametrize("groups", [4, 8])
+def test_rademacher32_pair_tile_bits(device, groups):
+    """The tensor-core decode's W tile: column L of a step holds exactly the weight
+    column rademacher32_pair_columns names (a permutation of the step's columns), with
+    the stream's +-1 bit for bit."""
+    from _tile_kernels import pair_tile_kernel
+    rows, steps = 8, 2
+    cols = 32 * groups * steps
+    tile = torch.empty(rows, cols, dtype=torch.bfloat16, device=device)
+    column = torch.empty(cols, dtype=torch.int32, device=device)
+    pair_tile_kernel[(steps,)](key_on(device), tile, column, cols, 0, ROWS=rows,
+                               GROUPS=groups)
+    full = library.run("generate_weight", "reference", key_on(device), [rows, cols], 1.0,
+                       "pcg", "rademacher32", torch.float32)
+    per_step = column.view(steps, -1).long() - torch.arange(steps, device=device)[:, None] \
+        * 32 * groups
+    assert torch.equal(per_step.sort(1).values,
+                       torch.arange(32 * groups, device=device).expand(steps, -1))
+    assert torch.equal(tile.float(), full[:, column.long()])
+
+
+@pytest.mark.parametrize("device", TRITON_DEVICES)
 @pytest.mark.parametrize("rows", [1, 3, 16, 40])  # 40 > FUSED_MAX_ROWS: materialise path
 @pytest.mark.parametrize("transpose", [False, True])
 def test_seeded_matmul(device, rows, transpose):
