@@ -20,6 +20,9 @@ Candidate "gemv" (1 row): the shipped CUDA-core kernel under other launch config
 an atomic counter per tile; "z": counters zeroed per call), so no epilogue launch.
 Candidate "contig" (any rows): the shipped tensor-core kernel with x's tile loaded in
 memory order and permuted on chip (fewer instructions, measured no faster).
+Candidate "flip" (one row): the CUDA-core kernel as shipped before 2026-12-01, a sign-bit
+flip of x per weight instead of the shipped predicated add (one instruction more per
+weight).
 Candidate "join" (any rows): the tensor-core kernel as shipped before 2026-12-01: W's
 tile unpacked in hash order by five `tl.join` shifts (about 6 SASS instructions per
 weight, a third of them layout conversions) instead of the shipped bit-pair tile with
@@ -143,6 +146,33 @@ def contig_mma_kernel(x_ptr, key_ptr, partial_ptr, M, N, K, k_per_split, window,
 
 
 @triton.jit(do_not_specialize=["M", "N", "K", "k_per_split", "window"])
+def flip_gemv_kernel(x_ptr, key_ptr, partial_ptr, M, N, K, k_per_split, window, stride_xm,
+                     stride_xk, GENERATOR: tl.constexpr, BLOCK_N: tl.constexpr,
+                     GROUPS: tl.constexpr):
+    """The one-row CUDA-core decode as shipped before 2026-12-01: every weight flips the
+    sign bit of x (shift, and-xor, add: 3 instructions) instead of a predicated add of
+    the -1 weights' x (bit test into a predicate, add: 2)."""
+    pid_s = tl.program_id(1)
+    n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    k_begin = pid_s * k_per_split
+    k_end = tl.minimum(K, k_begin + k_per_split)
+    key = launch_key(key_ptr, window, True)
+    group = tl.arange(0, GROUPS)
+    row_group = ((n.to(tl.int64) * K.to(tl.int64)) >> 5).to(tl.uint32)
+    acc = tl.zeros((BLOCK_N, GROUPS), dtype=tl.float32)
+    for k0 in range(k_begin, k_end, 32 * GROUPS):
+        g = k0 // 32 + group
+        h = streams.hash_lo(row_group[:, None] + g.to(tl.uint32)[None, :], key, GENERATOR)
+        for position in tl.static_range(32):
+            k = g * 32 + position
+            xk = tl.load(x_ptr + k * stride_xk, mask=k < K, other=0.0).to(tl.float32)
+            sign = (h << (31 - position)) & 0x80000000
+            flipped = xk.to(tl.uint32, bitcast=True)[None, :] ^ sign
+            acc += flipped.to(tl.float32, bitcast=True)
+    tl.store(partial_ptr + pid_s * N + n, tl.sum(acc, axis=1), mask=n < N)
+
+
+@triton.jit(do_not_specialize=["M", "N", "K", "k_per_split", "window"])
 def tc_decode_kernel(x_ptr, key_ptr, part_ptr, M, N, K, k_per_split, window,
                      stride_xm, stride_xk,
                      GENERATOR: tl.constexpr, DIST: tl.constexpr, LOG2_VALUES: tl.constexpr,
@@ -248,6 +278,18 @@ def split_plan(k, step, n_blocks, programs):
     return triton.cdiv(k, k_per_split), k_per_split
 
 
+def epilogue(partial, scale, dtype):
+    """y = (sum over splits of partial (splits, m, rows)) * scale by the shipped
+    split_k_epilogue_kernel, as the shipped decode finishes."""
+    _, m, rows = partial.shape
+    y = torch.empty(m, rows, dtype=dtype, device=partial.device)
+    tb.split_k_epilogue_kernel[(triton.cdiv(rows, 64),)](
+        partial, y, y, y, y, m, rows, partial.shape[0], 0, float(scale), 0, 0, 0, 0,
+        y.stride(0), y.stride(1), HAS_BIAS=False, HAS_LOWRANK=False,
+        BLOCK_M=1 << (m - 1).bit_length(), BLOCK_N=64)
+    return y
+
+
 def finish(part, scale, dtype):
     return (part.sum(0) * scale).to(dtype)
 
@@ -312,12 +354,26 @@ def contig_mma(x, key, rows, scale, block_n, groups, warps, stages, programs_per
         GENERATOR=streams.GENERATOR_IDS["pcg"], DOT_IN_FP32=x.device.type == "cpu",
         EVEN_K=k % (32 * groups) == 0, BLOCK_M=max(16, 1 << (m - 1).bit_length()),
         BLOCK_N=block_n, GROUPS=groups, num_warps=warps, num_stages=stages)
-    y = torch.empty(m, rows, dtype=x.dtype, device=x.device)
-    tb.split_k_epilogue_kernel[(triton.cdiv(rows, 64),)](
-        partial, y, y, y, y, m, rows, split, 0, float(scale), 0, 0, 0, 0, y.stride(0),
-        y.stride(1), HAS_BIAS=False, HAS_LOWRANK=False, BLOCK_M=max(1, 1 << (m - 1).bit_length()),
-        BLOCK_N=64)
-    return y
+    return epilogue(partial, scale, x.dtype)
+
+
+def flip_gemv(x, key, rows, scale, block_n, groups, warps, programs_per_sm, max_splits):
+    """flip_gemv_kernel (one row) split and finished like the shipped kernel."""
+    m, k = x.shape
+    assert m == 1
+    n_blocks = triton.cdiv(rows, block_n)
+    split, k_per_split = split_plan(k, 32 * groups, n_blocks,
+                                    programs_per_sm * tb._sm_count(x.device))
+    split = min(split, max_splits)
+    k_per_split = triton.cdiv(triton.cdiv(k, 32 * groups), split) * 32 * groups
+    split = triton.cdiv(k, k_per_split)
+    part = torch.empty(split, 1, rows, device=x.device, dtype=torch.float32)
+    _, _, window = tb.tile_plan("rademacher32", 0, rows * k - 1, k, 32)
+    flip_gemv_kernel[(n_blocks, split)](
+        x, key, part, m, rows, k, k_per_split, window, x.stride(0), x.stride(1),
+        GENERATOR=streams.GENERATOR_IDS["pcg"], BLOCK_N=block_n, GROUPS=groups,
+        num_warps=warps)
+    return epilogue(part, scale, x.dtype)
 
 
 def tc_decode(x, key, rows, scale, dist, block_n, block_k, warps, stages, programs,
@@ -639,7 +695,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true")
     p.add_argument("--sections", default="decode,training,pmv,sparse")
-    p.add_argument("--candidates", default="mma,contig,join,tc,group,gemv",
+    p.add_argument("--candidates", default="mma,contig,join,flip,tc,group,gemv",
                    help="decode candidate families to check and time")
     p.add_argument("--rows", default="", help="comma-separated rows of x (default 1,4,8,16)")
     args = p.parse_args()
@@ -677,6 +733,8 @@ def main():
         ("m64g4w2p16", 64, 4, 2, 3, 16), ("m128g8w2", 128, 8, 2, 3, 8),
     ]
     join_variants = [("j128g2s3p8", 128, 2, 4, 3, 8)]  # the kernel shipped before
+    flip_variants = [("flip64g16w4", 64, 16, 4, 8, 4),  # the one-row kernel shipped before
+                     ("flip128g8w4", 128, 8, 4, 8, 8)]  # ... in today's shipped launch
     contig_variants = [("c128g4w4", 128, 4, 4, 3, 8), ("c256g4w8", 256, 4, 8, 3, 8),
                        ("c128g8w4", 128, 8, 4, 3, 8), ("c128g4w4s4", 128, 4, 4, 4, 8),
                        ("c128g4w4s2", 128, 4, 4, 2, 8)]
@@ -689,6 +747,10 @@ def main():
         ("f32g8w4s8", 32, 8, 4, 16, 8, "cached"), ("f64g8w4s8", 64, 8, 4, 16, 8, "cached"),
         ("f32g16w4s8", 32, 16, 4, 16, 8, "cached"), ("f64g16w4z", 64, 16, 4, 8, 4, "zeroed"),
         ("f64g8w4s8z", 64, 8, 4, 16, 8, "zeroed"),
+        ("v128g8w4p16", 128, 8, 4, 16, 8, None), ("v256g8w8", 256, 8, 8, 8, 8, None),
+        ("v128g4w4", 128, 4, 4, 8, 8, None), ("v256g4w4", 256, 4, 4, 8, 8, None),
+        ("v128g8w8", 128, 8, 8, 8, 8, None), ("v256g8w4", 256, 8, 4, 8, 8, None),
+        ("v128g16w4", 128, 16, 4, 8, 8, None), ("v128g8w2", 128, 8, 2, 8, 8, None),
     ]
     variants = [  # (name, dist, bits, block_n, block_k, warps, stages, programs)
         ("tc64x128", "rademacher32", False, 64, 128, 4, 2, 528),
@@ -732,6 +794,8 @@ def main():
         mma_variants = []
     if "join" not in candidates:
         join_variants = []
+    if "flip" not in candidates:
+        flip_variants = []
     if "contig" not in candidates:
         contig_variants = []
     if "gemv" not in candidates:
@@ -782,6 +846,11 @@ def main():
             for name, bn, groups, warps, stages, programs in contig_variants:
                 line[name] = check_then_time("rademacher32", functools.partial(
                     contig_mma, x, key, out_f, scale, bn, groups, warps, stages, programs))
+            for name, bn, groups, warps, programs, max_splits in flip_variants:
+                if rows == 1:
+                    line[name] = check_then_time("rademacher32", functools.partial(
+                        flip_gemv, x, key, out_f, scale, bn, groups, warps, programs,
+                        max_splits))
             for name, bn, groups, warps, stages, programs in join_variants:
                 line[name] = check_then_time("rademacher32", functools.partial(
                     join_mma, x, key, out_f, scale, bn, groups, warps, stages, programs))

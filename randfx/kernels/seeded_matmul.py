@@ -10,10 +10,10 @@
   in hash order (`tiles.accumulate_rows`), which is what decode (1-8 rows) wants.
 - `rademacher32_gemv_kernel` + `split_k_epilogue_kernel`: decode of one row for the
   rademacher32 stream, the fastest one: every thread holds one 32-column hash group of
-  many weight rows, unpacks the 32 signs at compile-time bit positions and flips the
-  sign bit of x instead of multiplying. A [BLOCK_N, GROUPS] tile per
-  program and a split of K fill the GPU even for short outputs; the epilogue kernel sums
-  the split partials.
+  many weight rows, tests the 32 bits at compile-time positions and adds x where the
+  weight is -1 (a predicated add), y = sum(x) - 2 * that sum. A [BLOCK_N, GROUPS] tile
+  per program and a split of K fill the GPU even for short outputs; the epilogue kernel
+  sums the split partials.
 - `rademacher32_mma_kernel`: the same decode (2-16 rows) on tensor cores: the W tile,
   unpacked from hashes by `tiles.rademacher32_pair_tile` with its columns permuted (x is
   loaded in the same order), is the dot's first operand
@@ -151,20 +151,24 @@ def rademacher32_gemv_partial(x_ptr, key_ptr, M, K, k_begin, k_end, window, stri
     m = tl.arange(0, BLOCK_M)
     group = tl.arange(0, GROUPS)
     row_group = ((n.to(tl.int64) * K.to(tl.int64)) >> 5).to(tl.uint32)
+    # y = sum(x) - 2 * (the sum of x over the set bits, the -1 weights): a predicated add
+    # per weight (a bit test straight into a predicate, then the add)
     acc = tl.zeros((BLOCK_M, BLOCK_N, GROUPS), dtype=tl.float32)
     for k0 in range(k_begin, k_end, 32 * GROUPS):
         g = k0 // 32 + group
         h = device.hash_lo(row_group[:, None] + g.to(tl.uint32)[None, :], key, GENERATOR)
-        # constant bit positions: a shift by an immediate, no per-element position
         for position in tl.static_range(32):
             k = g * 32 + position
             xk = tl.load(x_ptr + m[:, None] * stride_xm + k[None, :] * stride_xk,
                          mask=(m < M)[:, None] & (k < K)[None, :], other=0.0).to(tl.float32)
-            sign = (h << (31 - position)) & 0x80000000
-            # x * (+-1) is x with its sign bit flipped: no multiply
-            flipped = xk.to(tl.uint32, bitcast=True)[:, None, :] ^ sign[None, :, :]
-            acc += flipped.to(tl.float32, bitcast=True)
-    return tl.sum(acc, axis=2)
+            minus = ((h >> position) & 1) != 0
+            acc = tl.where(minus[None, :, :], acc + xk[:, None, :], acc)
+    x_sum = tl.zeros((BLOCK_M, 32 * GROUPS), dtype=tl.float32)
+    for k0 in range(k_begin, k_end, 32 * GROUPS):
+        k = k0 + tl.arange(0, 32 * GROUPS)
+        x_sum += tl.load(x_ptr + m[:, None] * stride_xm + k[None, :] * stride_xk,
+                         mask=(m < M)[:, None] & (k < K)[None, :], other=0.0).to(tl.float32)
+    return tl.sum(x_sum, axis=1)[:, None] - 2.0 * tl.sum(acc, axis=2)
 
 
 @triton.jit(do_not_specialize=["M", "N", "K", "k_per_split", "window"])

@@ -10,11 +10,11 @@ Shape heuristic for y = x @ W^T with W generated (`seeded_matmul`):
   and used at once, zero bytes of W in memory. Per row bucket (`DECODE_CONFIGS`): a
   broadcast multiply-sum (measured best up to 8 rows) or tensor-core tl.dot (16 rows).
   The rademacher32 stream (forward layout, in_features a multiple of 32) has its own
-  kernels, split over K, then `split_k_epilogue_kernel`: up to heuristics.SIGN_GEMV_MAX_ROWS
-  rows `rademacher32_gemv_kernel` (CUDA cores; 1.6-2.4x the general kernel at one row on an
-  H100), more rows of 16-bit x `rademacher32_mma_kernel` (tensor cores; 1.6-2.8x cuBLAS
-  at 2-16 rows on an H200, where the general kernel gives 0.3-1.3x). fp32 x keeps the
-  general kernel, which does not round it to 16 bits.
+  kernels, split over K, then `split_k_epilogue_kernel`: up to
+  heuristics.SIGN_GEMV_MAX_ROWS rows `rademacher32_gemv_kernel` (CUDA cores; 1.9-3.7x
+  cuBLAS at one row on an H200), more rows of 16-bit x `rademacher32_mma_kernel` (tensor
+  cores; 1.6-2.8x cuBLAS at 2-16 rows on an H200, where the general kernel gives
+  0.3-1.3x). fp32 x keeps the general kernel, which does not round it to 16 bits.
 - more rows (training): materialise W in the activation dtype (one fused generate pass,
   peak extra memory = one layer's weight, freed on return) and call cuBLAS. A fused
   kernel would regenerate W once per row block, and generation costs more than reading W
@@ -45,11 +45,11 @@ DECODE_CONFIGS = {1: (1, 16, 512, 4, False), 2: (2, 16, 256, 4, False),
                   256: (128, 128, 64, 8, True)}
 # rows-of-x bucket -> (BLOCK_N, GROUPS of 32 columns, num_warps) of the rademacher32
 # CUDA-core decode kernel; its grid is split along K until about SIGN_GEMV_PROGRAMS_PER_SM
-# programs per SM run, in at most SIGN_GEMV_MAX_SPLITS splits. Measured on an H100
-# (scripts/decode_lab.py, docs/performance.md).
-SIGN_GEMV_CONFIGS = {1: (64, 16, 4)}  # buckets up to SIGN_GEMV_MAX_ROWS
+# programs per SM run, in at most SIGN_GEMV_MAX_SPLITS splits. Picked from 23 launch
+# configurations on an H200 (scripts/decode_lab.py, docs/performance.md).
+SIGN_GEMV_CONFIGS = {1: (128, 8, 4)}  # buckets up to SIGN_GEMV_MAX_ROWS
 SIGN_GEMV_PROGRAMS_PER_SM = 8
-SIGN_GEMV_MAX_SPLITS = 4
+SIGN_GEMV_MAX_SPLITS = 8
 # the tensor-core rademacher32 decode kernel above heuristics.SIGN_GEMV_MAX_ROWS rows
 # (x padded to 16 rows): (BLOCK_N, GROUPS (a multiple of 4), num_warps, num_stages),
 # picked from twelve variants on an H200 (scripts/decode_lab.py); its split target,
