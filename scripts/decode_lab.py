@@ -290,6 +290,21 @@ def epilogue(partial, scale, dtype):
     return y
 
 
+def shipped_split(x, rows, step, n_blocks, programs_per_sm, max_splits):
+    """The shipped decode's split of K (whole steps, about programs_per_sm programs per SM,
+    at most max_splits) for x and a (rows, K) rademacher32 W: (splits, k_per_split, the
+    fp32 partials, the NARROW window)."""
+    m, k = x.shape
+    splits, k_per_split = split_plan(k, step, n_blocks,
+                                     programs_per_sm * tb._sm_count(x.device))
+    splits = min(splits, max_splits)
+    k_per_split = triton.cdiv(triton.cdiv(k, step), splits) * step
+    splits = triton.cdiv(k, k_per_split)
+    partial = torch.empty(splits, m, rows, dtype=torch.float32, device=x.device)
+    _, _, window = tb.tile_plan("rademacher32", 0, rows * k - 1, k, 32)
+    return splits, k_per_split, partial, window
+
+
 def finish(part, scale, dtype):
     return (part.sum(0) * scale).to(dtype)
 
@@ -323,13 +338,8 @@ def shipped_mma(x, key, rows, scale, block_n, groups, warps, stages, programs_pe
 def join_mma(x, key, rows, scale, block_n, groups, warps, stages, programs_per_sm):
     m, k = x.shape
     n_blocks = triton.cdiv(rows, block_n)
-    split, k_per_split = split_plan(k, 32 * groups, n_blocks,
-                                    programs_per_sm * tb._sm_count(x.device))
-    split = min(split, tb.SIGN_MMA_MAX_SPLITS)
-    k_per_split = triton.cdiv(triton.cdiv(k, 32 * groups), split) * 32 * groups
-    split = triton.cdiv(k, k_per_split)
-    part = torch.empty(split, m, rows, device=x.device, dtype=torch.float32)
-    _, _, window = tb.tile_plan("rademacher32", 0, rows * k - 1, k, 32)
+    split, k_per_split, part, window = shipped_split(x, rows, 32 * groups, n_blocks,
+                                                     programs_per_sm, tb.SIGN_MMA_MAX_SPLITS)
     join_mma_kernel[(n_blocks, split)](
         x, key, part, m, rows, k, k_per_split, window, x.stride(0), x.stride(1),
         GENERATOR=streams.GENERATOR_IDS["pcg"], DOT_IN_FP32=x.device.type == "cpu",
@@ -342,13 +352,8 @@ def contig_mma(x, key, rows, scale, block_n, groups, warps, stages, programs_per
     """contig_mma_kernel with the shipped split and epilogue (K a multiple of 32 GROUPS)."""
     m, k = x.shape
     n_blocks = triton.cdiv(rows, block_n)
-    split, k_per_split = split_plan(k, 32 * groups, n_blocks,
-                                    programs_per_sm * tb._sm_count(x.device))
-    split = min(split, tb.SIGN_MMA_MAX_SPLITS)
-    k_per_split = triton.cdiv(triton.cdiv(k, 32 * groups), split) * 32 * groups
-    split = triton.cdiv(k, k_per_split)
-    partial = torch.empty(split, m, rows, device=x.device, dtype=torch.float32)
-    _, _, window = tb.tile_plan("rademacher32", 0, rows * k - 1, k, 32)
+    split, k_per_split, partial, window = shipped_split(
+        x, rows, 32 * groups, n_blocks, programs_per_sm, tb.SIGN_MMA_MAX_SPLITS)
     contig_mma_kernel[(n_blocks, split)](
         x, key, partial, m, rows, k, k_per_split, window, x.stride(0), x.stride(1),
         GENERATOR=streams.GENERATOR_IDS["pcg"], DOT_IN_FP32=x.device.type == "cpu",
@@ -362,13 +367,8 @@ def flip_gemv(x, key, rows, scale, block_n, groups, warps, programs_per_sm, max_
     m, k = x.shape
     assert m == 1
     n_blocks = triton.cdiv(rows, block_n)
-    split, k_per_split = split_plan(k, 32 * groups, n_blocks,
-                                    programs_per_sm * tb._sm_count(x.device))
-    split = min(split, max_splits)
-    k_per_split = triton.cdiv(triton.cdiv(k, 32 * groups), split) * 32 * groups
-    split = triton.cdiv(k, k_per_split)
-    part = torch.empty(split, 1, rows, device=x.device, dtype=torch.float32)
-    _, _, window = tb.tile_plan("rademacher32", 0, rows * k - 1, k, 32)
+    split, k_per_split, part, window = shipped_split(x, rows, 32 * groups, n_blocks,
+                                                     programs_per_sm, max_splits)
     flip_gemv_kernel[(n_blocks, split)](
         x, key, part, m, rows, k, k_per_split, window, x.stride(0), x.stride(1),
         GENERATOR=streams.GENERATOR_IDS["pcg"], BLOCK_N=block_n, GROUPS=groups,
@@ -443,12 +443,8 @@ def gemv_variant(x, key, rows, scale, block_n, groups, warps, programs_per_sm, m
                                        None, y, "pcg")
     m, k = x.shape
     n_blocks = triton.cdiv(rows, block_n)
-    splits, k_per_split = split_plan(k, 32 * groups, n_blocks,
-                                     programs_per_sm * tb._sm_count(x.device))
-    splits = min(splits, max_splits)
-    k_per_split = triton.cdiv(triton.cdiv(k, 32 * groups), splits) * 32 * groups
-    splits = triton.cdiv(k, k_per_split)
-    partial = torch.empty(splits, m, rows, dtype=torch.float32, device=x.device)
+    splits, k_per_split, partial, window = shipped_split(x, rows, 32 * groups, n_blocks,
+                                                         programs_per_sm, max_splits)
     if fused == "cached":
         counts = _COUNTS.get((x.device, n_blocks))
         if counts is None:
@@ -457,7 +453,6 @@ def gemv_variant(x, key, rows, scale, block_n, groups, warps, programs_per_sm, m
     else:
         counts = torch.zeros(n_blocks, dtype=torch.int32, device=x.device)
     y = torch.empty(m, rows, dtype=x.dtype, device=x.device)
-    _, _, window = tb.tile_plan("rademacher32", 0, rows * k - 1, k, 32)
     gemv_last_split_kernel[(n_blocks, splits)](
         x, key, partial, counts, y, m, rows, k, k_per_split, window, splits, float(scale),
         x.stride(0), x.stride(1), GENERATOR=streams.GENERATOR_IDS["pcg"],
