@@ -216,7 +216,7 @@ def inspect(model: nn.Module, example_inputs=None, *, batch_size: int = 1, seq_l
             if module.scheme == "subspace":
                 kernel = "materialize"  # subspace_linear builds W = W0 + P alpha in one pass
             else:
-                kernel = roofline.choose_kernel(m_at, base.dist, dtype)
+                kernel = roofline.choose_kernel(m_at, base.dist, dtype, shape=(n, k))
             extra = 2 * m * rank * (n + k)  # the LoRA adapter's two thin GEMMs
             cost = roofline.seeded_linear_cost(m, n, k, kernel=kernel, generator=base.generator,
                                                dist=base.dist, act_bytes=act_bytes,

@@ -189,16 +189,17 @@ def roofline(cost: Cost, dev, dtype_name: str, sizes: dict) -> dict:
 KERNELS = ("gemv", "gemm", "materialize")
 
 
-def choose_kernel(m: int, dist=None, dtype=None, transpose: bool = False) -> str:
+def choose_kernel(m: int, dist=None, dtype=None, transpose: bool = False,
+                  shape=None) -> str:
     """The kernel the seeded matmul ops run for `m` rows of x, by the ops' own shape
     heuristic (randfx/ops/heuristics.py): up to FUSED_MAX_ROWS rows a fused kernel that
     generates W tiles in registers ("gemv" on CUDA cores, "gemm" on tensor cores, by the
-    rows, the stream `dist` and x's `dtype`), above it W is materialised once in the
-    activation dtype and multiplied densely."""
+    rows, the stream `dist`, x's `dtype` and, where given, W's `shape`), above it W is
+    materialised once in the activation dtype and multiplied densely."""
     from .ops.heuristics import fused_kernel, uses_fused_kernel
     if not uses_fused_kernel(m):
         return "materialize"
-    return fused_kernel(m, dist, dtype, transpose)
+    return fused_kernel(m, dist, dtype, transpose, shape)
 
 
 def seeded_linear_cost(m, n: int, k: int, *, kernel: str, generator: str, dist: str,

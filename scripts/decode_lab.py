@@ -426,6 +426,17 @@ def gemv_last_split_kernel(x_ptr, key_ptr, partial_ptr, count_ptr, y_ptr, M, N, 
         tl.atomic_xchg(count_ptr + pid_n, 0)  # ready for the next launch
 
 
+def shipped_nibble(x, key, rows, scale, block_n, groups, warps, programs_per_sm, max_splits):
+    """randfx's rademacher32_nibble_kernel (the "nibble" decode, 1-2 rows) with a given
+    launch config."""
+    tb.SIGN_NIBBLE_CONFIGS = {1 << (x.shape[0] - 1).bit_length(): (block_n, groups, warps)}
+    tb.SIGN_GEMV_PROGRAMS_PER_SM = programs_per_sm
+    tb.SIGN_GEMV_MAX_SPLITS = max_splits
+    y = torch.empty(x.shape[0], rows, dtype=x.dtype, device=x.device)
+    return tb._rademacher32_decode("nibble", x, key, rows, x.shape[1], scale, None, None,
+                                   None, y, "pcg")
+
+
 _COUNTS = {}
 
 
@@ -690,9 +701,15 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true")
     p.add_argument("--sections", default="decode,training,pmv,sparse")
-    p.add_argument("--candidates", default="mma,contig,join,flip,tc,group,gemv",
+    p.add_argument("--candidates", default="mma,contig,join,flip,tc,group,gemv,nibble",
                    help="decode candidate families to check and time")
     p.add_argument("--rows", default="", help="comma-separated rows of x (default 1,4,8,16)")
+    p.add_argument("--variants", default="",
+                   help="comma-separated variant names to keep (default: every variant of "
+                        "the chosen candidates)")
+    p.add_argument("--shapes", default="",
+                   help="comma-separated OUTxIN weight shapes (default 4096x4096,8192x8192,"
+                        "28672x8192)")
     args = p.parse_args()
     sections = args.sections.split(",")
     cuda = torch.cuda.is_available() and not args.quick
@@ -704,6 +721,8 @@ def main():
     rows_list = [1, 4, 8, 16] if cuda else [1, 3]
     if args.rows:
         rows_list = [int(r) for r in args.rows.split(",")]
+    if args.shapes:
+        shapes = [tuple(int(d) for d in shape.split("x")) for shape in args.shapes.split(",")]
     group_variants = [  # (name, mode, block_n, unroll, warps, programs)
         ("g_fma_32u4", 0, 32, 4, 4, 528), ("g_fma_64u4", 0, 64, 4, 4, 528),
         ("g_fma_16u8", 0, 16, 8, 4, 1056), ("g_fma_32u8w8", 0, 32, 8, 8, 528),
@@ -746,6 +765,12 @@ def main():
         ("v128g4w4", 128, 4, 4, 8, 8, None), ("v256g4w4", 256, 4, 4, 8, 8, None),
         ("v128g8w8", 128, 8, 8, 8, 8, None), ("v256g8w4", 256, 8, 4, 8, 8, None),
         ("v128g16w4", 128, 16, 4, 8, 8, None), ("v128g8w2", 128, 8, 2, 8, 8, None),
+    ]
+    nibble_variants = [  # (name, block_n, groups, warps, programs per SM, max splits)
+        ("n256g4w4", 256, 4, 4, 8, 8), ("n128g4w4", 128, 4, 4, 8, 8),
+        ("n128g8w4", 128, 8, 4, 8, 8), ("n256g4w8", 256, 4, 8, 8, 8),
+        ("n128g4w4p16", 128, 4, 4, 16, 16), ("n256g4w4p16", 256, 4, 4, 16, 16),
+        ("n64g4w2", 64, 4, 2, 8, 8), ("n128g4w4p4", 128, 4, 4, 4, 4),
     ]
     variants = [  # (name, dist, bits, block_n, block_k, warps, stages, programs)
         ("tc64x128", "rademacher32", False, 64, 128, 4, 2, 528),
@@ -795,6 +820,18 @@ def main():
         contig_variants = []
     if "gemv" not in candidates:
         gemv_variants = []
+    if "nibble" not in candidates:
+        nibble_variants = []
+    if not cuda:
+        nibble_variants = [(n, min(bn, 32), min(g, 2), 1, p, sp)
+                           for n, bn, g, w, p, sp in nibble_variants[:2]]
+    if args.variants:
+        keep = set(args.variants.split(","))
+        (variants, group_variants, mma_variants, join_variants, flip_variants, contig_variants,
+         gemv_variants, nibble_variants) = (
+            [v for v in family if v[0] in keep]
+            for family in (variants, group_variants, mma_variants, join_variants, flip_variants,
+                           contig_variants, gemv_variants, nibble_variants))
     if not cuda:
         gemv_variants = [(n, min(bn, 16), min(g, 2), w, p, sp, f)
                          for n, bn, g, w, p, sp, f in gemv_variants]
@@ -859,6 +896,15 @@ def main():
                     max_splits, fused))
             (tb.SIGN_GEMV_CONFIGS, tb.SIGN_GEMV_PROGRAMS_PER_SM,
              tb.SIGN_GEMV_MAX_SPLITS) = gemv_default
+            nibble_default = (tb.SIGN_NIBBLE_CONFIGS, tb.SIGN_GEMV_PROGRAMS_PER_SM,
+                              tb.SIGN_GEMV_MAX_SPLITS)
+            for name, bn, groups, warps, programs, max_splits in nibble_variants:
+                if rows <= 2:
+                    line[name] = check_then_time("rademacher32", functools.partial(
+                        shipped_nibble, x, key, out_f, scale, bn, groups, warps, programs,
+                        max_splits))
+            (tb.SIGN_NIBBLE_CONFIGS, tb.SIGN_GEMV_PROGRAMS_PER_SM,
+             tb.SIGN_GEMV_MAX_SPLITS) = nibble_default
             for name, dist, bits, bn, bk, warps, stages, programs in variants:
                 line[name] = check_then_time(dist, functools.partial(
                     tc_decode, x, key, out_f, scale, dist, bn, bk, warps, stages, programs,

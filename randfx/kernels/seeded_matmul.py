@@ -14,6 +14,10 @@
   weight is -1 (a predicated add), y = sum(x) - 2 * that sum. A [BLOCK_N, GROUPS] tile
   per program and a split of K fill the GPU even for short outputs; the epilogue kernel
   sums the split partials.
+- `rademacher32_nibble_table_kernel` + `rademacher32_nibble_kernel`: decode of 1-2 rows
+  of large layers: x's 16 signed sums of every 4 columns are tabulated once, then each
+  nibble of a hash (4 weights) costs one shared-memory lookup and one add instead of
+  four predicated adds; same partials and epilogue kernel.
 - `rademacher32_mma_kernel`: the same decode (2-16 rows) on tensor cores: the W tile,
   unpacked from hashes by `tiles.rademacher32_pair_tile` with its columns permuted (x is
   loaded in the same order), is the dot's first operand
@@ -232,6 +236,71 @@ def rademacher32_mma_kernel(x_ptr, key_ptr, partial_ptr, M, N, K, k_per_split, w
         acc = _dot(w.to(x_t.dtype), x_t, acc, DOT_IN_FP32)
     tl.store(partial_ptr + pid_s * M * N + m[None, :] * N + n[:, None], acc,
              mask=(m < M)[None, :] & (n < N)[:, None])
+
+
+@triton.jit
+def rademacher32_nibble_table_kernel(x_ptr, table_ptr, M, K, stride_xm, stride_xk,
+                                     BLOCK_Q: tl.constexpr):
+    """table[m, q, e] = sum over t < 4 of (bit t of e set ? -x : +x)[m, 4 q + t]: for
+    every 4 columns of x, the 16 sums their +-1 weights can give, fp32 (contiguous,
+    (M, K / 4, 16)). Grid: (cdiv(K / 4, BLOCK_Q), M)."""
+    q = tl.program_id(0) * BLOCK_Q + tl.arange(0, BLOCK_Q)
+    m = tl.program_id(1)
+    entry = tl.arange(0, 16)
+    acc = tl.zeros((BLOCK_Q, 16), dtype=tl.float32)
+    for t in tl.static_range(4):
+        k = 4 * q + t
+        xk = tl.load(x_ptr + m * stride_xm + k * stride_xk, mask=k < K, other=0.0)
+        xk = xk.to(tl.float32)[:, None]
+        acc += tl.where(((entry >> t) & 1)[None, :] != 0, -xk, xk)
+    tl.store(table_ptr + (m * (K // 4) + q[:, None]) * 16 + entry[None, :], acc,
+             mask=(q < K // 4)[:, None])
+
+
+@triton.jit(do_not_specialize=["M", "N", "K", "k_per_split", "window"])
+def rademacher32_nibble_kernel(table_ptr, key_ptr, partial_ptr, M, N, K, k_per_split,
+                               window, GENERATOR: tl.constexpr, BLOCK_M: tl.constexpr,
+                               BLOCK_N: tl.constexpr, GROUPS: tl.constexpr):
+    """partial[split, m, n] as rademacher32_gemv_kernel, for 1 or 2 rows (BLOCK_M) of x of
+    any float dtype, from the nibble tables of `rademacher32_nibble_table_kernel`: 4
+    neighbouring weights of a row are one nibble of its hash, so their dot with x is one
+    table entry, looked up through shared memory (a shift, an and, a load, an add per 4
+    weights). Each step stages the tables of its GROUPS * 8 nibbles (2 KB for GROUPS = 4)
+    and every lane of a warp reads the same 16-entry table (distinct banks: no
+    conflicts). Same grid as rademacher32_gemv_kernel, k_per_split a multiple of
+    32 * GROUPS."""
+    pid_n = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    key = launch_key(key_ptr, window, True)
+    n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_group = ((n.to(tl.int64) * K.to(tl.int64)) >> 5).to(tl.uint32)
+    k_begin = pid_s * k_per_split
+    k_end = tl.minimum(K, k_begin + k_per_split)
+    group = tl.arange(0, GROUPS)
+    nibble = (4 * tl.arange(0, 8)).to(tl.uint32)
+    table_of = (tl.arange(0, GROUPS * 8) * 16)[:, None]
+    entries = tl.arange(0, GROUPS * 128)
+    # BLOCK_M is M rounded up to a power of two, so M == BLOCK_M; one accumulator per row
+    # (a [BLOCK_M, ...] gather with the index broadcast kept ptxas busy for minutes)
+    tl.static_assert(BLOCK_M <= 2)
+    first = tl.zeros((GROUPS * 8 * BLOCK_N,), dtype=tl.float32)
+    second = tl.zeros((GROUPS * 8 * BLOCK_N,), dtype=tl.float32)
+    for k0 in range(k_begin, k_end, 32 * GROUPS):
+        h = device.hash_lo(row_group[None, :] + (k0 // 32 + group).to(tl.uint32)[:, None],
+                           key, GENERATOR)
+        index = ((h[:, None, :] >> nibble[None, :, None]) & 15).to(tl.int32)
+        index = tl.reshape(tl.reshape(index, (GROUPS * 8, BLOCK_N)) + table_of,
+                           (GROUPS * 8 * BLOCK_N,))
+        e = k0 * 4 + entries
+        first += tl.gather(tl.load(table_ptr + e, mask=e < K * 4, other=0.0), index, 0)
+        if BLOCK_M == 2:
+            second += tl.gather(tl.load(table_ptr + K * 4 + e, mask=e < K * 4,
+                                        other=0.0), index, 0)
+    first_sum = tl.sum(tl.reshape(first, (GROUPS * 8, BLOCK_N)), axis=0)
+    tl.store(partial_ptr + pid_s * M * N + n, first_sum, mask=n < N)
+    if BLOCK_M == 2:
+        second_sum = tl.sum(tl.reshape(second, (GROUPS * 8, BLOCK_N)), axis=0)
+        tl.store(partial_ptr + pid_s * M * N + N + n, second_sum, mask=n < N)
 
 
 @triton.jit(do_not_specialize=["M", "N", "splits", "rank", "scale"])

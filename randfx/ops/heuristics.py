@@ -5,7 +5,8 @@ Up to FUSED_MAX_ROWS rows of x, y = x @ W^T runs a fused kernel (W generated in
 registers, never in memory); above it W is materialised once and multiplied by cuBLAS.
 Among the fused kernels: the general one multiplies on CUDA cores ("gemv") up to
 GEMV_MAX_ROWS rows and on tensor cores ("gemm") above; the rademacher32 stream with 16-bit
-x has its own pair, CUDA cores up to SIGN_GEMV_MAX_ROWS rows and tensor cores above.
+x has its own pair, CUDA cores up to SIGN_GEMV_MAX_ROWS rows and tensor cores above, and
+for 1-2 rows of large layers (any float x) a nibble-table kernel, on CUDA cores too.
 Tuned on an H100, the rademacher32 split on an H200 (docs/performance.md); the linear
 benchmark's --tune may rebind them.
 """
@@ -13,6 +14,11 @@ benchmark's --tune may rebind them.
 FUSED_MAX_ROWS = 16
 GEMV_MAX_ROWS = 8
 SIGN_GEMV_MAX_ROWS = 1
+# the rademacher32 nibble-table kernel (any float x) takes up to SIGN_NIBBLE_MAX_ROWS rows
+# of layers of at least SIGN_NIBBLE_MIN_WEIGHTS weights; below that its table launch
+# costs more than it saves (H200: 0.93x the CUDA-core kernel at 4096^2, 1.13x at 8192^2)
+SIGN_NIBBLE_MAX_ROWS = 2
+SIGN_NIBBLE_MIN_WEIGHTS = 1 << 25
 SIXTEEN_BIT = ("torch.bfloat16", "torch.float16")
 
 
@@ -20,10 +26,21 @@ def uses_fused_kernel(rows: int) -> bool:
     return rows <= FUSED_MAX_ROWS
 
 
-def fused_kernel(rows: int, dist=None, dtype=None, transpose: bool = False) -> str:
+def uses_nibble_kernel(m: int, out_features: int, in_features: int) -> bool:
+    """Whether the rademacher32 decode of m rows of x through an (out_features,
+    in_features) weight takes the nibble-table kernel."""
+    return m <= SIGN_NIBBLE_MAX_ROWS and out_features * in_features >= SIGN_NIBBLE_MIN_WEIGHTS
+
+
+def fused_kernel(rows: int, dist=None, dtype=None, transpose: bool = False,
+                 shape=None) -> str:
     """"gemv" (CUDA cores) or "gemm" (tensor cores) for a fused seeded matmul of `rows`
-    rows of x in `dtype` (a torch.dtype or its name) with W from distribution `dist`."""
+    rows of x in `dtype` (a torch.dtype or its name) with W from distribution `dist`;
+    `shape`, W's (out_features, in_features) where known, names the nibble kernel's
+    layers (CUDA cores)."""
     sign_kernels = (dist == "rademacher32" and not transpose
                     and str(dtype) in SIXTEEN_BIT)
+    if sign_kernels and shape is not None and uses_nibble_kernel(rows, *shape):
+        return "gemv"
     return "gemv" if rows <= (SIGN_GEMV_MAX_ROWS if sign_kernels else GEMV_MAX_ROWS) \
         else "gemm"

@@ -29,10 +29,14 @@ import triton
 
 from ..generators import device as streams
 from ..kernels.seeded_matmul import (materialize_kernel, rademacher32_gemv_kernel,
-                                     rademacher32_mma_kernel, seeded_matmul_kernel,
+                                     rademacher32_mma_kernel, rademacher32_nibble_kernel,
+                                     rademacher32_nibble_table_kernel, seeded_matmul_kernel,
                                      split_k_epilogue_kernel)
 from ..kernels.subspace import pmv_grad_kernel, pmv_kernel
 from . import checks, heuristics, reference
+
+# the nibble decode kernel looks its tables up with tl.gather (Triton 3.2 and later)
+_HAS_GATHER = hasattr(triton.language, "gather")
 
 # rows-of-x bucket -> (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, USE_DOT) of the fused
 # kernel, forward layout; the transposed layout (grad_x) swaps the roles of N and K, same
@@ -57,6 +61,12 @@ SIGN_GEMV_MAX_SPLITS = 8
 SIGN_MMA_CONFIG = (128, 4, 4, 3)
 SIGN_MMA_PROGRAMS_PER_SM = 8
 SIGN_MMA_MAX_SPLITS = 8
+# rows-of-x bucket -> (BLOCK_N, GROUPS, num_warps) of the nibble-table decode kernel
+# (up to heuristics.SIGN_NIBBLE_MAX_ROWS rows of large layers); programs per SM and split
+# cap as the CUDA-core kernel's. Picked from eight configurations on an H200
+# (scripts/decode_lab.py). Its table kernel's columns per program, over 4.
+SIGN_NIBBLE_CONFIGS = {1: (256, 4, 4), 2: (128, 4, 4)}
+SIGN_NIBBLE_TABLE_BLOCK = 64
 EPILOGUE_BLOCK_N = (32, 256)  # the split-K epilogue's columns per program: min, max
 # BLOCK_R, BLOCK_C, num_warps of `materialize`, plain and with an adapter folded in on
 # tensor cores (H100, 4096^2 bf16: 16.8 us and 26.5 us)
@@ -175,12 +185,14 @@ def _decode_config(m: int, n: int, transpose: bool, device: torch.device):
 
 
 def _rademacher32_decode_kernel(x, rows, cols, transpose, dist):
-    """"gemv", "mma" or None (the general kernel) for decode of y = x @ W^T."""
+    """"nibble", "gemv", "mma" or None (the general kernel) for decode of y = x @ W^T."""
     if dist != "rademacher32" or transpose or cols % 32:
         return None
     log2_values, narrow, _ = tile_plan(dist, 0, rows * cols - 1, cols, 32)
     if log2_values != 5 or not narrow:
         return None
+    if heuristics.uses_nibble_kernel(x.shape[0], rows, cols) and _HAS_GATHER:
+        return "nibble"
     if x.shape[0] <= heuristics.SIGN_GEMV_MAX_ROWS:
         return "gemv"
     # 16-bit x on tensor cores; on CPU (the interpreter's tests) any float x runs it too
@@ -190,11 +202,23 @@ def _rademacher32_decode_kernel(x, rows, cols, transpose, dist):
 
 
 def _rademacher32_decode(kernel, x, key, rows, cols, scale, bias, u, v, y, generator):
-    """y = x @ (scale R)^T (+ u v^T) (+ bias): `rademacher32_gemv_kernel` ("gemv") or
+    """y = x @ (scale R)^T (+ u v^T) (+ bias): `rademacher32_nibble_kernel` ("nibble",
+    after `rademacher32_nibble_table_kernel`), `rademacher32_gemv_kernel` ("gemv") or
     `rademacher32_mma_kernel` ("mma") split over K into fp32 partials, then
     `split_k_epilogue_kernel`."""
     m = x.shape[0]
-    if kernel == "gemv":
+    operand, strides = x, (x.stride(0), x.stride(1))
+    if kernel == "nibble":
+        block_m = _pow2_at_least(m)
+        block_n, groups, warps = SIGN_NIBBLE_CONFIGS[block_m]
+        table = torch.empty(m, 4 * cols, dtype=torch.float32, device=x.device)
+        rademacher32_nibble_table_kernel[
+            (triton.cdiv(cols // 4, SIGN_NIBBLE_TABLE_BLOCK), m)](
+            x, table, m, cols, x.stride(0), x.stride(1), BLOCK_Q=SIGN_NIBBLE_TABLE_BLOCK)
+        launch, programs_per_sm, max_splits, options = (
+            rademacher32_nibble_kernel, SIGN_GEMV_PROGRAMS_PER_SM, SIGN_GEMV_MAX_SPLITS, {})
+        operand, strides = table, ()  # the tables stand in for x
+    elif kernel == "gemv":
         block_m = _pow2_at_least(m)
         block_n, groups, warps = SIGN_GEMV_CONFIGS[block_m]
         launch, programs_per_sm, max_splits, options = (
@@ -216,7 +240,7 @@ def _rademacher32_decode(kernel, x, key, rows, cols, scale, bias, u, v, y, gener
     partial = torch.empty(splits, m, rows, dtype=torch.float32, device=x.device)
     _, _, window = tile_plan("rademacher32", 0, rows * cols - 1, cols, 32)
     launch[(n_blocks, splits)](
-        x, key, partial, m, rows, cols, k_per_split, window, x.stride(0), x.stride(1),
+        operand, key, partial, m, rows, cols, k_per_split, window, *strides,
         GENERATOR=streams.GENERATOR_IDS[generator], BLOCK_M=block_m, BLOCK_N=block_n,
         GROUPS=groups, num_warps=warps, **options)
     has_lowrank = u is not None
