@@ -3,12 +3,16 @@ cuBLAS and the shipped kernels (METHOD.md: one script, many variants), plus prof
 the training, PMV and row-sparse paths.
 
     python scripts/decode_lab.py [--quick] [--sections decode,training,pmv,sparse]
-                                 [--candidates mma,tc,group,gemv] [--rows 1,4,8,16]
+                                 [--candidates mma,tc,group,gemv,nibble,packed]
+                                 [--variants NAME,...] [--rows 1,4,8,16]
+                                 [--shapes 4096x4096,8192x8192]
 
 The kept designs are randfx's own kernels: `shipped_rademacher32` times the dispatch
-(`rademacher32_gemv_kernel` at 1 row, `rademacher32_mma_kernel` above); the "mma"
-candidates time the tensor-core kernel under other launch configurations. This script
-keeps the rejected candidates and their checks:
+(`rademacher32_nibble_kernel` at 1-2 rows of large layers, `rademacher32_gemv_kernel`
+at 1 row of smaller ones, `rademacher32_mma_kernel` above, on packed x for large
+layers); the "mma", "packed", "nibble" and "gemv" candidates time those kernels under
+other launch configurations, whatever the dispatch would pick. This script keeps the
+rejected candidates and their checks:
 
 Candidate "tc": "swap-AB" tensor-core decode, y^T = W @ x^T, W's tile generated in
 registers as the dot's first operand (per-element bit positions), x^T (rows padded to
@@ -362,6 +366,16 @@ def contig_mma(x, key, rows, scale, block_n, groups, warps, stages, programs_per
     return epilogue(partial, scale, x.dtype)
 
 
+def packed_mma(x, key, rows, scale, block_n, groups, warps, stages, programs_per_sm):
+    """randfx's rademacher32_mma_kernel on x packed by rademacher32_pack_x_kernel (the
+    "packed_mma" decode of large layers) with a given launch config, whatever the layer."""
+    tb.SIGN_MMA_CONFIG = (block_n, groups, warps, stages)
+    tb.SIGN_MMA_PROGRAMS_PER_SM = programs_per_sm
+    y = torch.empty(x.shape[0], rows, dtype=x.dtype, device=x.device)
+    return tb._rademacher32_decode("packed_mma", x, key, rows, x.shape[1], scale, None, None,
+                                   None, y, "pcg")
+
+
 def flip_gemv(x, key, rows, scale, block_n, groups, warps, programs_per_sm, max_splits):
     """flip_gemv_kernel (one row) split and finished like the shipped kernel."""
     m, k = x.shape
@@ -701,7 +715,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true")
     p.add_argument("--sections", default="decode,training,pmv,sparse")
-    p.add_argument("--candidates", default="mma,contig,join,flip,tc,group,gemv,nibble",
+    p.add_argument("--candidates", default="mma,contig,join,flip,tc,group,gemv,nibble,packed",
                    help="decode candidate families to check and time")
     p.add_argument("--rows", default="", help="comma-separated rows of x (default 1,4,8,16)")
     p.add_argument("--variants", default="",
@@ -749,6 +763,10 @@ def main():
     join_variants = [("j128g2s3p8", 128, 2, 4, 3, 8)]  # the kernel shipped before
     flip_variants = [("flip64g16w4", 64, 16, 4, 8, 4),  # the one-row kernel shipped before
                      ("flip128g8w4", 128, 8, 4, 8, 8)]  # ... in today's shipped launch
+    packed_variants = [("p128g4w4s1", 128, 4, 4, 1, 8), ("p128g4w4s2", 128, 4, 4, 2, 8),
+                       ("p128g4w4", 128, 4, 4, 3, 8), ("p256g4w8s1", 256, 4, 8, 1, 8),
+                       ("p256g4w4s1", 256, 4, 4, 1, 8), ("p128g8w4s1", 128, 8, 4, 1, 8),
+                       ("p64g4w4s1", 64, 4, 4, 1, 8), ("p128g4w4s1p16", 128, 4, 4, 1, 16)]
     contig_variants = [("c128g4w4", 128, 4, 4, 3, 8), ("c256g4w8", 256, 4, 8, 3, 8),
                        ("c128g8w4", 128, 8, 4, 3, 8), ("c128g4w4s4", 128, 4, 4, 4, 8),
                        ("c128g4w4s2", 128, 4, 4, 2, 8)]
@@ -818,6 +836,8 @@ def main():
         flip_variants = []
     if "contig" not in candidates:
         contig_variants = []
+    if "packed" not in candidates:
+        packed_variants = []
     if "gemv" not in candidates:
         gemv_variants = []
     if "nibble" not in candidates:
@@ -828,10 +848,10 @@ def main():
     if args.variants:
         keep = set(args.variants.split(","))
         (variants, group_variants, mma_variants, join_variants, flip_variants, contig_variants,
-         gemv_variants, nibble_variants) = (
+         gemv_variants, nibble_variants, packed_variants) = (
             [v for v in family if v[0] in keep]
             for family in (variants, group_variants, mma_variants, join_variants, flip_variants,
-                           contig_variants, gemv_variants, nibble_variants))
+                           contig_variants, gemv_variants, nibble_variants, packed_variants))
     if not cuda:
         gemv_variants = [(n, min(bn, 16), min(g, 2), w, p, sp, f)
                          for n, bn, g, w, p, sp, f in gemv_variants]
@@ -841,6 +861,8 @@ def main():
         join_variants = [(n, min(bn, 32), g, w, s, 8) for n, bn, g, w, s, _ in join_variants]
         contig_variants = [(n, min(bn, 32), g, w, s, 8)
                            for n, bn, g, w, s, _ in contig_variants]
+        packed_variants = [(n, min(bn, 32), g, w, s, 8)
+                           for n, bn, g, w, s, _ in packed_variants[:1]]
     for out_f, in_f in shapes:
         scale = 1.0 / math.sqrt(in_f)
         w = torch.randn(out_f, in_f, device=dev, dtype=dtype)
@@ -878,6 +900,11 @@ def main():
             for name, bn, groups, warps, stages, programs in contig_variants:
                 line[name] = check_then_time("rademacher32", functools.partial(
                     contig_mma, x, key, out_f, scale, bn, groups, warps, stages, programs))
+            for name, bn, groups, warps, stages, programs in packed_variants:
+                line[name] = check_then_time("rademacher32", functools.partial(
+                    packed_mma, x, key, out_f, scale, bn, groups, warps, stages, programs))
+            (tb.SIGN_MMA_CONFIG, tb.SIGN_MMA_PROGRAMS_PER_SM,
+             tb.SIGN_MMA_MAX_SPLITS) = mma_default
             for name, bn, groups, warps, programs, max_splits in flip_variants:
                 if rows == 1:
                     line[name] = check_then_time("rademacher32", functools.partial(

@@ -112,16 +112,18 @@ def test_seeded_matmul(device, rows, transpose):
 
 @pytest.mark.parametrize("device", TRITON_DEVICES)
 @pytest.mark.parametrize("rows, kernel", [(1, "gemv"), (2, "mma"), (3, "mma"), (9, "mma"),
-                                          (1, "nibble"), (2, "nibble")])
+                                          (1, "nibble"), (2, "nibble"), (3, "packed_mma"),
+                                          (9, "packed_mma")])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("in_f", [320, 384])
 def test_rademacher32_decode_kernels(device, rows, kernel, dtype, in_f, monkeypatch):
     """The CUDA-core decode kernel (one row, a predicated add), the tensor-core one (2-16
-    rows, its columns permuted) and the nibble-table one (1-2 rows of large layers, here
-    forced on a small one), split over K with a ragged last split, K a whole number of k
+    rows, its columns permuted; on large layers reading x packed in that order) and the
+    nibble-table one (1-2 rows of large layers), the large-layer forms forced on a small
+    layer, split over K with a ragged last split, K a whole number of k
     steps (384 = 3 steps of 4 hash groups) or not (320), with every epilogue; each must
     be the path taken."""
-    if kernel == "mma" and device == "cuda" and dtype == torch.float32:
+    if kernel.endswith("mma") and device == "cuda" and dtype == torch.float32:
         pytest.skip("fp32 x keeps the general kernel on a GPU (tested below)")
     small = {bucket: (16, 2, 4) for bucket in triton_backend.SIGN_GEMV_CONFIGS}
     monkeypatch.setattr(triton_backend, "SIGN_GEMV_CONFIGS", small)
@@ -129,8 +131,8 @@ def test_rademacher32_decode_kernels(device, rows, kernel, dtype, in_f, monkeypa
     monkeypatch.setattr(triton_backend, "SIGN_MMA_PROGRAMS_PER_SM", 4)
     monkeypatch.setattr(triton_backend, "SIGN_NIBBLE_CONFIGS", {1: (16, 2, 4), 2: (16, 2, 4)})
     monkeypatch.setattr(triton_backend, "SIGN_NIBBLE_TABLE_BLOCK", 16)
-    monkeypatch.setattr(heuristics, "SIGN_NIBBLE_MIN_WEIGHTS",
-                        0 if kernel == "nibble" else 1 << 62)
+    monkeypatch.setattr(heuristics, "SIGN_PREP_MIN_WEIGHTS",
+                        0 if kernel in ("nibble", "packed_mma") else 1 << 62)
     calls = []
     real = triton_backend._rademacher32_decode
     monkeypatch.setattr(triton_backend, "_rademacher32_decode",
@@ -153,7 +155,9 @@ def test_rademacher32_decode_kernels(device, rows, kernel, dtype, in_f, monkeypa
 
 def test_rademacher32_decode_kernel_choice():
     """On a GPU: the CUDA-core kernel up to SIGN_GEMV_MAX_ROWS rows, tensor cores above
-    for 16-bit x only (fp32 x would be rounded), the general kernel for other layouts."""
+    for 16-bit x only (fp32 x would be rounded), the general kernel for other layouts;
+    layers of SIGN_PREP_MIN_WEIGHTS weights or more: the nibble kernel up to
+    SIGN_NIBBLE_MAX_ROWS rows (any float x), tensor cores on packed x above."""
     def choice(rows, dtype=torch.bfloat16, cols=320, transpose=False, dist="rademacher32",
                out=24):
         x = torch.empty(rows, cols, dtype=dtype, device="meta")
@@ -164,12 +168,15 @@ def test_rademacher32_decode_kernel_choice():
     assert choice(8, torch.float32) is None
     assert choice(8, cols=300) is None and choice(8, transpose=True) is None
     assert choice(8, dist="uniform8x4") is None
-    if triton_backend._HAS_GATHER:  # 1-2 rows of any float x, layers of 2^25 weights up
-        big = {"out": 8192, "cols": heuristics.SIGN_NIBBLE_MIN_WEIGHTS // 8192}
+    big = {"out": 8192, "cols": heuristics.SIGN_PREP_MIN_WEIGHTS // 8192}
+    smaller = {"out": 8192, "cols": big["cols"] - 32}
+    assert choice(heuristics.SIGN_NIBBLE_MAX_ROWS + 1, **big) == choice(16, **big) \
+        == "packed_mma"
+    assert choice(16, **smaller) == "mma" and choice(16, torch.float32, **big) is None
+    if triton_backend._HAS_GATHER:
         assert choice(1, **big) == choice(heuristics.SIGN_NIBBLE_MAX_ROWS, **big) \
             == choice(2, torch.float32, **big) == "nibble"
-        assert choice(1, out=8192, cols=big["cols"] - 32) == "gemv"
-        assert choice(heuristics.SIGN_NIBBLE_MAX_ROWS + 1, **big) == "mma"
+        assert choice(1, **smaller) == "gemv"
 
 
 def test_kernel_labels_follow_the_dispatch():
@@ -181,10 +188,9 @@ def test_kernel_labels_follow_the_dispatch():
     assert choose_kernel(three, "rademacher32", torch.bfloat16) == "gemm"
     # 1-2 rows of a large layer: the nibble kernel, on CUDA cores
     nibble_rows = heuristics.SIGN_NIBBLE_MAX_ROWS
-    assert choose_kernel(nibble_rows, "rademacher32", torch.bfloat16, shape=(8192, 4096)) \
-        == "gemv"
-    assert choose_kernel(nibble_rows, "rademacher32", torch.bfloat16, shape=(4096, 4096)) \
-        == "gemm"
+    large, smaller = (8192, heuristics.SIGN_PREP_MIN_WEIGHTS // 8192), (4096, 4096)
+    assert choose_kernel(nibble_rows, "rademacher32", torch.bfloat16, shape=large) == "gemv"
+    assert choose_kernel(nibble_rows, "rademacher32", torch.bfloat16, shape=smaller) == "gemm"
     assert choose_kernel(three, "rademacher32", torch.float32) == "gemv"
     assert choose_kernel(three, "rademacher32", torch.float16, transpose=True) == "gemv"
     assert choose_kernel(8, "uniform8x4", torch.bfloat16) == "gemv"

@@ -22,7 +22,9 @@
   unpacked from hashes by `tiles.rademacher32_pair_tile` with its columns permuted (x is
   loaded in the same order), is the dot's first operand
   (swap-AB: W's rows fill the MMA's M, the few rows of x its N), same partials and
-  epilogue kernel.
+  epilogue kernel. PACKED_X: x was first written in that column order, padded to
+  BLOCK_M rows and whole steps, by `rademacher32_pack_x_kernel`, so its tile loads are
+  contiguous, unmasked and pipelined (large layers, where that launch pays).
 - `materialize_kernel`: writes W (scaled, cast; optionally + an adapter B A) for the
   materialise-then-cuBLAS path and for `generate_weight`.
 Launch parameters and the shape heuristic live in randfx/ops/triton_backend.py.
@@ -199,7 +201,7 @@ def rademacher32_mma_kernel(x_ptr, key_ptr, partial_ptr, M, N, K, k_per_split, w
                             stride_xm, stride_xk, GENERATOR: tl.constexpr,
                             DOT_IN_FP32: tl.constexpr, EVEN_K: tl.constexpr,
                             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                            GROUPS: tl.constexpr):
+                            GROUPS: tl.constexpr, PACKED_X: tl.constexpr = False):
     """partial[split, m, n] as rademacher32_gemv_kernel, on tensor cores: acc[n, m] +=
     R[n, k-tile] @ x[m, k-tile]^T with R's tile built in registers from one hash per 32
     values, its columns in `rademacher32_pair_columns` order and x's rows loaded in the
@@ -214,16 +216,21 @@ def rademacher32_mma_kernel(x_ptr, key_ptr, partial_ptr, M, N, K, k_per_split, w
     group = tl.arange(0, GROUPS)
     row_group = ((n.to(tl.int64) * K.to(tl.int64)) >> 5).to(tl.uint32)
     acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
-    k_begin = pid_s * k_per_split
+    k_begin = tl.multiple_of(pid_s * k_per_split, 32 * GROUPS)
     k_end = tl.minimum(K, k_begin + k_per_split)
-    columns = rademacher32_pair_columns(GROUPS)
+    if PACKED_X:  # x already in the tile's column order, BLOCK_M rows, K padded
+        columns = tl.arange(0, 32 * GROUPS)
+    else:
+        columns = rademacher32_pair_columns(GROUPS)
     # x's addresses advance by one step per iteration instead of being rebuilt from k
     x_ptrs = x_ptr + m[None, :] * stride_xm + (k_begin + columns)[:, None] * stride_xk
     mask = (m < M)[None, :]
     for k0 in range(k_begin, k_end, 32 * GROUPS):
         h = device.hash_lo(row_group[:, None] + (k0 // 32 + group).to(tl.uint32)[None, :],
                            key, GENERATOR)
-        if EVEN_K:
+        if PACKED_X:
+            x_t = tl.load(x_ptrs)
+        elif EVEN_K:
             x_t = tl.load(x_ptrs, mask=mask, other=0.0)
         else:  # past K, x is zero (and the +-1 it meets finite)
             x_t = tl.load(x_ptrs, mask=mask & ((k0 + columns) < K)[:, None], other=0.0)
@@ -301,6 +308,20 @@ def rademacher32_nibble_kernel(table_ptr, key_ptr, partial_ptr, M, N, K, k_per_s
     if BLOCK_M == 2:
         second_sum = tl.sum(tl.reshape(second, (GROUPS * 8, BLOCK_N)), axis=0)
         tl.store(partial_ptr + pid_s * M * N + N + n, second_sum, mask=n < N)
+
+
+@triton.jit
+def rademacher32_pack_x_kernel(x_ptr, out_ptr, M, K, stride_xm, stride_xk, stride_om,
+                               GROUPS: tl.constexpr):
+    """out[m, s + L] = x[m, s + rademacher32_pair_columns(L)] for each step s of 32 * GROUPS
+    columns; zero for rows m >= M and columns past K (out has BLOCK_M rows and whole
+    steps). Grid: (steps, BLOCK_M)."""
+    m = tl.program_id(1)
+    L = tl.arange(0, 32 * GROUPS)
+    k = tl.program_id(0) * 32 * GROUPS + rademacher32_pair_columns(GROUPS)
+    xk = tl.load(x_ptr + m * stride_xm + k * stride_xk,
+                 mask=(k < K) & (m + tl.zeros_like(k) < M), other=0.0)
+    tl.store(out_ptr + m * stride_om + tl.program_id(0) * 32 * GROUPS + L, xk)
 
 
 @triton.jit(do_not_specialize=["M", "N", "splits", "rank", "scale"])

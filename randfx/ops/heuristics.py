@@ -14,11 +14,15 @@ benchmark's --tune may rebind them.
 FUSED_MAX_ROWS = 16
 GEMV_MAX_ROWS = 8
 SIGN_GEMV_MAX_ROWS = 1
-# the rademacher32 nibble-table kernel (any float x) takes up to SIGN_NIBBLE_MAX_ROWS rows
-# of layers of at least SIGN_NIBBLE_MIN_WEIGHTS weights; below that its table launch
-# costs more than it saves (H200: 0.93x the CUDA-core kernel at 4096^2, 1.13x at 8192^2)
+# On layers of at least SIGN_PREP_MIN_WEIGHTS weights the rademacher32 decode prepares x
+# in a launch of its own: up to SIGN_NIBBLE_MAX_ROWS rows (any float x) the nibble-table
+# kernel reads x's tables, more rows of 16-bit x the tensor-core kernel reads x packed in
+# its tile's column order. On smaller layers that launch costs about what it saves. H200,
+# against the kernel without it, same lab run: one row 0.89-0.93x at 4096^2, 0.95-1.00x
+# at 4096x8192 and 8192x4096, 1.12-1.13x at 8192^2, 1.47x at 28672x8192; packed x at 4-16
+# rows 0.90x, 0.93-1.08x, 1.00-1.03x, 1.16x.
 SIGN_NIBBLE_MAX_ROWS = 2
-SIGN_NIBBLE_MIN_WEIGHTS = 1 << 25
+SIGN_PREP_MIN_WEIGHTS = 1 << 26
 SIXTEEN_BIT = ("torch.bfloat16", "torch.float16")
 
 
@@ -29,7 +33,7 @@ def uses_fused_kernel(rows: int) -> bool:
 def uses_nibble_kernel(m: int, out_features: int, in_features: int) -> bool:
     """Whether the rademacher32 decode of m rows of x through an (out_features,
     in_features) weight takes the nibble-table kernel."""
-    return m <= SIGN_NIBBLE_MAX_ROWS and out_features * in_features >= SIGN_NIBBLE_MIN_WEIGHTS
+    return m <= SIGN_NIBBLE_MAX_ROWS and out_features * in_features >= SIGN_PREP_MIN_WEIGHTS
 
 
 def fused_kernel(rows: int, dist=None, dtype=None, transpose: bool = False,

@@ -14,7 +14,10 @@ Shape heuristic for y = x @ W^T with W generated (`seeded_matmul`):
   heuristics.SIGN_GEMV_MAX_ROWS rows `rademacher32_gemv_kernel` (CUDA cores; 1.9-3.7x
   cuBLAS at one row on an H200), more rows of 16-bit x `rademacher32_mma_kernel` (tensor
   cores; 1.6-2.8x cuBLAS at 2-16 rows on an H200, where the general kernel gives
-  0.3-1.3x). fp32 x keeps the general kernel, which does not round it to 16 bits.
+  0.3-1.3x; on layers of heuristics.SIGN_PREP_MIN_WEIGHTS weights or more x is first
+  packed into the tile's column order, so the kernel's x loads are contiguous and
+  pipelined). fp32 x keeps the general kernel, which does not round it to 16 bits. One
+  or two rows of such large layers (any float x) take `rademacher32_nibble_kernel`.
 - more rows (training): materialise W in the activation dtype (one fused generate pass,
   peak extra memory = one layer's weight, freed on return) and call cuBLAS. A fused
   kernel would regenerate W once per row block, and generation costs more than reading W
@@ -30,7 +33,8 @@ import triton
 from ..generators import device as streams
 from ..kernels.seeded_matmul import (materialize_kernel, rademacher32_gemv_kernel,
                                      rademacher32_mma_kernel, rademacher32_nibble_kernel,
-                                     rademacher32_nibble_table_kernel, seeded_matmul_kernel,
+                                     rademacher32_nibble_table_kernel,
+                                     rademacher32_pack_x_kernel, seeded_matmul_kernel,
                                      split_k_epilogue_kernel)
 from ..kernels.subspace import pmv_grad_kernel, pmv_kernel
 from . import checks, heuristics, reference
@@ -197,14 +201,15 @@ def _rademacher32_decode_kernel(x, rows, cols, transpose, dist):
         return "gemv"
     # 16-bit x on tensor cores; on CPU (the interpreter's tests) any float x runs it too
     if str(x.dtype) in heuristics.SIXTEEN_BIT or x.device.type == "cpu":
-        return "mma"
+        return "packed_mma" if rows * cols >= heuristics.SIGN_PREP_MIN_WEIGHTS else "mma"
     return None
 
 
 def _rademacher32_decode(kernel, x, key, rows, cols, scale, bias, u, v, y, generator):
     """y = x @ (scale R)^T (+ u v^T) (+ bias): `rademacher32_nibble_kernel` ("nibble",
     after `rademacher32_nibble_table_kernel`), `rademacher32_gemv_kernel` ("gemv") or
-    `rademacher32_mma_kernel` ("mma") split over K into fp32 partials, then
+    `rademacher32_mma_kernel` ("mma"; "packed_mma": x packed first by
+    `rademacher32_pack_x_kernel`) split over K into fp32 partials, then
     `split_k_epilogue_kernel`."""
     m = x.shape[0]
     operand, strides = x, (x.stride(0), x.stride(1))
@@ -229,7 +234,15 @@ def _rademacher32_decode(kernel, x, key, rows, cols, scale, bias, u, v, y, gener
         launch, programs_per_sm, max_splits, options = (
             rademacher32_mma_kernel, SIGN_MMA_PROGRAMS_PER_SM, SIGN_MMA_MAX_SPLITS,
             {"num_stages": stages, "DOT_IN_FP32": x.device.type == "cpu",
-             "EVEN_K": cols % (32 * groups) == 0})
+             "EVEN_K": cols % (32 * groups) == 0, "PACKED_X": kernel == "packed_mma"})
+        if kernel == "packed_mma":
+            step = 32 * groups
+            steps = triton.cdiv(cols, step)
+            packed = torch.empty(block_m, steps * step, dtype=x.dtype, device=x.device)
+            rademacher32_pack_x_kernel[(steps, block_m)](
+                x, packed, m, cols, x.stride(0), x.stride(1), packed.stride(0),
+                GROUPS=groups)
+            operand, strides = packed, (packed.stride(0), 1)
     n_blocks = triton.cdiv(rows, block_n)
     step = 32 * groups
     k_steps = triton.cdiv(cols, step)
