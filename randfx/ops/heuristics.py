@@ -20,7 +20,7 @@ SIGN_GEMV_MAX_ROWS = 1
 # its tile's column order. On smaller layers that launch costs about what it saves. H200,
 # against the kernel without it, same lab run: one row 0.89-0.93x at 4096^2, 0.95-1.00x
 # at 4096x8192 and 8192x4096, 1.12-1.13x at 8192^2, 1.47x at 28672x8192; packed x at 4-16
-# rows 0.90x, 0.93-1.08x, 1.00-1.03x, 1.16x.
+# rows 0.90-0.95x, 0.93-1.08x, 1.00-1.03x, 1.16-1.17x.
 SIGN_NIBBLE_MAX_ROWS = 2
 SIGN_PREP_MIN_WEIGHTS = 1 << 26
 SIXTEEN_BIT = ("torch.bfloat16", "torch.float16")
