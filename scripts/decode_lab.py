@@ -711,10 +711,94 @@ def sparse_section(t_us):
         profile_kernels(triton_moves(), f"triton moves 1/{n}")
 
 
+def eager_section(t_us):
+    """Host cost of one eager decode call, layer by layer of the op stack: each callable
+    issued 300 times back to back, the clock read after a synchronize (the GPU idles most
+    of that time, so it is the host's cost), then a cProfile of the op's calls."""
+    import cProfile
+    import pstats
+    import time
+
+    import randfx.ops as ops
+    dev = torch.device("cuda")
+    key = torch.tensor(12345, device=dev)
+    for out_f, in_f, rows in ((4096, 4096, 1), (8192, 8192, 1), (8192, 8192, 16)):
+        x = torch.randn(rows, in_f, device=dev, dtype=torch.bfloat16)
+        w = torch.randn(out_f, in_f, device=dev, dtype=torch.bfloat16)
+        scale = in_f ** -0.5
+        y = torch.empty(rows, out_f, device=dev, dtype=x.dtype)
+        partial = torch.empty(8, rows, out_f, device=dev)
+        kernel = tb._rademacher32_decode_kernel(x, out_f, in_f, False, "rademacher32")
+        calls = {
+            "F.linear": lambda: torch.nn.functional.linear(x, w),
+            "ops.seeded_linear": lambda: ops.seeded_linear(x, key, out_f, scale, None, "pcg",
+                                                           "rademacher32"),
+            "tb.seeded_matmul": lambda: tb.seeded_matmul(x, key, out_f, in_f, scale, False,
+                                                         None, None, None, "pcg",
+                                                         "rademacher32"),
+            "tb._rademacher32_decode": lambda: tb._rademacher32_decode(
+                kernel, x, key, out_f, in_f, scale, None, None, None, y, "pcg"),
+            "one epilogue launch": lambda: tb.split_k_epilogue_kernel[(64,)](
+                partial, y, y, y, y, rows, out_f, 8, 0, 1.0, 0, 0, 0, 0, y.stride(0),
+                y.stride(1), HAS_BIAS=False, HAS_LOWRANK=False,
+                BLOCK_M=1 << (rows - 1).bit_length(), BLOCK_N=64),
+            "torch.empty": lambda: torch.empty(8, rows, out_f, device=dev),
+        }
+        print(f"eager host us per call, {out_f}x{in_f}, {rows} rows, kernel {kernel}:")
+        for name, fn in calls.items():
+            for _ in range(30):
+                fn()
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            for _ in range(300):
+                fn()
+            torch.cuda.synchronize()
+            print(f"  {name:28s} {(time.perf_counter() - start) / 300 * 1e6:8.1f}")
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(300):
+        ops.seeded_linear(x, key, out_f, scale, None, "pcg", "rademacher32")
+    torch.cuda.synchronize()
+    profiler.disable()
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(22)
+
+
+def stress_section(t_us):
+    """The packed-x tensor-core decode under several launch configurations, called many
+    times on fresh x and checked every time against x @ W^T with W materialised once in
+    fp32: a race (pipelined copies against the MMA) shows as an occasional wrong call."""
+    import randfx.ops as ops
+    dev = torch.device("cuda")
+    key = torch.tensor(12345, device=dev)
+    configs = [(128, 4, 4, 3), (128, 4, 4, 2), (128, 4, 4, 1), (128, 8, 4, 3), (128, 8, 4, 1),
+               (256, 4, 8, 3)]
+    default = tb.SIGN_MMA_CONFIG
+    for out_f, in_f in ((8192, 8192), (28672, 8192)):
+        scale = in_f ** -0.5
+        w = ops.generate_weight(key, (out_f, in_f), scale, "pcg", "rademacher32")
+        for config in configs:
+            tb.SIGN_MMA_CONFIG = config
+            bad = []
+            for rows in (3, 8, 16):
+                for trial in range(40):
+                    x = torch.randn(rows, in_f, device=dev, dtype=torch.bfloat16)
+                    y = torch.empty(rows, out_f, device=dev, dtype=x.dtype)
+                    got = tb._rademacher32_decode("packed_mma", x, key, out_f, in_f, scale,
+                                                  None, None, None, y, "pcg").float()
+                    ref = x.float() @ w.T
+                    err = ((got - ref).norm() / ref.norm()).item()
+                    if not err < 1e-2:
+                        bad.append((rows, trial, err))
+            print(f"stress {out_f}x{in_f} config {config}: {len(bad)} wrong of 120 "
+                  f"{bad[:4]}", flush=True)
+    tb.SIGN_MMA_CONFIG = default
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--sections", default="decode,training,pmv,sparse")
+    p.add_argument("--sections", default="decode,training,pmv,sparse",
+                   help="comma-separated: decode, training, pmv, sparse, eager, stress")
     p.add_argument("--candidates", default="mma,contig,join,flip,tc,group,gemv,nibble,packed",
                    help="decode candidate families to check and time")
     p.add_argument("--rows", default="", help="comma-separated rows of x (default 1,4,8,16)")
@@ -766,7 +850,11 @@ def main():
     packed_variants = [("p128g4w4s1", 128, 4, 4, 1, 8), ("p128g4w4s2", 128, 4, 4, 2, 8),
                        ("p128g4w4", 128, 4, 4, 3, 8), ("p256g4w8s1", 256, 4, 8, 1, 8),
                        ("p256g4w4s1", 256, 4, 4, 1, 8), ("p128g8w4s1", 128, 8, 4, 1, 8),
-                       ("p64g4w4s1", 64, 4, 4, 1, 8), ("p128g4w4s1p16", 128, 4, 4, 1, 16)]
+                       ("p64g4w4s1", 64, 4, 4, 1, 8), ("p128g4w4s1p16", 128, 4, 4, 1, 16),
+                       ("p64g4w4", 64, 4, 4, 3, 8), ("p64g4w4p4", 64, 4, 4, 3, 4),
+                       ("p128g4w4p4", 128, 4, 4, 3, 4), ("p128g4w4p16", 128, 4, 4, 3, 16),
+                       ("p256g4w8", 256, 4, 8, 3, 8), ("p128g8w4", 128, 8, 4, 3, 8),
+                       ("p128g4w4s4", 128, 4, 4, 4, 8)]
     contig_variants = [("c128g4w4", 128, 4, 4, 3, 8), ("c256g4w8", 256, 4, 8, 3, 8),
                        ("c128g8w4", 128, 8, 4, 3, 8), ("c128g4w4s4", 128, 4, 4, 4, 8),
                        ("c128g4w4s2", 128, 4, 4, 2, 8)]
@@ -815,7 +903,8 @@ def main():
     results = []
     if cuda:
         for name, fn in (("training", training_section), ("pmv", pmv_section),
-                         ("sparse", sparse_section)):
+                         ("sparse", sparse_section), ("eager", eager_section),
+                         ("stress", stress_section)):
             if name in sections:
                 try:
                     fn(t_us)

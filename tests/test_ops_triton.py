@@ -179,6 +179,29 @@ def test_rademacher32_decode_kernel_choice():
         assert choice(1, **smaller) == "gemv"
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("rows, kernel", [(1, "nibble"), (2, "nibble"), (3, "packed_mma"),
+                                          (16, "packed_mma")])
+def test_rademacher32_decode_large_layer(rows, kernel, monkeypatch):
+    """A layer large enough for the x-preparing kernels under the shipped threshold and
+    launch configurations (8192 x 8192, 8 K splits): the dispatch takes them and matches
+    the reference, with bias and adapter."""
+    calls = []
+    real = triton_backend._rademacher32_decode
+    monkeypatch.setattr(triton_backend, "_rademacher32_decode",
+                        lambda *args: calls.append(args[0]) or real(*args))
+    out_f = in_f = 8192
+    assert out_f * in_f >= heuristics.SIGN_PREP_MIN_WEIGHTS
+    torch.manual_seed(rows)
+    x = torch.randn(rows, in_f, device="cuda").to(torch.bfloat16)
+    bias, u, v = (torch.randn(out_f, device="cuda"), torch.randn(rows, 3, device="cuda"),
+                  torch.randn(out_f, 3, device="cuda"))
+    want, got = both("seeded_matmul", x, key_on("cuda"), out_f, in_f, in_f ** -0.5, False,
+                     bias, u, v, "pcg", "rademacher32")
+    assert_close(got, want, torch.bfloat16)
+    assert calls == [kernel]
+
+
 def test_kernel_labels_follow_the_dispatch():
     """randfx.roofline.choose_kernel (Triton-free: inspect and the compile backend) names
     the kernel family the CUDA ops dispatch to."""

@@ -236,6 +236,10 @@ def _rademacher32_decode(kernel, x, key, rows, cols, scale, bias, u, v, y, gener
             {"num_stages": stages, "DOT_IN_FP32": x.device.type == "cpu",
              "EVEN_K": cols % (32 * groups) == 0, "PACKED_X": kernel == "packed_mma"})
         if kernel == "packed_mma":
+            # pipelined copies of 8-group steps gave wrong sums on an H200 (Triton 3.6,
+            # scripts/decode_lab.py --sections stress): such steps run unpipelined
+            if groups > 4:
+                options["num_stages"] = 1
             step = 32 * groups
             steps = triton.cdiv(cols, step)
             packed = torch.empty(block_m, steps * step, dtype=x.dtype, device=x.device)
