@@ -179,6 +179,64 @@ def test_gradcheck_float64(name):
     assert torch.autograd.gradcheck(f, tuple(args[i] for i in where))
 
 
+TWINNED = ("generate_weight", "seeded_linear", "seeded_lora_linear", "subspace_weight",
+           "subspace_linear")
+
+
+@pytest.mark.parametrize("name", TWINNED)
+def test_eager_twin_equals_the_op(name):
+    """Eagerly randfx.ops runs each op's autograd.Function twin (no dispatcher round trip):
+    same values and float64 gradients as the op, and gradcheck passes through it."""
+    from randfx.ops import library
+    twin, op, args = getattr(library, name), getattr(torch.ops.randfx, name), CASES[name]
+    if name == "subspace_weight":  # twins take every argument, defaults included
+        args = args + (None,)
+    got, want = twin(*args), op(*args)
+    assert torch.equal(got, want)
+    where = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.requires_grad]
+    if not where:  # generate_weight: no autograd, the body alone
+        assert got.grad_fn is None
+        return
+    assert type(got.grad_fn).__name__ == f"{name}_eagerBackward"
+    grads = torch.autograd.grad(got.square().sum(), [args[i] for i in where])
+    expected = torch.autograd.grad(want.square().sum(), [args[i] for i in where])
+    for g, e in zip(grads, expected):
+        assert torch.allclose(g, e)
+
+    def f(*tensors):
+        full = list(args)
+        for i, t in zip(where, tensors):
+            full[i] = t
+        return twin(*full)
+
+    assert torch.autograd.gradcheck(f, tuple(args[i] for i in where))
+
+
+def test_traced_calls_take_the_op():
+    """Under a dispatch mode (FakeTensorMode here; make_fx, export) and while torch.compile
+    traces, randfx.ops calls the custom op, whose fake kernel gives the shape."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from randfx.ops import eager
+    x = torch.randn(3, 6)
+    assert eager.plain_eager((x, key_tensor()))
+    with FakeTensorMode() as mode:
+        fake_x = mode.from_tensor(x)
+        assert not eager.plain_eager((fake_x,))
+        y = ops.seeded_linear(fake_x, mode.from_tensor(key_tensor()), 4, 0.5)
+    assert y.shape == (3, 4) and type(y).__name__ == "FakeTensor"
+    seen = []
+
+    def backend(gm, example_inputs):
+        seen.extend(node.target for node in gm.graph.nodes if node.op == "call_function")
+        return gm.forward
+
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda t: ops.seeded_linear(t, key_tensor(), 4, 0.5),
+                             backend=backend)
+    assert torch.equal(compiled(x), ops.seeded_linear(x, key_tensor(), 4, 0.5))
+    assert torch.ops.randfx.seeded_linear in seen
+
+
 def test_seeded_linear_backward_matches_dense_autograd():
     x = torch.randn(3, 6, dtype=F64, requires_grad=True)
     a = torch.randn(2, 6, dtype=F64, requires_grad=True)

@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from . import checks, reference
+from . import checks, eager, reference
 
 _DEFAULT_GENERATOR = "pcg"
 _DEFAULT_DIST = "uniform"
@@ -607,3 +607,34 @@ def _subspace_linear_backward(ctx, grad_y):
 
 subspace_linear_op.register_autograd(_subspace_linear_backward,
                                      setup_context=_subspace_linear_setup)
+
+
+# ---------------------------------------------------------------- eager twins
+
+def _on_device(name):
+    """Op `name`'s body on the backend its registered kernels would use: Triton for CUDA
+    tensors, the reference elsewhere."""
+    body = BODIES[name]
+
+    def run(*args):
+        cuda = any(isinstance(a, torch.Tensor) and a.is_cuda for a in args)
+        return body(_triton_backend() if cuda else reference, *args)
+    return run
+
+
+# what randfx.ops calls: the op while traced (as the packet torch.ops.randfx.<name>, the
+# target the compile backend's passes match), else the same body and autograd without the
+# dispatcher's round trips (randfx/ops/eager.py)
+generate_weight = eager.twin("generate_weight", torch.ops.randfx.generate_weight,
+                             _on_device("generate_weight"))
+seeded_linear = eager.twin("seeded_linear", torch.ops.randfx.seeded_linear,
+                           _on_device("seeded_linear"), _seeded_linear_setup,
+                           _seeded_linear_backward)
+seeded_lora_linear = eager.twin("seeded_lora_linear", torch.ops.randfx.seeded_lora_linear,
+                                _on_device("seeded_lora_linear"), _lora_setup, _lora_backward)
+subspace_weight = eager.twin("subspace_weight", torch.ops.randfx.subspace_weight,
+                             _on_device("subspace_weight"), _subspace_weight_setup,
+                             _subspace_weight_grad)
+subspace_linear = eager.twin("subspace_linear", torch.ops.randfx.subspace_linear,
+                             _on_device("subspace_linear"), _subspace_linear_setup,
+                             _subspace_linear_backward)

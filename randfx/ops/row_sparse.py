@@ -51,6 +51,7 @@ from torch import Tensor
 
 from ..generators import reference as _stream
 from ..generators.spec import DEFAULT_DISTRIBUTION
+from . import eager
 
 # above this fraction of a layer's rows (the capacity of its rows tensor) the backward
 # masks grad and runs dense GEMMs (masks_densely)
@@ -252,26 +253,12 @@ def _(grad, x, weight, rows, need_input, need_weight, with_bias, propagate_all_r
 
 def _op_with_eager_twin(name: str, body, fake, setup_context, backward):
     """Register the custom op `randfx::<name>` (body, fake kernel, autograd) and return
-    a callable that runs it: the op while torch.compile traces (an opaque node), else an
-    autograd.Function with the same body, setup_context and backward, which skips the
-    dispatcher's round trips through Python (tens of microseconds per call, against a
-    few milliseconds for a whole step of a small MLP on a 2-core CPU)."""
+    its eager twin (`eager.twin`: the op while traced, else an autograd.Function with the
+    same body, setup_context and backward)."""
     op = torch.library.custom_op(f"randfx::{name}", mutates_args=())(body)
     op.register_fake(fake)
     op.register_autograd(backward, setup_context=setup_context)
-
-    def forward(ctx, *args):
-        # the ctx-first form: a separate setup_context makes apply() bind its arguments
-        # with inspect.signature on every call (tens of microseconds)
-        output = body(*args)
-        setup_context(ctx, args, output)
-        return output
-    twin = type(f"{name}_eager", (torch.autograd.Function,), {
-        "forward": staticmethod(forward), "backward": staticmethod(backward)})
-
-    def call(*args):
-        return op(*args) if torch.compiler.is_compiling() else twin.apply(*args)
-    return call
+    return eager.twin(name, op, body, setup_context, backward)
 
 
 # ---- row_sparse_linear -----------------------------------------------------------------
