@@ -2,7 +2,8 @@
 cuBLAS and the shipped kernels (METHOD.md: one script, many variants), plus profiles of
 the training, PMV and row-sparse paths.
 
-    python scripts/decode_lab.py [--quick] [--sections decode,training,pmv,sparse]
+    python scripts/decode_lab.py [--quick]
+                                 [--sections decode,training,pmv,sparse,eager,stress]
                                  [--candidates mma,tc,group,gemv,nibble,packed]
                                  [--variants NAME,...] [--rows 1,4,8,16]
                                  [--shapes 4096x4096,8192x8192]
@@ -32,7 +33,10 @@ tile unpacked in hash order by five `tl.join` shifts (about 6 SASS instructions 
 weight, a third of them layout conversions) instead of the shipped bit-pair tile with
 permuted columns (about 3).
 The sparse section times the shipped row-sparse backward against variants (gather
-forms, grad_W on a side stream, Triton gather and row placement) and profiles them.
+forms, grad_W on a side stream, Triton gather and row placement) and profiles them. The
+eager section measures the host cost of one eager decode call at each layer of the op
+stack; the stress section calls the packed-x decode many times under several launch
+configurations and checks every call (it found wrong sums with 8-group pipelined steps).
 """
 
 import argparse
