@@ -164,19 +164,27 @@ def test_opcheck(name):
     torch.library.opcheck(op, CASES[name])
 
 
-@pytest.mark.parametrize("name", sorted(n for n in CASES if n != "generate_weight"))
-def test_gradcheck_float64(name):
-    op = getattr(torch.ops.randfx, name.removesuffix("_t"))
-    args = CASES[name]
-    where = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.requires_grad]
+def _differentiable(args):
+    """Positions of the arguments that require grad."""
+    return [i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.requires_grad]
+
+
+def _gradcheck(call, args):
+    """float64 gradcheck of call(*args) with respect to its arguments that require grad."""
+    where = _differentiable(args)
 
     def f(*tensors):
         full = list(args)
         for i, t in zip(where, tensors):
             full[i] = t
-        return op(*full)
+        return call(*full)
 
-    assert torch.autograd.gradcheck(f, tuple(args[i] for i in where))
+    return torch.autograd.gradcheck(f, tuple(args[i] for i in where))
+
+
+@pytest.mark.parametrize("name", sorted(n for n in CASES if n != "generate_weight"))
+def test_gradcheck_float64(name):
+    assert _gradcheck(getattr(torch.ops.randfx, name.removesuffix("_t")), CASES[name])
 
 
 TWINNED = ("generate_weight", "seeded_linear", "seeded_lora_linear", "subspace_weight",
@@ -193,23 +201,16 @@ def test_eager_twin_equals_the_op(name):
         args = args + (None,)
     got, want = twin(*args), op(*args)
     assert torch.equal(got, want)
-    where = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.requires_grad]
-    if not where:  # generate_weight: no autograd, the body alone
+    inputs = [args[i] for i in _differentiable(args)]
+    if not inputs:  # generate_weight: no autograd, the body alone
         assert got.grad_fn is None
         return
     assert type(got.grad_fn).__name__ == f"{name}_eagerBackward"
-    grads = torch.autograd.grad(got.square().sum(), [args[i] for i in where])
-    expected = torch.autograd.grad(want.square().sum(), [args[i] for i in where])
+    grads = torch.autograd.grad(got.square().sum(), inputs)
+    expected = torch.autograd.grad(want.square().sum(), inputs)
     for g, e in zip(grads, expected):
         assert torch.allclose(g, e)
-
-    def f(*tensors):
-        full = list(args)
-        for i, t in zip(where, tensors):
-            full[i] = t
-        return twin(*full)
-
-    assert torch.autograd.gradcheck(f, tuple(args[i] for i in where))
+    assert _gradcheck(twin, args)
 
 
 def test_traced_calls_take_the_op():
