@@ -2,8 +2,8 @@
 
 A custom op call crosses the dispatcher, the op's Python autograd wrapper and its device
 kernel wrapper: tens of microseconds of host time per call (on the H200 machine's host,
-`randfx.ops.seeded_linear` took 143-168 us per decode call against 81-112 us for its
-body; `python scripts/decode_lab.py --sections eager`). Where nothing traces the call,
+one eager decode call through `torch.ops.randfx.seeded_linear` took 160-197 us, its body
+114-156 us; `python scripts/decode_lab.py --sections eager`). Where nothing traces the call,
 `twin` runs the same body, setup_context and backward as a torch.autograd.Function
 instead. While torch.compile or torch.export traces, under a dispatch mode (FakeTensorMode,
 make_fx) or with tensor subclasses among the arguments, the op itself runs, so graphs
