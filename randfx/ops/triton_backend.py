@@ -235,21 +235,18 @@ def _rademacher32_decode(kernel, x, key, rows, cols, scale, bias, u, v, y, gener
             rademacher32_mma_kernel, SIGN_MMA_PROGRAMS_PER_SM, SIGN_MMA_MAX_SPLITS,
             {"num_stages": stages, "DOT_IN_FP32": x.device.type == "cpu",
              "EVEN_K": cols % (32 * groups) == 0, "PACKED_X": kernel == "packed_mma"})
-        if kernel == "packed_mma":
-            # pipelined copies of 8-group steps gave wrong sums on an H200 (Triton 3.6,
-            # scripts/decode_lab.py --sections stress): such steps run unpipelined
-            if groups > 4:
-                options["num_stages"] = 1
-            step = 32 * groups
-            steps = triton.cdiv(cols, step)
-            packed = torch.empty(block_m, steps * step, dtype=x.dtype, device=x.device)
-            rademacher32_pack_x_kernel[(steps, block_m)](
-                x, packed, m, cols, x.stride(0), x.stride(1), packed.stride(0),
-                GROUPS=groups)
-            operand, strides = packed, (packed.stride(0), 1)
+        # pipelined copies of 8-group steps gave wrong sums on an H200 (Triton 3.6,
+        # scripts/decode_lab.py --sections stress): such steps run unpipelined
+        if kernel == "packed_mma" and groups > 4:
+            options["num_stages"] = 1
     n_blocks = triton.cdiv(rows, block_n)
     step = 32 * groups
     k_steps = triton.cdiv(cols, step)
+    if kernel == "packed_mma":
+        packed = torch.empty(block_m, k_steps * step, dtype=x.dtype, device=x.device)
+        rademacher32_pack_x_kernel[(k_steps, block_m)](
+            x, packed, m, cols, x.stride(0), x.stride(1), packed.stride(0), GROUPS=groups)
+        operand, strides = packed, (packed.stride(0), 1)
     splits = max(1, min(k_steps, max_splits,
                         programs_per_sm * _sm_count(x.device) // n_blocks))
     k_per_split = triton.cdiv(k_steps, splits) * step
