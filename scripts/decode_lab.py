@@ -4,7 +4,7 @@ the training, PMV and row-sparse paths.
 
     python scripts/decode_lab.py [--quick]
                                  [--sections decode,training,pmv,sparse,eager,stress]
-                                 [--candidates mma,tc,group,gemv,nibble,packed]
+                                 [--candidates mma,tc,group,gemv,nibble,packed,fp8]
                                  [--variants NAME,...] [--rows 1,4,8,16]
                                  [--shapes 4096x4096,8192x8192]
 
@@ -377,6 +377,17 @@ def packed_mma(x, key, rows, scale, block_n, groups, warps, stages, programs_per
     tb.SIGN_MMA_PROGRAMS_PER_SM = programs_per_sm
     y = torch.empty(x.shape[0], rows, dtype=x.dtype, device=x.device)
     return tb._rademacher32_decode("packed_mma", x, key, rows, x.shape[1], scale, None, None,
+                                   None, y, "pcg")
+
+
+def fp8_mma(x, key, rows, scale, block_n, groups, warps, stages, programs_per_sm, promote):
+    """randfx's rademacher32_mma_kernel on x split into two e4m3 terms by
+    rademacher32_pack_x_fp8_kernel (the "fp8_mma" decode) with a given launch config."""
+    tb.SIGN_FP8_CONFIG = (block_n, groups, warps, stages)
+    tb.SIGN_MMA_PROGRAMS_PER_SM = programs_per_sm
+    tb.SIGN_FP8_PROMOTE = promote
+    y = torch.empty(x.shape[0], rows, dtype=x.dtype, device=x.device)
+    return tb._rademacher32_decode("fp8_mma", x, key, rows, x.shape[1], scale, None, None,
                                    None, y, "pcg")
 
 
@@ -773,34 +784,38 @@ def eager_section(t_us):
 
 
 def stress_section(t_us):
-    """The packed-x tensor-core decode under several launch configurations, called many
-    times on fresh x and checked every time against x @ W^T with W materialised once in
-    fp32: a race (pipelined copies against the MMA) shows as an occasional wrong call."""
+    """The packed-x and fp8 tensor-core decodes under several launch configurations,
+    called many times on fresh x and checked every time against x @ W^T with W
+    materialised once in fp32: a race (pipelined copies against the MMA) shows as an
+    occasional wrong call."""
     import randfx.ops as ops
     dev = torch.device("cuda")
     key = torch.tensor(12345, device=dev)
     configs = [(128, 4, 4, 3), (128, 4, 4, 2), (128, 4, 4, 1), (128, 8, 4, 3), (128, 8, 4, 1),
                (256, 4, 8, 3)]
-    default = tb.SIGN_MMA_CONFIG
+    default = tb.SIGN_MMA_CONFIG, tb.SIGN_FP8_CONFIG
     for out_f, in_f in ((8192, 8192), (28672, 8192)):
         scale = in_f ** -0.5
         w = ops.generate_weight(key, (out_f, in_f), scale, "pcg", "rademacher32")
-        for config in configs:
-            tb.SIGN_MMA_CONFIG = config
-            bad = []
-            for rows in (3, 8, 16):
-                for trial in range(40):
-                    x = torch.randn(rows, in_f, device=dev, dtype=torch.bfloat16)
-                    y = torch.empty(rows, out_f, device=dev, dtype=x.dtype)
-                    got = tb._rademacher32_decode("packed_mma", x, key, out_f, in_f, scale,
-                                                  None, None, None, y, "pcg").float()
-                    ref = x.float() @ w.T
-                    err = ((got - ref).norm() / ref.norm()).item()
-                    if not err < 1e-2:
-                        bad.append((rows, trial, err))
-            print(f"stress {out_f}x{in_f} config {config}: {len(bad)} wrong of 120 "
-                  f"{bad[:4]}", flush=True)
-    tb.SIGN_MMA_CONFIG = default
+        for kernel in ("packed_mma", "fp8_mma"):
+            for config in configs:
+                tb.SIGN_MMA_CONFIG = tb.SIGN_FP8_CONFIG = config
+                bad = []
+                worst = 0.0
+                for rows in (3, 8, 16):
+                    for trial in range(40):
+                        x = torch.randn(rows, in_f, device=dev, dtype=torch.bfloat16)
+                        y = torch.empty(rows, out_f, device=dev, dtype=x.dtype)
+                        got = tb._rademacher32_decode(kernel, x, key, out_f, in_f, scale,
+                                                      None, None, None, y, "pcg").float()
+                        ref = x.float() @ w.T
+                        err = ((got - ref).norm() / ref.norm()).item()
+                        worst = max(worst, err) if err == err else float("inf")
+                        if not err < 1e-2:
+                            bad.append((rows, trial, err))
+                print(f"stress {kernel} {out_f}x{in_f} config {config}: {len(bad)} wrong of "
+                      f"120, worst rel err {worst:.1e} {bad[:4]}", flush=True)
+    tb.SIGN_MMA_CONFIG, tb.SIGN_FP8_CONFIG = default
 
 
 def main():
@@ -808,7 +823,8 @@ def main():
     p.add_argument("--quick", action="store_true")
     p.add_argument("--sections", default="decode,training,pmv,sparse",
                    help="comma-separated: decode, training, pmv, sparse, eager, stress")
-    p.add_argument("--candidates", default="mma,contig,join,flip,tc,group,gemv,nibble,packed",
+    p.add_argument("--candidates",
+                   default="mma,contig,join,flip,tc,group,gemv,nibble,packed,fp8",
                    help="decode candidate families to check and time")
     p.add_argument("--rows", default="", help="comma-separated rows of x (default 1,4,8,16)")
     p.add_argument("--variants", default="",
@@ -864,6 +880,13 @@ def main():
                        ("p128g4w4p4", 128, 4, 4, 3, 4), ("p128g4w4p16", 128, 4, 4, 3, 16),
                        ("p256g4w8", 256, 4, 8, 3, 8), ("p128g8w4", 128, 8, 4, 3, 8),
                        ("p128g4w4s4", 128, 4, 4, 4, 8)]
+    fp8_variants = [  # (name, block_n, groups, warps, stages, programs/SM, promote)
+        ("f128g4w4", 128, 4, 4, 3, 8, True), ("f128g4w4s1", 128, 4, 4, 1, 8, True),
+        ("f128g4w4s2", 128, 4, 4, 2, 8, True), ("f128g4w4i", 128, 4, 4, 3, 8, False),
+        ("f128g4w4s1i", 128, 4, 4, 1, 8, False), ("f128g8w4s1", 128, 8, 4, 1, 8, True),
+        ("f256g4w8", 256, 4, 8, 3, 8, True), ("f256g4w4s1", 256, 4, 4, 1, 8, True),
+        ("f64g4w4", 64, 4, 4, 3, 8, True), ("f128g4w4p16", 128, 4, 4, 3, 16, True),
+        ("f128g4w4p4", 128, 4, 4, 3, 4, True), ("f128g4w8", 128, 4, 8, 3, 8, True)]
     contig_variants = [("c128g4w4", 128, 4, 4, 3, 8), ("c256g4w8", 256, 4, 8, 3, 8),
                        ("c128g8w4", 128, 8, 4, 3, 8), ("c128g4w4s4", 128, 4, 4, 4, 8),
                        ("c128g4w4s2", 128, 4, 4, 2, 8)]
@@ -936,6 +959,8 @@ def main():
         contig_variants = []
     if "packed" not in candidates:
         packed_variants = []
+    if "fp8" not in candidates:
+        fp8_variants = []
     if "gemv" not in candidates:
         gemv_variants = []
     if "nibble" not in candidates:
@@ -946,10 +971,11 @@ def main():
     if args.variants:
         keep = set(args.variants.split(","))
         (variants, group_variants, mma_variants, join_variants, flip_variants, contig_variants,
-         gemv_variants, nibble_variants, packed_variants) = (
+         gemv_variants, nibble_variants, packed_variants, fp8_variants) = (
             [v for v in family if v[0] in keep]
             for family in (variants, group_variants, mma_variants, join_variants, flip_variants,
-                           contig_variants, gemv_variants, nibble_variants, packed_variants))
+                           contig_variants, gemv_variants, nibble_variants, packed_variants,
+                           fp8_variants))
     if not cuda:
         gemv_variants = [(n, min(bn, 16), min(g, 2), w, p, sp, f)
                          for n, bn, g, w, p, sp, f in gemv_variants]
@@ -961,6 +987,8 @@ def main():
                            for n, bn, g, w, s, _ in contig_variants]
         packed_variants = [(n, min(bn, 32), g, w, s, 8)
                            for n, bn, g, w, s, _ in packed_variants[:1]]
+        fp8_variants = [(n, min(bn, 32), g, w, s, 8, pr)
+                        for n, bn, g, w, s, _, pr in fp8_variants[:1]]
     for out_f, in_f in shapes:
         scale = 1.0 / math.sqrt(in_f)
         w = torch.randn(out_f, in_f, device=dev, dtype=dtype)
@@ -971,8 +999,10 @@ def main():
             for dist in ("uniform8x4", "rademacher32"):
                 line[f"shipped_{dist}"] = dense / t_us(
                     lambda: ops.seeded_linear(x, key, out_f, scale, None, "pcg", dist))
-            def check_then_time(dist, run):
-                """dense / variant time, or why the variant has no time."""
+            def check_then_time(dist, run, error_key=None):
+                """dense / variant time, or why the variant has no time; error_key: also
+                record the largest error against the fp32 result, relative to its largest
+                value."""
                 ref = ops.seeded_linear(x.float(), key, out_f, scale, None, "pcg", dist)
                 try:
                     got = run()
@@ -981,6 +1011,8 @@ def main():
                 err = ((got.float() - ref).norm() / ref.norm()).item()
                 if not err < 1e-2:
                     return f"WRONG rel err {err:.2e}"
+                if error_key:
+                    line[error_key] = f"{((got.float() - ref).abs().max() / ref.abs().max()).item():.1e}"
                 ratio = dense / t_us(run)
                 # again after the timed replays: state a kernel keeps between calls
                 # (the last-split counters) must still be right
@@ -1000,7 +1032,15 @@ def main():
                     contig_mma, x, key, out_f, scale, bn, groups, warps, stages, programs))
             for name, bn, groups, warps, stages, programs in packed_variants:
                 line[name] = check_then_time("rademacher32", functools.partial(
-                    packed_mma, x, key, out_f, scale, bn, groups, warps, stages, programs))
+                    packed_mma, x, key, out_f, scale, bn, groups, warps, stages, programs),
+                    f"{name}_err")
+            fp8_default = tb.SIGN_FP8_PROMOTE, tb.SIGN_FP8_CONFIG
+            for name, bn, groups, warps, stages, programs, promote in fp8_variants:
+                line[name] = check_then_time("rademacher32", functools.partial(
+                    fp8_mma, x, key, out_f, scale, bn, groups, warps, stages, programs,
+                    promote), f"{name}_err")
+            tb.SIGN_FP8_PROMOTE, tb.SIGN_FP8_CONFIG = fp8_default
+            tb.SIGN_MMA_PROGRAMS_PER_SM = mma_default[1]
             (tb.SIGN_MMA_CONFIG, tb.SIGN_MMA_PROGRAMS_PER_SM,
              tb.SIGN_MMA_MAX_SPLITS) = mma_default
             for name, bn, groups, warps, programs, max_splits in flip_variants:

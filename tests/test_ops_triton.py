@@ -113,28 +113,34 @@ def test_seeded_matmul(device, rows, transpose):
 @pytest.mark.parametrize("device", TRITON_DEVICES)
 @pytest.mark.parametrize("rows, kernel", [(1, "gemv"), (2, "mma"), (3, "mma"), (9, "mma"),
                                           (1, "nibble"), (2, "nibble"), (3, "packed_mma"),
-                                          (9, "packed_mma")])
+                                          (9, "packed_mma"), (2, "fp8_mma"), (3, "fp8_mma"),
+                                          (9, "fp8_mma")])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("in_f", [320, 384])
 def test_rademacher32_decode_kernels(device, rows, kernel, dtype, in_f, monkeypatch):
     """The CUDA-core decode kernel (one row, a predicated add), the tensor-core one (2-16
-    rows, its columns permuted; on large layers reading x packed in that order) and the
-    nibble-table one (1-2 rows of large layers), the large-layer forms forced on a small
-    layer, split over K with a ragged last split, K a whole number of k
-    steps (384 = 3 steps of 4 hash groups) or not (320), with every epilogue; each must
-    be the path taken."""
+    rows, its columns permuted; on large layers reading x packed in that order, or split
+    into two e4m3 terms for bf16 x) and the nibble-table one (1-2 rows of large layers),
+    the large-layer forms forced on a small layer, split over K with a ragged last split,
+    K a whole number of k steps (384 = 3 steps of 4 hash groups) or not (320), with every
+    epilogue; each must be the path taken."""
     if kernel.endswith("mma") and device == "cuda" and dtype == torch.float32:
         pytest.skip("fp32 x keeps the general kernel on a GPU (tested below)")
+    if kernel == "fp8_mma" and dtype != torch.bfloat16:
+        pytest.skip("the fp8 kernel serves bf16 x only (the dispatch test checks it)")
     if kernel == "nibble" and not triton_backend._HAS_GATHER:
         pytest.skip("this Triton has no tl.gather: the nibble kernel is not used")
     small = {bucket: (16, 2, 4) for bucket in triton_backend.SIGN_GEMV_CONFIGS}
     monkeypatch.setattr(triton_backend, "SIGN_GEMV_CONFIGS", small)
     monkeypatch.setattr(triton_backend, "SIGN_MMA_CONFIG", (16, 4, 4, 2))
+    monkeypatch.setattr(triton_backend, "SIGN_FP8_CONFIG", (16, 4, 4, 2))
     monkeypatch.setattr(triton_backend, "SIGN_MMA_PROGRAMS_PER_SM", 4)
     monkeypatch.setattr(triton_backend, "SIGN_NIBBLE_CONFIGS", {1: (16, 2, 4), 2: (16, 2, 4)})
     monkeypatch.setattr(triton_backend, "SIGN_NIBBLE_TABLE_BLOCK", 16)
     monkeypatch.setattr(heuristics, "SIGN_PREP_MIN_WEIGHTS",
                         0 if kernel in ("nibble", "packed_mma") else 1 << 62)
+    monkeypatch.setattr(heuristics, "SIGN_FP8_MIN_WEIGHTS",
+                        0 if kernel == "fp8_mma" else 1 << 62)
     calls = []
     real = triton_backend._rademacher32_decode
     monkeypatch.setattr(triton_backend, "_rademacher32_decode",
@@ -159,7 +165,8 @@ def test_rademacher32_decode_kernel_choice():
     """On a GPU: the CUDA-core kernel up to SIGN_GEMV_MAX_ROWS rows, tensor cores above
     for 16-bit x only (fp32 x would be rounded), the general kernel for other layouts;
     layers of SIGN_PREP_MIN_WEIGHTS weights or more: the nibble kernel up to
-    SIGN_NIBBLE_MAX_ROWS rows (any float x), tensor cores on packed x above."""
+    SIGN_NIBBLE_MAX_ROWS rows (any float x), tensor cores on packed x above; from 2 rows
+    of bf16 x on layers of SIGN_FP8_MIN_WEIGHTS or more the fp8 tensor-core kernel."""
     def choice(rows, dtype=torch.bfloat16, cols=320, transpose=False, dist="rademacher32",
                out=24):
         x = torch.empty(rows, cols, dtype=dtype, device="meta")
@@ -170,22 +177,58 @@ def test_rademacher32_decode_kernel_choice():
     assert choice(8, torch.float32) is None
     assert choice(8, cols=300) is None and choice(8, transpose=True) is None
     assert choice(8, dist="uniform8x4") is None
+    assert heuristics.SIGN_FP8_MIN_WEIGHTS == heuristics.SIGN_PREP_MIN_WEIGHTS
     big = {"out": 8192, "cols": heuristics.SIGN_PREP_MIN_WEIGHTS // 8192}
     smaller = {"out": 8192, "cols": big["cols"] - 32}
-    assert choice(heuristics.SIGN_NIBBLE_MAX_ROWS + 1, **big) == choice(16, **big) \
-        == "packed_mma"
+    assert choice(2, **big) == choice(16, **big) == "fp8_mma"
+    assert choice(heuristics.SIGN_NIBBLE_MAX_ROWS + 1, torch.float16, **big) \
+        == choice(16, torch.float16, **big) == "packed_mma"
     assert choice(16, **smaller) == "mma" and choice(16, torch.float32, **big) is None
     if triton_backend._HAS_GATHER:
-        assert choice(1, **big) == choice(heuristics.SIGN_NIBBLE_MAX_ROWS, **big) \
+        assert choice(1, **big) == choice(heuristics.SIGN_NIBBLE_MAX_ROWS, torch.float16, **big) \
             == choice(2, torch.float32, **big) == "nibble"
         assert choice(1, **smaller) == "gemv"
 
 
+@pytest.mark.parametrize("device", TRITON_DEVICES)
+def test_fp8_terms_hold_bf16_x_exactly(device):
+    """rademacher32_pack_x_fp8_kernel's two e4m3 terms give back every bf16 x whose
+    magnitude is within 2^-14 of its split's largest (e4m3's normal range), whatever the
+    row's scale, in `rademacher32_quad_columns` order, with rows past M and columns past
+    K zero."""
+    from randfx.kernels.seeded_matmul import rademacher32_pack_x_fp8_kernel
+    torch.manual_seed(0)
+    rows, cols, groups, block_m, k_per_split = 3, 600, 4, 8, 256
+    magnitude = torch.exp2(torch.randint(-13, 1, (rows, cols)).float())
+    row_scale = torch.tensor([2.0 ** 40, 1.0, 2.0 ** -30])[:, None]
+    x = (torch.randn(rows, cols).sign() * magnitude * (1 + torch.rand(rows, cols))
+         * row_scale).to(torch.bfloat16).to(device)
+    steps = -(-cols // (32 * groups))
+    splits = -(-cols // k_per_split)
+    packed = torch.full((2 * block_m, steps * 32 * groups), 3.0,
+                        device=device).to(torch.float8_e4m3fn)  # poison: never a term here
+    scale = torch.empty(splits, block_m, device=device)
+    rademacher32_pack_x_fp8_kernel[(splits, block_m)](
+        x, packed, scale, rows, cols, k_per_split, x.stride(0), x.stride(1), packed.stride(0),
+        GROUPS=groups, BLOCK_M=block_m)
+    terms = packed.float().cpu()
+    L = torch.arange(32 * groups)
+    order = ((L & ~127) + 32 * ((L >> 2) & 3) + 2 * ((L >> 5) & 3) + ((L >> 4) & 1)
+             + 8 * (L & 3))
+    columns = (torch.arange(steps)[:, None] * 32 * groups + order[None, :]).flatten()
+    back = (terms[0::2] + terms[1::2] / 16) * scale.cpu()[columns // k_per_split].T
+    inside = columns < cols
+    assert torch.equal(back[:rows, inside], x.float().cpu()[:, columns[inside]])
+    assert not back[:rows, ~inside].any() and not back[rows:].any()
+
+
 @pytest.mark.cuda
-@pytest.mark.parametrize("rows, kernel", [(1, "nibble"), (2, "nibble"), (3, "packed_mma"),
-                                          (16, "packed_mma")])
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_rademacher32_decode_large_layer(rows, kernel, dtype, monkeypatch):
+@pytest.mark.parametrize("rows, dtype, kernel", [
+    (1, torch.bfloat16, "nibble"), (2, torch.bfloat16, "fp8_mma"),
+    (3, torch.bfloat16, "fp8_mma"), (16, torch.bfloat16, "fp8_mma"),
+    (1, torch.float16, "nibble"), (2, torch.float16, "nibble"),
+    (3, torch.float16, "packed_mma"), (16, torch.float16, "packed_mma")])
+def test_rademacher32_decode_large_layer(rows, dtype, kernel, monkeypatch):
     """A layer large enough for the x-preparing kernels under the shipped threshold and
     launch configurations (8192 x 8192, 8 K splits): the dispatch takes them and matches
     the reference, with bias and adapter."""
@@ -214,10 +257,13 @@ def test_kernel_labels_follow_the_dispatch():
     two, three = heuristics.SIGN_GEMV_MAX_ROWS, heuristics.SIGN_GEMV_MAX_ROWS + 1
     assert choose_kernel(two, "rademacher32", torch.bfloat16) == "gemv"
     assert choose_kernel(three, "rademacher32", torch.bfloat16) == "gemm"
-    # 1-2 rows of a large layer: the nibble kernel, on CUDA cores
+    # 1-2 rows of a large layer: the nibble kernel, on CUDA cores, except for 2 rows of
+    # bf16 x (the fp8 kernel, on tensor cores)
     nibble_rows = heuristics.SIGN_NIBBLE_MAX_ROWS
     large, smaller = (8192, heuristics.SIGN_PREP_MIN_WEIGHTS // 8192), (4096, 4096)
-    assert choose_kernel(nibble_rows, "rademacher32", torch.bfloat16, shape=large) == "gemv"
+    assert choose_kernel(1, "rademacher32", torch.bfloat16, shape=large) == "gemv"
+    assert choose_kernel(nibble_rows, "rademacher32", torch.float16, shape=large) == "gemv"
+    assert choose_kernel(nibble_rows, "rademacher32", torch.bfloat16, shape=large) == "gemm"
     assert choose_kernel(nibble_rows, "rademacher32", torch.bfloat16, shape=smaller) == "gemm"
     assert choose_kernel(three, "rademacher32", torch.float32) == "gemv"
     assert choose_kernel(three, "rademacher32", torch.float16, transpose=True) == "gemv"

@@ -1,6 +1,6 @@
 """Seeded linear and subspace PMV against dense baselines measured in the same run.
 
-    python -m randfx.bench linear [--json OUT] [--quick] [--dist rademacher32]
+    python -m randfx.bench linear [--json OUT] [--quick] [--dist rademacher32] [--stack 8]
 
 Linear rows (shape out x in, rows of x): dense = F.linear with a materialised W in the
 activation dtype (bf16 on CUDA: cuBLAS); seeded = randfx.ops.seeded_linear. Forward+backward:
@@ -9,7 +9,10 @@ the adapter grads, which is what training a random-base LoRA model needs. `x` co
 dense time / seeded time (> 1: seeded is faster). On CUDA every timed call is captured in
 a CUDA graph and replayed (GPU time, as under torch.compile's "reduce-overhead" or a
 graphed decode loop); `seeded_eager_us` / `dense_eager_us` time plain eager calls, host
-(Python, dispatcher, launcher) overhead included. `seeded_extra_MB` is the peak memory the
+(Python, dispatcher, launcher) overhead included. `*_stack_us` (decode rows, up to 16):
+--stack distinct layers of the shape (dense: distinct W, more than the L2 cache holds;
+seeded: distinct keys) called back to back in one graph, time per layer: a decode step's
+regime, where one graph launch serves many layers; `stack_x` their ratio. `seeded_extra_MB` is the peak memory the
 seeded forward allocates beyond its output (0 where W never exists in memory);
 `dense_W_MB` what the dense layer keeps resident.
 
@@ -54,8 +57,9 @@ def _peak_extra_mb(fn, device) -> float:
     return max(0, peak - kept) / 2 ** 20
 
 
-def linear_rows(shapes, rows_list, dist, rank, dtype, device, time_ms):
+def linear_rows(shapes, rows_list, dist, rank, dtype, device, time_ms, stack):
     import randfx.ops as ops
+    from randfx.ops import heuristics
     key = torch.tensor(12345, device=device)
     out = []
     for out_f, in_f in shapes:
@@ -63,6 +67,11 @@ def linear_rows(shapes, rows_list, dist, rank, dtype, device, time_ms):
         w = (torch.rand(out_f, in_f, device=device, dtype=dtype) - 0.5).requires_grad_()
         a = (torch.randn(rank, in_f, device=device, dtype=dtype) * 0.01).requires_grad_()
         b = (torch.randn(out_f, rank, device=device, dtype=dtype) * 0.01).requires_grad_()
+        # `stack` distinct layers of this shape, decoded back to back in one graph as a
+        # model's decode step does: the per-call cost without a graph launch per call
+        stack_ws = [torch.rand(out_f, in_f, device=device, dtype=dtype) - 0.5
+                    for _ in range(stack)]
+        stack_keys = [torch.tensor(12345 + i, device=device) for i in range(stack)]
         for rows in rows_list:
             x = torch.randn(rows, in_f, device=device, dtype=dtype)
             gy = torch.randn(rows, out_f, device=device, dtype=dtype)
@@ -83,9 +92,25 @@ def linear_rows(shapes, rows_list, dist, rank, dtype, device, time_ms):
                 xg.grad = a.grad = b.grad = None
                 ops.seeded_lora_linear(xg, key, a, b, scale, 2.0, None, "pcg", dist).backward(gy)
 
-            t = {name: time_ms(graphed(fn, device))
-                 for name, fn in (("dense_fwd", dense_fwd), ("seeded_fwd", seeded_fwd),
-                                  ("dense_fb", dense_fb), ("lora_fb", lora_fb))}
+            def dense_stack():
+                with torch.no_grad():
+                    for w_i in stack_ws:
+                        F.linear(x, w_i)
+
+            def seeded_stack():
+                for key_i in stack_keys:
+                    ops.seeded_linear(x, key_i, out_f, scale, None, "pcg", dist)
+
+            timed = [("dense_fwd", dense_fwd), ("seeded_fwd", seeded_fwd),
+                     ("dense_fb", dense_fb), ("lora_fb", lora_fb)]
+            if stack and heuristics.uses_fused_kernel(rows):
+                timed += [("dense_stack", dense_stack), ("seeded_stack", seeded_stack)]
+            t = {name: time_ms(graphed(fn, device)) for name, fn in timed}
+            stacked = {}
+            if "dense_stack" in t:
+                stacked = {"dense_stack_us": t["dense_stack"] * 1e3 / stack,
+                           "seeded_stack_us": t["seeded_stack"] * 1e3 / stack,
+                           "stack_x": t["dense_stack"] / t["seeded_stack"]}
             out.append({
                 "shape": f"{out_f}x{in_f}", "rows": rows, "dist": dist,
                 "dense_fwd_us": t["dense_fwd"] * 1e3, "seeded_fwd_us": t["seeded_fwd"] * 1e3,
@@ -96,10 +121,12 @@ def linear_rows(shapes, rows_list, dist, rank, dtype, device, time_ms):
                 "seeded_eager_us": time_ms(seeded_fwd) * 1e3,
                 "seeded_extra_MB": _peak_extra_mb(seeded_fwd, device),
                 "dense_W_MB": w.numel() * w.element_size() / 2 ** 20,
+                **stacked,
             })
             print(f"  {out[-1]['shape']} rows={rows}: fwd x{out[-1]['fwd_x']:.2f} "
-                  f"fb x{out[-1]['fb_x']:.2f}", flush=True)
-        del w, a, b
+                  f"fb x{out[-1]['fb_x']:.2f}"
+                  + (f" stack x{stacked['stack_x']:.2f}" if stacked else ""), flush=True)
+        del w, a, b, stack_ws
     return out
 
 
@@ -234,6 +261,10 @@ def main(argv=None) -> int:
     p.add_argument("--pmv-d", type=int, nargs="*", default=[1024])
     p.add_argument("--skip-linear", action="store_true")
     p.add_argument("--skip-pmv", action="store_true")
+    p.add_argument("--stack", type=int, default=8,
+                   help="decode rows (up to 16) also time this many distinct layers of each "
+                        "shape called back to back in one CUDA graph, per layer "
+                        "(0: skip)")
     p.add_argument("--tune", action="store_true",
                    help="also sweep launch parameters (CUDA only; 8192x8192, d=1024)")
     args = p.parse_args(argv)
@@ -262,10 +293,12 @@ def main(argv=None) -> int:
              "pmv_grad_block": triton_backend.PMV_GRAD_BLOCK}
     rows_out = []
     if not args.skip_linear:
-        rows_out += linear_rows(shapes, rows, args.dist, args.rank, dtype, device, time_ms)
+        rows_out += linear_rows(shapes, rows, args.dist, args.rank, dtype, device, time_ms,
+                                min(args.stack, 2) if quick else args.stack)
         common.emit("linear", rows_out,
                     ["shape", "rows", "dist", "dense_fwd_us", "seeded_fwd_us", "fwd_x",
-                     "dense_fb_us", "lora_fb_us", "fb_x", "dense_eager_us", "seeded_eager_us",
+                     "dense_fb_us", "lora_fb_us", "fb_x", "dense_stack_us",
+                     "seeded_stack_us", "stack_x", "dense_eager_us", "seeded_eager_us",
                      "seeded_extra_MB", "dense_W_MB"],
                     device=device)
     pmv = []

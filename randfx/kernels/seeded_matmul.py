@@ -35,7 +35,8 @@ import triton.language as tl
 
 from ..generators import device
 from .tiles import (accumulate_rows, launch_key, rademacher32_pair_columns,
-                    rademacher32_pair_tile, stream_tile)
+                    rademacher32_pair_tile, rademacher32_quad_columns,
+                    rademacher32_quad_tile, stream_tile)
 
 
 @triton.jit
@@ -198,50 +199,74 @@ def rademacher32_gemv_kernel(x_ptr, key_ptr, partial_ptr, M, N, K, k_per_split, 
 
 @triton.jit(do_not_specialize=["M", "N", "K", "k_per_split", "window"])
 def rademacher32_mma_kernel(x_ptr, key_ptr, partial_ptr, M, N, K, k_per_split, window,
-                            stride_xm, stride_xk, GENERATOR: tl.constexpr,
+                            stride_xm, stride_xk, x_scale_ptr, GENERATOR: tl.constexpr,
                             DOT_IN_FP32: tl.constexpr, EVEN_K: tl.constexpr,
                             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                            GROUPS: tl.constexpr, PACKED_X: tl.constexpr = False):
+                            GROUPS: tl.constexpr, PACKED_X: tl.constexpr = False,
+                            FP8_X: tl.constexpr = False, PROMOTE: tl.constexpr = False):
     """partial[split, m, n] as rademacher32_gemv_kernel, on tensor cores: acc[n, m] +=
     R[n, k-tile] @ x[m, k-tile]^T with R's tile built in registers from one hash per 32
     values, its columns in `rademacher32_pair_columns` order and x's rows loaded in the
     same order. x in bf16 or fp16 (R is exact in either); BLOCK_M >= 16; GROUPS a
     multiple of 4. Same grid as rademacher32_gemv_kernel, k_per_split a multiple of
-    32 * GROUPS; EVEN_K: K is too."""
+    32 * GROUPS; EVEN_K: K is too.
+    FP8_X: x was packed by `rademacher32_pack_x_fp8_kernel` into two e4m3 terms per row
+    (rows 2 m and 2 m + 1, x = (hi + lo / 16) * x_scale[split, m]) in
+    `rademacher32_quad_columns` order, and R's tile is e4m3 too (`rademacher32_quad_tile`,
+    half the integer work per weight of the 16-bit tile). The tensor cores sum fp8
+    products with fewer than fp32's mantissa bits; PROMOTE starts each step's sum from
+    zero and adds it to the accumulator on the CUDA cores, in fp32."""
     pid_n = tl.program_id(0)
     pid_s = tl.program_id(1)
     key = launch_key(key_ptr, window, True)
     n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     m = tl.arange(0, BLOCK_M)
+    X_ROWS: tl.constexpr = 2 * BLOCK_M if FP8_X else BLOCK_M
+    x_rows = tl.arange(0, X_ROWS)
     group = tl.arange(0, GROUPS)
     row_group = ((n.to(tl.int64) * K.to(tl.int64)) >> 5).to(tl.uint32)
-    acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_N, X_ROWS), dtype=tl.float32)
     k_begin = tl.multiple_of(pid_s * k_per_split, 32 * GROUPS)
     k_end = tl.minimum(K, k_begin + k_per_split)
-    if PACKED_X:  # x already in the tile's column order, BLOCK_M rows, K padded
+    if PACKED_X or FP8_X:  # x already in the tile's column order, X_ROWS rows, K padded
         columns = tl.arange(0, 32 * GROUPS)
     else:
         columns = rademacher32_pair_columns(GROUPS)
     # x's addresses advance by one step per iteration instead of being rebuilt from k
-    x_ptrs = x_ptr + m[None, :] * stride_xm + (k_begin + columns)[:, None] * stride_xk
+    x_ptrs = x_ptr + x_rows[None, :] * stride_xm + (k_begin + columns)[:, None] * stride_xk
     mask = (m < M)[None, :]
     for k0 in range(k_begin, k_end, 32 * GROUPS):
         h = device.hash_lo(row_group[:, None] + (k0 // 32 + group).to(tl.uint32)[None, :],
                            key, GENERATOR)
-        if PACKED_X:
+        if PACKED_X or FP8_X:
             x_t = tl.load(x_ptrs)
         elif EVEN_K:
             x_t = tl.load(x_ptrs, mask=mask, other=0.0)
         else:  # past K, x is zero (and the +-1 it meets finite)
             x_t = tl.load(x_ptrs, mask=mask & ((k0 + columns) < K)[:, None], other=0.0)
         x_ptrs += 32 * GROUPS * stride_xk
-        if x_t.dtype == tl.float16:
-            w = rademacher32_pair_tile(h, BLOCK_N, GROUPS, 0x3C00, tl.float16)
+        if FP8_X:
+            w = rademacher32_quad_tile(h, BLOCK_N, GROUPS)
+            if DOT_IN_FP32:
+                acc = tl.dot(w.to(tl.float32), x_t.to(tl.float32), acc,
+                             input_precision="ieee")
+            elif PROMOTE:  # each step's sum from zero, added in fp32
+                acc += tl.dot(w, x_t)
+            else:
+                acc = tl.dot(w, x_t, acc)
         else:
-            w = rademacher32_pair_tile(h, BLOCK_N, GROUPS, 0x3F80, tl.bfloat16)
-        # +-1 is exact in x's dtype: fp32 x (the interpreter's tests) keeps its precision
-        acc = _dot(w.to(x_t.dtype), x_t, acc, DOT_IN_FP32)
-    tl.store(partial_ptr + pid_s * M * N + m[None, :] * N + n[:, None], acc,
+            if x_t.dtype == tl.float16:
+                w = rademacher32_pair_tile(h, BLOCK_N, GROUPS, 0x3C00, tl.float16)
+            else:
+                w = rademacher32_pair_tile(h, BLOCK_N, GROUPS, 0x3F80, tl.bfloat16)
+            # +-1 is exact in x's dtype: fp32 x (the interpreter's tests) keeps its precision
+            acc = _dot(w.to(x_t.dtype), x_t, acc, DOT_IN_FP32)
+    if FP8_X:
+        hi, lo = tl.split(tl.reshape(acc, (BLOCK_N, BLOCK_M, 2)))
+        result = (hi + lo * 0.0625) * tl.load(x_scale_ptr + pid_s * BLOCK_M + m)[None, :]
+    else:
+        result = acc
+    tl.store(partial_ptr + pid_s * M * N + m[None, :] * N + n[:, None], result,
              mask=(m < M)[None, :] & (n < N)[:, None])
 
 
@@ -322,6 +347,56 @@ def rademacher32_pack_x_kernel(x_ptr, out_ptr, M, K, stride_xm, stride_xk, strid
     xk = tl.load(x_ptr + m * stride_xm + k * stride_xk,
                  mask=(k < K) & (m + tl.zeros_like(k) < M), other=0.0)
     tl.store(out_ptr + m * stride_om + tl.program_id(0) * 32 * GROUPS + L, xk)
+
+
+@triton.jit
+def _top_four_bits(v):
+    """v (fp32) truncated to 4 significant bits, which e4m3 holds exactly in its normal
+    range, so the conversion does not round (TRITON_INTERPRET=1's rounding to e4m3 loses
+    the carry into the exponent: -31.5 became -16)."""
+    return (v.to(tl.uint32, bitcast=True) & 0xFFF00000).to(tl.float32, bitcast=True)
+
+
+@triton.jit(do_not_specialize=["M", "K", "k_per_split"])
+def rademacher32_pack_x_fp8_kernel(x_ptr, out_ptr, scale_ptr, M, K, k_per_split, stride_xm,
+                                   stride_xk, stride_om, GROUPS: tl.constexpr,
+                                   BLOCK_M: tl.constexpr):
+    """x split into two float8 e4m3 terms for the FP8_X tensor-core decode: over split s's
+    columns, x[m, k] * 2^p = hi + lo / 16 with p chosen so that max |x[m, k]| * 2^p lies
+    in (64, 256]; hi and lo go to out's rows 2 m and 2 m + 1 (zero for m >= M and past
+    K), columns in `rademacher32_quad_columns` order per step of 32 * GROUPS, and 2^-p to
+    scale[s, m]. hi keeps the top 4 significant bits of x and lo the next 4 (truncated),
+    so a bf16 x is kept whole down to 2^-14 of its split's largest value (e4m3's
+    smallest normal), and to within 2^-19 of that largest value below. Grid:
+    (splits, BLOCK_M)."""
+    pid_s = tl.program_id(0)
+    m = tl.program_id(1)
+    STEP: tl.constexpr = 32 * GROUPS
+    L = tl.arange(0, STEP)
+    columns = rademacher32_quad_columns(GROUPS)
+    k_begin = pid_s * k_per_split
+    k_end = tl.minimum(K, k_begin + k_per_split)
+    row_ok = (m + tl.zeros_like(columns)) < M
+    x_row = x_ptr + m * stride_xm
+    top = tl.zeros((STEP,), dtype=tl.float32)
+    for k0 in range(k_begin, k_end, STEP):
+        k = k0 + columns
+        xk = tl.load(x_row + k * stride_xk, mask=(k < K) & row_ok, other=0.0)
+        top = tl.maximum(top, tl.abs(xk.to(tl.float32)))
+    largest = tl.max(top, 0)
+    # rows past M and all-zero rows keep 2^0 (the floor keeps log2 finite)
+    exponent = tl.where(largest > 0, 8.0 - tl.ceil(tl.log2(tl.maximum(largest, 1e-30))), 0.0)
+    scale = tl.exp2(tl.minimum(exponent, 100.0))
+    for k0 in range(k_begin, k_end, STEP):
+        k = k0 + columns
+        xk = tl.load(x_row + k * stride_xk, mask=(k < K) & row_ok, other=0.0)
+        xk = xk.to(tl.float32) * scale
+        # below e4m3's normal range the conversion still rounds: lo takes what hi lost
+        hi = _top_four_bits(xk).to(tl.float8e4nv)
+        lo = _top_four_bits((xk - hi.to(tl.float32)) * 16.0).to(tl.float8e4nv)
+        tl.store(out_ptr + 2 * m * stride_om + k0 + L, hi)
+        tl.store(out_ptr + (2 * m + 1) * stride_om + k0 + L, lo)
+    tl.store(scale_ptr + pid_s * BLOCK_M + m, 1.0 / scale)
 
 
 @triton.jit(do_not_specialize=["M", "N", "splits", "rank", "scale"])

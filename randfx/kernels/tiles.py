@@ -169,3 +169,35 @@ def rademacher32_pair_tile(h, ROWS: tl.constexpr, GROUPS: tl.constexpr, ONE: tl.
         | (ONE * 0x10001)
     halves = tl.join((words & 0xFFFF).to(tl.uint16), (words >> 16).to(tl.uint16))
     return tl.reshape(halves.to(OUT, bitcast=True), (ROWS, GROUPS * 32))
+
+
+@triton.jit
+def rademacher32_quad_columns(GROUPS: tl.constexpr):
+    """[GROUPS * 32] int32: the column, within a step of GROUPS hash groups, that each
+    column of `rademacher32_quad_tile` holds (GROUPS a multiple of 4). Logical column
+    L = 128 r + 32 b + 16 f + 4 c + e is bit 2 b + f + 8 e of group 4 r + c."""
+    L = tl.arange(0, 32 * GROUPS)
+    return (L & ~127) + 32 * ((L >> 2) & 3) + 2 * ((L >> 5) & 3) + ((L >> 4) & 1) \
+        + 8 * (L & 3)
+
+
+@triton.jit
+def rademacher32_quad_tile(h, ROWS: tl.constexpr, GROUPS: tl.constexpr):
+    """[ROWS, GROUPS] rademacher32 hashes (GROUPS a multiple of 4) -> [ROWS, GROUPS * 32]
+    +-1 in float8 e4m3 (bit set = -1), columns in `rademacher32_quad_columns` order. The
+    8-bit analogue of `rademacher32_pair_tile`: an 8-bit tensor-core A operand holds per
+    row the column quads 4 c + {0..3} + 16 f of every 32-column block (c = lane % 4), so
+    a register's four values (e) are bits s + 8 e, s = 2 b + f: one shift moves them to
+    the four sign positions and one and-or makes them +-1, two instructions per four
+    values."""
+    tl.static_assert(GROUPS % 4 == 0)
+    R: tl.constexpr = GROUPS // 4
+    h = tl.reshape(h, (ROWS, R, 4))  # [row, r, c]: group 4 r + c
+    b = tl.arange(0, 4)[:, None]
+    f = tl.arange(0, 2)[None, :]
+    low_bit = (2 * b + f).to(tl.uint32)  # 0..7
+    words = ((h[:, :, None, None, :] << (7 - low_bit)[None, None, :, :, None]) & 0x80808080) \
+        | 0x38383838  # e4m3's 1.0 in every byte
+    quads = tl.join(tl.join((words & 0xFF).to(tl.uint8), ((words >> 16) & 0xFF).to(tl.uint8)),
+                    tl.join(((words >> 8) & 0xFF).to(tl.uint8), (words >> 24).to(tl.uint8)))
+    return tl.reshape(quads.to(tl.float8e4nv, bitcast=True), (ROWS, GROUPS * 32))

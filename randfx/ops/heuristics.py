@@ -21,8 +21,14 @@ SIGN_GEMV_MAX_ROWS = 1
 # against the kernel without it, same lab run: one row 0.89-0.93x at 4096^2, 0.95-1.00x
 # at 4096x8192 and 8192x4096, 1.12-1.13x at 8192^2, 1.47x at 28672x8192; packed x at 4-16
 # rows 0.90-0.95x, 0.93-1.08x, 1.00-1.03x, 1.16-1.17x.
+# bf16 x from 2 rows on layers of SIGN_FP8_MIN_WEIGHTS weights or more takes the fp8
+# form of the tensor-core kernel instead (x split exactly into two e4m3 terms, half the
+# integer work per weight): H200, same lab run, against packed x 1.21-1.26x at 8192^2 and
+# 1.19-1.44x at 28672x8192 (2-16 rows); against the nibble kernel at 2 rows 1.04x and
+# 1.17x; about even at 4096^2.
 SIGN_NIBBLE_MAX_ROWS = 2
 SIGN_PREP_MIN_WEIGHTS = 1 << 26
+SIGN_FP8_MIN_WEIGHTS = 1 << 26
 SIXTEEN_BIT = ("torch.bfloat16", "torch.float16")
 
 
@@ -30,10 +36,20 @@ def uses_fused_kernel(rows: int) -> bool:
     return rows <= FUSED_MAX_ROWS
 
 
-def uses_nibble_kernel(m: int, out_features: int, in_features: int) -> bool:
-    """Whether the rademacher32 decode of m rows of x through an (out_features,
-    in_features) weight takes the nibble-table kernel."""
-    return m <= SIGN_NIBBLE_MAX_ROWS and out_features * in_features >= SIGN_PREP_MIN_WEIGHTS
+def uses_fp8_kernel(m: int, out_features: int, in_features: int, dtype=None) -> bool:
+    """Whether the rademacher32 decode of m rows of x in `dtype` (a torch.dtype or its
+    name) through an (out_features, in_features) weight takes the fp8 tensor-core kernel:
+    bf16 only, whose 8 significant bits two e4m3 terms hold exactly (fp16's 11 would be
+    cut)."""
+    return (SIGN_GEMV_MAX_ROWS < m and str(dtype) == "torch.bfloat16"
+            and out_features * in_features >= SIGN_FP8_MIN_WEIGHTS)
+
+
+def uses_nibble_kernel(m: int, out_features: int, in_features: int, dtype=None) -> bool:
+    """Whether the rademacher32 decode of m rows of x in `dtype` through an
+    (out_features, in_features) weight takes the nibble-table kernel."""
+    return (m <= SIGN_NIBBLE_MAX_ROWS and out_features * in_features >= SIGN_PREP_MIN_WEIGHTS
+            and not uses_fp8_kernel(m, out_features, in_features, dtype))
 
 
 def fused_kernel(rows: int, dist=None, dtype=None, transpose: bool = False,
@@ -44,7 +60,7 @@ def fused_kernel(rows: int, dist=None, dtype=None, transpose: bool = False,
     layers (CUDA cores)."""
     sign_kernels = (dist == "rademacher32" and not transpose
                     and str(dtype) in SIXTEEN_BIT)
-    if sign_kernels and shape is not None and uses_nibble_kernel(rows, *shape):
+    if sign_kernels and shape is not None and uses_nibble_kernel(rows, *shape, dtype):
         return "gemv"
     return "gemv" if rows <= (SIGN_GEMV_MAX_ROWS if sign_kernels else GEMV_MAX_ROWS) \
         else "gemm"

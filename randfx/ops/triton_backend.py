@@ -34,6 +34,7 @@ from ..generators import device as streams
 from ..kernels.seeded_matmul import (materialize_kernel, rademacher32_gemv_kernel,
                                      rademacher32_mma_kernel, rademacher32_nibble_kernel,
                                      rademacher32_nibble_table_kernel,
+                                     rademacher32_pack_x_fp8_kernel,
                                      rademacher32_pack_x_kernel, seeded_matmul_kernel,
                                      split_k_epilogue_kernel)
 from ..kernels.subspace import pmv_grad_kernel, pmv_kernel
@@ -65,6 +66,12 @@ SIGN_GEMV_MAX_SPLITS = 8
 SIGN_MMA_CONFIG = (128, 4, 4, 3)
 SIGN_MMA_PROGRAMS_PER_SM = 8
 SIGN_MMA_MAX_SPLITS = 8
+# the same kernel on x split into e4m3 terms (bf16 x of large layers): its launch
+# (BLOCK_N, GROUPS, num_warps, num_stages), picked from twelve variants on an H200, and
+# whether each step's fp8 sum is added to the accumulator in fp32 (the tensor cores' own
+# fp8 accumulation keeps fewer bits; promoting cost 0-5 % in the same lab run)
+SIGN_FP8_CONFIG = (128, 8, 4, 1)
+SIGN_FP8_PROMOTE = True
 # rows-of-x bucket -> (BLOCK_N, GROUPS, num_warps) of the nibble-table decode kernel
 # (up to heuristics.SIGN_NIBBLE_MAX_ROWS rows of large layers); programs per SM and split
 # cap as the CUDA-core kernel's. Picked from eight configurations on an H200
@@ -195,10 +202,12 @@ def _rademacher32_decode_kernel(x, rows, cols, transpose, dist):
     log2_values, narrow, _ = tile_plan(dist, 0, rows * cols - 1, cols, 32)
     if log2_values != 5 or not narrow:
         return None
-    if heuristics.uses_nibble_kernel(x.shape[0], rows, cols) and _HAS_GATHER:
+    if heuristics.uses_nibble_kernel(x.shape[0], rows, cols, x.dtype) and _HAS_GATHER:
         return "nibble"
     if x.shape[0] <= heuristics.SIGN_GEMV_MAX_ROWS:
         return "gemv"
+    if heuristics.uses_fp8_kernel(x.shape[0], rows, cols, x.dtype):
+        return "fp8_mma"
     # 16-bit x on tensor cores; on CPU (the interpreter's tests) any float x runs it too
     if str(x.dtype) in heuristics.SIXTEEN_BIT or x.device.type == "cpu":
         return "packed_mma" if rows * cols >= heuristics.SIGN_PREP_MIN_WEIGHTS else "mma"
@@ -229,28 +238,41 @@ def _rademacher32_decode(kernel, x, key, rows, cols, scale, bias, u, v, y, gener
         launch, programs_per_sm, max_splits, options = (
             rademacher32_gemv_kernel, SIGN_GEMV_PROGRAMS_PER_SM, SIGN_GEMV_MAX_SPLITS, {})
     else:
-        block_m = max(16, _pow2_at_least(m))  # tl.dot's minimum N
-        block_n, groups, warps, stages = SIGN_MMA_CONFIG
+        fp8 = kernel == "fp8_mma"
+        # tl.dot's minimum N is 16 rows of x, or of x's terms (two per row in fp8)
+        block_m = max(8 if fp8 else 16, _pow2_at_least(m))
+        block_n, groups, warps, stages = SIGN_FP8_CONFIG if fp8 else SIGN_MMA_CONFIG
         launch, programs_per_sm, max_splits, options = (
             rademacher32_mma_kernel, SIGN_MMA_PROGRAMS_PER_SM, SIGN_MMA_MAX_SPLITS,
             {"num_stages": stages, "DOT_IN_FP32": x.device.type == "cpu",
-             "EVEN_K": cols % (32 * groups) == 0, "PACKED_X": kernel == "packed_mma"})
+             "EVEN_K": cols % (32 * groups) == 0, "PACKED_X": kernel == "packed_mma",
+             "FP8_X": fp8, "PROMOTE": SIGN_FP8_PROMOTE})
         # pipelined copies of 8-group steps gave wrong sums on an H200 (Triton 3.6,
         # scripts/decode_lab.py --sections stress): such steps run unpipelined
-        if kernel == "packed_mma" and groups > 4:
+        if kernel in ("packed_mma", "fp8_mma") and groups > 4:
             options["num_stages"] = 1
     n_blocks = triton.cdiv(rows, block_n)
     step = 32 * groups
     k_steps = triton.cdiv(cols, step)
-    if kernel == "packed_mma":
-        packed = torch.empty(block_m, k_steps * step, dtype=x.dtype, device=x.device)
-        rademacher32_pack_x_kernel[(k_steps, block_m)](
-            x, packed, m, cols, x.stride(0), x.stride(1), packed.stride(0), GROUPS=groups)
-        operand, strides = packed, (packed.stride(0), 1)
     splits = max(1, min(k_steps, max_splits,
                         programs_per_sm * _sm_count(x.device) // n_blocks))
     k_per_split = triton.cdiv(k_steps, splits) * step
     splits = triton.cdiv(cols, k_per_split)
+    if kernel == "packed_mma":
+        packed = torch.empty(block_m, k_steps * step, dtype=x.dtype, device=x.device)
+        rademacher32_pack_x_kernel[(k_steps, block_m)](
+            x, packed, m, cols, x.stride(0), x.stride(1), packed.stride(0), GROUPS=groups)
+        operand, strides = packed, (packed.stride(0), 1, None)
+    elif kernel == "fp8_mma":
+        packed = torch.empty(2 * block_m, k_steps * step, dtype=torch.float8_e4m3fn,
+                             device=x.device)
+        x_scale = torch.empty(splits, block_m, dtype=torch.float32, device=x.device)
+        rademacher32_pack_x_fp8_kernel[(splits, block_m)](
+            x, packed, x_scale, m, cols, k_per_split, x.stride(0), x.stride(1),
+            packed.stride(0), GROUPS=groups, BLOCK_M=block_m)
+        operand, strides = packed, (packed.stride(0), 1, x_scale)
+    elif launch is rademacher32_mma_kernel:
+        strides = strides + (None,)  # no x scales
     partial = torch.empty(splits, m, rows, dtype=torch.float32, device=x.device)
     _, _, window = tile_plan("rademacher32", 0, rows * cols - 1, cols, 32)
     launch[(n_blocks, splits)](
