@@ -3,7 +3,7 @@ cuBLAS and the shipped kernels (METHOD.md: one script, many variants), plus prof
 the training, PMV and row-sparse paths.
 
     python scripts/decode_lab.py [--quick]
-                                 [--sections decode,training,pmv,sparse,eager,stress]
+                                 [--sections decode,training,pmv,sparse,eager,stress,timeline]
                                  [--candidates mma,tc,group,gemv,nibble,packed,fp8]
                                  [--variants NAME,...] [--rows 1,4,8,16]
                                  [--shapes 4096x4096,8192x8192]
@@ -783,6 +783,46 @@ def eager_section(t_us):
     pstats.Stats(profiler).sort_stats("tottime").print_stats(14)
 
 
+def timeline_section(t_us):
+    """Where a decode call's time goes when layers run back to back in one graph: per
+    layer, the graph's time against the sum of its kernels' GPU time (the difference is
+    launch gaps and tails)."""
+    import randfx.ops as ops
+    from torch.profiler import ProfilerActivity, profile
+    dev = torch.device("cuda")
+    stack = 8
+    for (out_f, in_f), rows in (((4096, 4096), 1), ((4096, 4096), 8), ((8192, 8192), 2),
+                                ((8192, 8192), 8), ((8192, 8192), 16)):
+        x = torch.randn(rows, in_f, device=dev, dtype=torch.bfloat16)
+        keys = [torch.tensor(12345 + i, device=dev) for i in range(stack)]
+        ws = [torch.randn(out_f, in_f, device=dev, dtype=torch.bfloat16) for _ in range(stack)]
+
+        def seeded():
+            for key in keys:
+                ops.seeded_linear(x, key, out_f, in_f ** -0.5, None, "pcg", "rademacher32")
+
+        def dense():
+            for w in ws:
+                torch.nn.functional.linear(x, w)
+        for label, fn in (("seeded", seeded), ("cublas", dense)):
+            replay = graphed(fn)
+            wall = t_us(replay) / stack
+            for _ in range(3):
+                replay()
+            torch.cuda.synchronize()
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                for _ in range(5):
+                    replay()
+                torch.cuda.synchronize()
+            kernels = {e.key[:60]: e.device_time_total / 5 / stack for e in prof.key_averages()
+                       if e.device_time_total > 0}
+            busy = sum(kernels.values())
+            print(f"timeline {out_f}x{in_f} rows {rows} {label}: {wall:.2f} us per layer, "
+                  f"kernels {busy:.2f} us, gaps {wall - busy:.2f} us; "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in kernels.items()), flush=True)
+        del ws
+
+
 def stress_section(t_us):
     """The packed-x and fp8 tensor-core decodes under several launch configurations,
     called many times on fresh x and checked every time against x @ W^T with W
@@ -822,7 +862,8 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true")
     p.add_argument("--sections", default="decode,training,pmv,sparse",
-                   help="comma-separated: decode, training, pmv, sparse, eager, stress")
+                   help="comma-separated: decode, training, pmv, sparse, eager, stress, "
+                        "timeline")
     p.add_argument("--candidates",
                    default="mma,contig,join,flip,tc,group,gemv,nibble,packed,fp8",
                    help="decode candidate families to check and time")
@@ -886,7 +927,11 @@ def main():
         ("f128g4w4s1i", 128, 4, 4, 1, 8, False), ("f128g8w4s1", 128, 8, 4, 1, 8, True),
         ("f256g4w8", 256, 4, 8, 3, 8, True), ("f256g4w4s1", 256, 4, 4, 1, 8, True),
         ("f64g4w4", 64, 4, 4, 3, 8, True), ("f128g4w4p16", 128, 4, 4, 3, 16, True),
-        ("f128g4w4p4", 128, 4, 4, 3, 4, True), ("f128g4w8", 128, 4, 8, 3, 8, True)]
+        ("f128g4w4p4", 128, 4, 4, 3, 4, True), ("f128g4w8", 128, 4, 8, 3, 8, True),
+        ("f128g16w4s1", 128, 16, 4, 1, 8, True), ("f256g8w8s1", 256, 8, 8, 1, 8, True),
+        ("f64g8w4s1", 64, 8, 4, 1, 8, True), ("f128g8w4s1p16", 128, 8, 4, 1, 16, True),
+        ("f128g8w4s1p4", 128, 8, 4, 1, 4, True), ("f128g8w4s1i", 128, 8, 4, 1, 8, False),
+        ("f256g8w4s1", 256, 8, 4, 1, 8, True), ("f64g8w4s1p16", 64, 8, 4, 1, 16, True)]
     contig_variants = [("c128g4w4", 128, 4, 4, 3, 8), ("c256g4w8", 256, 4, 8, 3, 8),
                        ("c128g8w4", 128, 8, 4, 3, 8), ("c128g4w4s4", 128, 4, 4, 4, 8),
                        ("c128g4w4s2", 128, 4, 4, 2, 8)]
@@ -936,7 +981,7 @@ def main():
     if cuda:
         for name, fn in (("training", training_section), ("pmv", pmv_section),
                          ("sparse", sparse_section), ("eager", eager_section),
-                         ("stress", stress_section)):
+                         ("stress", stress_section), ("timeline", timeline_section)):
             if name in sections:
                 try:
                     fn(t_us)
@@ -1012,7 +1057,8 @@ def main():
                 if not err < 1e-2:
                     return f"WRONG rel err {err:.2e}"
                 if error_key:
-                    line[error_key] = f"{((got.float() - ref).abs().max() / ref.abs().max()).item():.1e}"
+                    worst = (got.float() - ref).abs().max() / ref.abs().max()
+                    line[error_key] = f"{worst.item():.1e}"
                 ratio = dense / t_us(run)
                 # again after the timed replays: state a kernel keeps between calls
                 # (the last-split counters) must still be right

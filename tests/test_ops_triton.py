@@ -177,13 +177,16 @@ def test_rademacher32_decode_kernel_choice():
     assert choice(8, torch.float32) is None
     assert choice(8, cols=300) is None and choice(8, transpose=True) is None
     assert choice(8, dist="uniform8x4") is None
-    assert heuristics.SIGN_FP8_MIN_WEIGHTS == heuristics.SIGN_PREP_MIN_WEIGHTS
+    assert heuristics.SIGN_FP8_MIN_WEIGHTS <= heuristics.SIGN_PREP_MIN_WEIGHTS
     big = {"out": 8192, "cols": heuristics.SIGN_PREP_MIN_WEIGHTS // 8192}
     smaller = {"out": 8192, "cols": big["cols"] - 32}
-    assert choice(2, **big) == choice(16, **big) == "fp8_mma"
+    fp8_smallest = {"out": 4096, "cols": heuristics.SIGN_FP8_MIN_WEIGHTS // 4096}
+    assert choice(2, **big) == choice(16, **big) == choice(2, **fp8_smallest) == "fp8_mma"
+    assert choice(16, out=4096, cols=fp8_smallest["cols"] - 32) == "mma"
     assert choice(heuristics.SIGN_NIBBLE_MAX_ROWS + 1, torch.float16, **big) \
         == choice(16, torch.float16, **big) == "packed_mma"
-    assert choice(16, **smaller) == "mma" and choice(16, torch.float32, **big) is None
+    assert choice(16, torch.float16, **smaller) == "mma"
+    assert choice(16, torch.float32, **big) is None
     if triton_backend._HAS_GATHER:
         assert choice(1, **big) == choice(heuristics.SIGN_NIBBLE_MAX_ROWS, torch.float16, **big) \
             == choice(2, torch.float32, **big) == "nibble"

@@ -12,9 +12,9 @@ graphed decode loop); `seeded_eager_us` / `dense_eager_us` time plain eager call
 (Python, dispatcher, launcher) overhead included. `*_stack_us` (decode rows, up to 16):
 --stack distinct layers of the shape (dense: distinct W, more than the L2 cache holds;
 seeded: distinct keys) called back to back in one graph, time per layer: a decode step's
-regime, where one graph launch serves many layers; `stack_x` their ratio. `seeded_extra_MB` is the peak memory the
-seeded forward allocates beyond its output (0 where W never exists in memory);
-`dense_W_MB` what the dense layer keeps resident.
+regime, where one graph launch serves many layers; `stack_x` their ratio.
+`seeded_extra_MB` is the peak memory the seeded forward allocates beyond its output (0
+where W never exists in memory); `dense_W_MB` what the dense layer keeps resident.
 
 --tune first sweeps the launch parameters (decode tiles per row bucket, the fused vs
 materialise crossover, PMV and grad tiles, on 8192x8192 and d=1024), applies the fastest

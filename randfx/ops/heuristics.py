@@ -23,12 +23,13 @@ SIGN_GEMV_MAX_ROWS = 1
 # rows 0.90-0.95x, 0.93-1.08x, 1.00-1.03x, 1.16-1.17x.
 # bf16 x from 2 rows on layers of SIGN_FP8_MIN_WEIGHTS weights or more takes the fp8
 # form of the tensor-core kernel instead (x split exactly into two e4m3 terms, half the
-# integer work per weight): H200, same lab run, against packed x 1.21-1.26x at 8192^2 and
-# 1.19-1.44x at 28672x8192 (2-16 rows); against the nibble kernel at 2 rows 1.04x and
-# 1.17x; about even at 4096^2.
+# integer work per weight). H200, same lab runs, 2-16 rows: against packed x 1.21-1.26x
+# at 8192^2 and 1.19-1.44x at 28672x8192, against the nibble kernel at 2 rows 1.02-1.04x
+# and 1.17x; against the kernel without x's launch 1.10-1.19x at 4096x8192 and
+# 1.07-1.22x at 14336x4096, 0.93-0.99x at 4096^2.
 SIGN_NIBBLE_MAX_ROWS = 2
 SIGN_PREP_MIN_WEIGHTS = 1 << 26
-SIGN_FP8_MIN_WEIGHTS = 1 << 26
+SIGN_FP8_MIN_WEIGHTS = 1 << 25
 SIXTEEN_BIT = ("torch.bfloat16", "torch.float16")
 
 

@@ -218,7 +218,8 @@ def _rademacher32_decode(kernel, x, key, rows, cols, scale, bias, u, v, y, gener
     """y = x @ (scale R)^T (+ u v^T) (+ bias): `rademacher32_nibble_kernel` ("nibble",
     after `rademacher32_nibble_table_kernel`), `rademacher32_gemv_kernel` ("gemv") or
     `rademacher32_mma_kernel` ("mma"; "packed_mma": x packed first by
-    `rademacher32_pack_x_kernel`) split over K into fp32 partials, then
+    `rademacher32_pack_x_kernel`; "fp8_mma": x split into e4m3 terms first by
+    `rademacher32_pack_x_fp8_kernel`) split over K into fp32 partials, then
     `split_k_epilogue_kernel`."""
     m = x.shape[0]
     operand, strides = x, (x.stride(0), x.stride(1))
