@@ -612,6 +612,23 @@ def place_rows_kernel(values_ptr, inverse_ptr, out_ptr, R, C, BLOCK_R: tl.conste
              mask=(r < R)[:, None] & (c < C)[None, :])
 
 
+@triton.jit
+def gather_columns_staged_kernel(g_ptr, index_ptr, out_ptr, T, C, J, stride_gt,
+                                 BLOCK_C: tl.constexpr, BLOCK_J: tl.constexpr,
+                                 ROWS: tl.constexpr):
+    """out[t, j] = g[t, index[j]] with g's rows read whole (contiguous, at bandwidth) and
+    the kept columns picked on chip by tl.gather. Grid: (cdiv(T, ROWS),)."""
+    cols = tl.arange(0, BLOCK_C)
+    j = tl.arange(0, BLOCK_J)
+    column = tl.load(index_ptr + j, mask=j < J, other=0).to(tl.int32)
+    for r in tl.static_range(ROWS):
+        t = tl.program_id(0) * ROWS + r
+        row = tl.load(g_ptr + t.to(tl.int64) * stride_gt + cols,
+                      mask=(cols < C) & ((t + tl.zeros_like(cols)) < T))
+        tl.store(out_ptr + t.to(tl.int64) * J + j, tl.gather(row, column, 0),
+                 mask=(j < J) & ((t + tl.zeros_like(j)) < T))
+
+
 def sparse_section(t_us):
     from randfx.ops.row_sparse import (_gather_kept, _grad_input,
                                        row_sparse_linear_backward)
@@ -689,6 +706,37 @@ def sparse_section(t_us):
                 return grad_x, grad_w
             return run
 
+        def staged(rows_per_program=4, early_zero=True, masked_fill=True):
+            """two_streams with g's kept columns gathered from whole rows
+            (gather_columns_staged_kernel), grad_W's zero-fill on the side stream while
+            the gather runs, and the padded weight rows zeroed in place."""
+            def run():
+                main = torch.cuda.current_stream()
+                valid = rows_padded >= 0
+                index = rows_padded.clamp(min=0)
+                grad_w = torch.empty(feat + 1, feat, device=dev, dtype=dtype)
+                if early_zero:
+                    side.wait_stream(main)
+                    with torch.cuda.stream(side):
+                        grad_w.zero_()
+                kept = torch.empty(tokens, index.numel(), device=dev, dtype=dtype)
+                gather_columns_staged_kernel[(triton.cdiv(tokens, rows_per_program),)](
+                    g, index, kept, tokens, feat, index.numel(), g.stride(0),
+                    BLOCK_C=triton.next_power_of_2(feat),
+                    BLOCK_J=triton.next_power_of_2(index.numel()), ROWS=rows_per_program)
+                side.wait_stream(main)
+                with torch.cuda.stream(side):
+                    if not early_zero:
+                        grad_w.zero_()
+                    grad_w.index_copy_(0, torch.where(valid, index, feat), kept.t() @ x)
+                if masked_fill:
+                    grad_x = kept @ w.index_select(0, index).masked_fill_(~valid[:, None], 0)
+                else:
+                    grad_x = _grad_input(kept, w.index_select(0, index), valid)
+                main.wait_stream(side)
+                return grad_x, grad_w[:feat]
+            return run
+
         v_sel = one_gather(lambda i: g.index_select(1, i))
         v_adv = one_gather(lambda i: g[:, i])
         v_t = one_gather(lambda i: g.t().index_select(0, i).t())
@@ -697,7 +745,10 @@ def sparse_section(t_us):
                     ("two_streams", two_streams), ("triton_moves", triton_moves()),
                     ("triton_moves_t64", triton_moves(block_t=64, block_j=64)),
                     ("triton_moves_t16", triton_moves(block_t=16, block_j=256)),
-                    ("triton_moves_one_stream", triton_moves(beside=False)))
+                    ("triton_moves_one_stream", triton_moves(beside=False)),
+                    ("staged", staged()), ("staged_r8", staged(8)), ("staged_r2", staged(2)),
+                    ("staged_late_zero", staged(early_zero=False)),
+                    ("staged_mask_mul", staged(masked_fill=False)))
         for name, fn in variants:
             got = fn()
             torch.cuda.synchronize()
@@ -717,6 +768,13 @@ def sparse_section(t_us):
                     g, index, kept_t, tokens, index.numel(), g.stride(0), g.stride(1),
                     BLOCK_T=bt, BLOCK_J=bj))
         assert torch.equal(kept_t, g.index_select(1, index))
+        for rows_per_program in (1, 2, 4, 8):
+            line[f"staged_gather_r{rows_per_program}_us"] = t_us(
+                lambda: gather_columns_staged_kernel[(triton.cdiv(tokens, rows_per_program),)](
+                    g, index, kept_t, tokens, feat, index.numel(), g.stride(0),
+                    BLOCK_C=triton.next_power_of_2(feat),
+                    BLOCK_J=triton.next_power_of_2(index.numel()), ROWS=rows_per_program))
+            assert torch.equal(kept_t, g.index_select(1, index))
         line["gemm_gx_us"] = t_us(lambda: kept @ w.index_select(0, index))
         line["gemm_gw_us"] = t_us(lambda: kept.t() @ x)
         line["zeros_us"] = t_us(lambda: torch.zeros_like(w))
@@ -724,6 +782,7 @@ def sparse_section(t_us):
               flush=True)
         profile_kernels(shipped, f"row_sparse_linear_backward 1/{n}")
         profile_kernels(triton_moves(), f"triton moves 1/{n}")
+        profile_kernels(staged(), f"staged 1/{n}")
 
 
 def eager_section(t_us):
