@@ -5,8 +5,9 @@ Up to FUSED_MAX_ROWS rows of x, y = x @ W^T runs a fused kernel (W generated in
 registers, never in memory); above it W is materialised once and multiplied by cuBLAS.
 Among the fused kernels: the general one multiplies on CUDA cores ("gemv") up to
 GEMV_MAX_ROWS rows and on tensor cores ("gemm") above; the rademacher32 stream with 16-bit
-x has its own pair, CUDA cores up to SIGN_GEMV_MAX_ROWS rows and tensor cores above, and
-for 1-2 rows of large layers (any float x) a nibble-table kernel, on CUDA cores too.
+x has its own pair, CUDA cores up to SIGN_GEMV_MAX_ROWS rows and tensor cores above
+(for bf16 x on large layers in an fp8 form), and for one row of large layers (two of x
+that is not bf16) a nibble-table kernel, on CUDA cores too.
 Tuned on an H100, the rademacher32 split on an H200 (docs/performance.md); the linear
 benchmark's --tune may rebind them.
 """
@@ -58,7 +59,7 @@ def fused_kernel(rows: int, dist=None, dtype=None, transpose: bool = False,
     """"gemv" (CUDA cores) or "gemm" (tensor cores) for a fused seeded matmul of `rows`
     rows of x in `dtype` (a torch.dtype or its name) with W from distribution `dist`;
     `shape`, W's (out_features, in_features) where known, names the nibble kernel's
-    layers (CUDA cores)."""
+    layers (CUDA cores; the fp8 kernel is a tensor-core one)."""
     sign_kernels = (dist == "rademacher32" and not transpose
                     and str(dtype) in SIXTEEN_BIT)
     if sign_kernels and shape is not None and uses_nibble_kernel(rows, *shape, dtype):

@@ -11,13 +11,16 @@ Shape heuristic for y = x @ W^T with W generated (`seeded_matmul`):
   broadcast multiply-sum (measured best up to 8 rows) or tensor-core tl.dot (16 rows).
   The rademacher32 stream (forward layout, in_features a multiple of 32) has its own
   kernels, split over K, then `split_k_epilogue_kernel`: up to
-  heuristics.SIGN_GEMV_MAX_ROWS rows `rademacher32_gemv_kernel` (CUDA cores; 1.9-3.7x
+  heuristics.SIGN_GEMV_MAX_ROWS rows `rademacher32_gemv_kernel` (CUDA cores; 1.9-3.3x
   cuBLAS at one row on an H200), more rows of 16-bit x `rademacher32_mma_kernel` (tensor
-  cores; 1.6-2.8x cuBLAS at 2-16 rows on an H200, where the general kernel gives
-  0.3-1.3x; on layers of heuristics.SIGN_PREP_MIN_WEIGHTS weights or more x is first
-  packed into the tile's column order, so the kernel's x loads are contiguous and
-  pipelined). fp32 x keeps the general kernel, which does not round it to 16 bits. One
-  or two rows of such large layers (any float x) take `rademacher32_nibble_kernel`.
+  cores; 1.6-1.7x cuBLAS at 2-16 rows of 4096^2 on an H200, where the general kernel
+  gives 0.3-1.3x). bf16 x on layers of heuristics.SIGN_FP8_MIN_WEIGHTS weights or more
+  takes its fp8 form (x split into two e4m3 terms by a launch of its own, then half the
+  integer work per weight: 2.5-3.0x at 8192^2, 3.5-4.6x at 28672x8192); fp16 x on layers
+  of heuristics.SIGN_PREP_MIN_WEIGHTS weights or more is first packed into the tile's
+  column order, so the kernel's x loads are contiguous and pipelined. fp32 x keeps the
+  general kernel, which does not round it to 16 bits. One row of such large layers (and
+  two of x that is not bf16) takes `rademacher32_nibble_kernel` (3.3x and 5.7x).
 - more rows (training): materialise W in the activation dtype (one fused generate pass,
   peak extra memory = one layer's weight, freed on return) and call cuBLAS. A fused
   kernel would regenerate W once per row block, and generation costs more than reading W
