@@ -882,6 +882,46 @@ def timeline_section(t_us):
         del ws
 
 
+def mnist_host_section(t_us, data_dir=".carry/mnist", steps=40):
+    """Host time of one training step of seed 004's MLP (batch 128) under torch.compile
+    "reduce-overhead", full backprop against 10 paths: wall ms per step, then the top
+    host-side ops of each (torch.profiler, self CPU time per step)."""
+    import time
+    from torch.profiler import ProfilerActivity, profile
+    from randfx.bench.mnist import load_mnist, mlp, sparse_model
+    dev = torch.device("cuda")
+    images, labels = load_mnist(data_dir, "train", device=dev)
+    models = {"full": mlp(0).to(dev), "10 paths": sparse_model(mlp(0), 10).to(dev)}
+    loss_fn = torch.nn.CrossEntropyLoss()
+    for name, model in models.items():
+        compiled = torch.compile(model, mode="reduce-overhead")
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+        def step(i):
+            x, y = images[i * 128:(i + 1) * 128], labels[i * 128:(i + 1) * 128]
+            opt.zero_grad(set_to_none=True)
+            loss_fn(compiled(x), y).backward()
+            opt.step()
+        for i in range(10):
+            step(i)
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for i in range(steps):
+            step(i)
+        torch.cuda.synchronize()
+        wall = (time.perf_counter() - start) * 1e3 / steps
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for i in range(steps):
+                step(i)
+            torch.cuda.synchronize()
+        events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:14]
+        gpu = sum(e.self_device_time_total for e in prof.key_averages()) / steps / 1e3
+        print(f"mnist host {name}: {wall:.3f} ms per step, GPU busy {gpu:.3f} ms; "
+              "top self CPU us per step: "
+              + "; ".join(f"{e.key[:48]} {e.self_cpu_time_total / steps:.0f} (x{e.count // steps})"
+                          for e in events), flush=True)
+
+
 def stress_section(t_us):
     """The packed-x and fp8 tensor-core decodes under several launch configurations,
     called many times on fresh x and checked every time against x @ W^T with W
@@ -922,7 +962,7 @@ def main():
     p.add_argument("--quick", action="store_true")
     p.add_argument("--sections", default="decode,training,pmv,sparse",
                    help="comma-separated: decode, training, pmv, sparse, eager, stress, "
-                        "timeline")
+                        "timeline, mnist_host (MNIST files under .carry/mnist)")
     p.add_argument("--candidates",
                    default="mma,contig,join,flip,tc,group,gemv,nibble,packed,fp8",
                    help="decode candidate families to check and time")
@@ -1040,7 +1080,8 @@ def main():
     if cuda:
         for name, fn in (("training", training_section), ("pmv", pmv_section),
                          ("sparse", sparse_section), ("eager", eager_section),
-                         ("stress", stress_section), ("timeline", timeline_section)):
+                         ("stress", stress_section), ("timeline", timeline_section),
+                         ("mnist_host", mnist_host_section)):
             if name in sections:
                 try:
                     fn(t_us)

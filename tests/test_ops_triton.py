@@ -161,12 +161,13 @@ def test_rademacher32_decode_kernels(device, rows, kernel, dtype, in_f, monkeypa
     assert len(calls) == 2
 
 
-def test_rademacher32_decode_kernel_choice():
+def test_rademacher32_decode_kernel_choice(monkeypatch):
     """On a GPU: the CUDA-core kernel up to SIGN_GEMV_MAX_ROWS rows, tensor cores above
     for 16-bit x only (fp32 x would be rounded), the general kernel for other layouts;
     layers of SIGN_PREP_MIN_WEIGHTS weights or more: the nibble kernel up to
     SIGN_NIBBLE_MAX_ROWS rows (any float x), tensor cores on packed x above; from 2 rows
-    of bf16 x on layers of SIGN_FP8_MIN_WEIGHTS or more the fp8 tensor-core kernel."""
+    of bf16 x on layers of SIGN_FP8_MIN_WEIGHTS or more the fp8 tensor-core kernel where
+    the GPU has fp8 tensor cores."""
     def choice(rows, dtype=torch.bfloat16, cols=320, transpose=False, dist="rademacher32",
                out=24):
         x = torch.empty(rows, cols, dtype=dtype, device="meta")
@@ -191,6 +192,11 @@ def test_rademacher32_decode_kernel_choice():
         assert choice(1, **big) == choice(heuristics.SIGN_NIBBLE_MAX_ROWS, torch.float16, **big) \
             == choice(2, torch.float32, **big) == "nibble"
         assert choice(1, **smaller) == "gemv"
+    # a GPU without fp8 tensor cores (compute capability before 8.9): the 16-bit kernels
+    monkeypatch.setattr(triton_backend, "_has_fp8_tensor_cores", lambda device: False)
+    assert choice(16, **big) == "packed_mma" and choice(16, **smaller) == "mma"
+    if triton_backend._HAS_GATHER:
+        assert choice(2, **big) == "nibble"
 
 
 @pytest.mark.parametrize("device", TRITON_DEVICES)

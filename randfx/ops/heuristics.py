@@ -38,20 +38,23 @@ def uses_fused_kernel(rows: int) -> bool:
     return rows <= FUSED_MAX_ROWS
 
 
-def uses_fp8_kernel(m: int, out_features: int, in_features: int, dtype=None) -> bool:
+def uses_fp8_kernel(m: int, out_features: int, in_features: int, dtype=None,
+                    fp8_tensor_cores: bool = True) -> bool:
     """Whether the rademacher32 decode of m rows of x in `dtype` (a torch.dtype or its
     name) through an (out_features, in_features) weight takes the fp8 tensor-core kernel:
     bf16 only, whose 8 significant bits two e4m3 terms hold exactly (fp16's 11 would be
-    cut)."""
-    return (SIGN_GEMV_MAX_ROWS < m and str(dtype) == "torch.bfloat16"
+    cut), on a GPU with fp8 tensor cores (`fp8_tensor_cores`: compute capability 8.9 or
+    later)."""
+    return (fp8_tensor_cores and SIGN_GEMV_MAX_ROWS < m and str(dtype) == "torch.bfloat16"
             and out_features * in_features >= SIGN_FP8_MIN_WEIGHTS)
 
 
-def uses_nibble_kernel(m: int, out_features: int, in_features: int, dtype=None) -> bool:
+def uses_nibble_kernel(m: int, out_features: int, in_features: int, dtype=None,
+                       fp8_tensor_cores: bool = True) -> bool:
     """Whether the rademacher32 decode of m rows of x in `dtype` through an
     (out_features, in_features) weight takes the nibble-table kernel."""
     return (m <= SIGN_NIBBLE_MAX_ROWS and out_features * in_features >= SIGN_PREP_MIN_WEIGHTS
-            and not uses_fp8_kernel(m, out_features, in_features, dtype))
+            and not uses_fp8_kernel(m, out_features, in_features, dtype, fp8_tensor_cores))
 
 
 def fused_kernel(rows: int, dist=None, dtype=None, transpose: bool = False,

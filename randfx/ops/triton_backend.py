@@ -179,6 +179,15 @@ MIN_PROGRAMS_PER_SM = 2  # decode grids narrower than this leave SMs idle: shrin
 
 
 @functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=None)
+def _has_fp8_tensor_cores(device: torch.device) -> bool:
+    """e4m3 MMA: compute capability 8.9 (Ada) or later; the interpreter (CPU) runs the fp8
+    kernel too, for the tests."""
+    if device.type != "cuda":
+        return True
+    return torch.cuda.get_device_capability(device) >= (8, 9)
+
+
 def _sm_count(device: torch.device) -> int:
     if device.type != "cuda":
         return 1
@@ -205,11 +214,12 @@ def _rademacher32_decode_kernel(x, rows, cols, transpose, dist):
     log2_values, narrow, _ = tile_plan(dist, 0, rows * cols - 1, cols, 32)
     if log2_values != 5 or not narrow:
         return None
-    if heuristics.uses_nibble_kernel(x.shape[0], rows, cols, x.dtype) and _HAS_GATHER:
+    fp8 = _has_fp8_tensor_cores(x.device)
+    if heuristics.uses_nibble_kernel(x.shape[0], rows, cols, x.dtype, fp8) and _HAS_GATHER:
         return "nibble"
     if x.shape[0] <= heuristics.SIGN_GEMV_MAX_ROWS:
         return "gemv"
-    if heuristics.uses_fp8_kernel(x.shape[0], rows, cols, x.dtype):
+    if heuristics.uses_fp8_kernel(x.shape[0], rows, cols, x.dtype, fp8):
         return "fp8_mma"
     # 16-bit x on tensor cores; on CPU (the interpreter's tests) any float x runs it too
     if str(x.dtype) in heuristics.SIXTEEN_BIT or x.device.type == "cpu":
