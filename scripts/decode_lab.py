@@ -922,6 +922,64 @@ def mnist_host_section(t_us, data_dir=".carry/mnist", steps=40):
                           for e in events), flush=True)
 
 
+@triton.jit(do_not_specialize=["M", "N", "K", "window"])
+def gemv_whole_k_kernel(x_ptr, key_ptr, y_ptr, M, N, K, window, stride_xm, stride_xk,
+                        scale, GENERATOR: tl.constexpr, BLOCK_N: tl.constexpr,
+                        GROUPS: tl.constexpr):
+    """The shipped one-row kernel over all of K, y written at once (no split, no epilogue
+    launch). Grid: (cdiv(N, BLOCK_N),)."""
+    n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    partial = rademacher32_gemv_partial(x_ptr, key_ptr, M, K, 0, K, window, stride_xm,
+                                        stride_xk, n, GENERATOR, 1, BLOCK_N, GROUPS)
+    y = tl.sum(partial, axis=0) * scale
+    tl.store(y_ptr + n, y.to(y_ptr.dtype.element_ty), mask=n < N)
+
+
+def whole_k_section(t_us):
+    """One row without a split of K: gemv_whole_k_kernel under several tiles against the
+    shipped dispatch, one call per graph and eight layers per graph."""
+    import randfx.ops as ops
+    dev = torch.device("cuda")
+    stack = 8
+    for out_f, in_f in ((4096, 4096), (4096, 8192), (8192, 4096), (8192, 8192)):
+        x = torch.randn(1, in_f, device=dev, dtype=torch.bfloat16)
+        keys = [torch.tensor(12345 + i, device=dev) for i in range(stack)]
+        scale = in_f ** -0.5
+        _, _, window = tb.tile_plan("rademacher32", 0, out_f * in_f - 1, in_f, 32)
+        ref = ops.seeded_linear(x.float(), keys[0], out_f, scale, None, "pcg",
+                                "rademacher32")
+        ws = [torch.randn(out_f, in_f, device=dev, dtype=torch.bfloat16) for _ in range(stack)]
+        dense = t_us(lambda: torch.nn.functional.linear(x, ws[0]))
+        dense_stack = t_us(lambda: [torch.nn.functional.linear(x, w) for w in ws]) / stack
+        line = {"shape": f"{out_f}x{in_f}", "cublas_us": round(dense, 2),
+                "cublas_stack_us": round(dense_stack, 2)}
+
+        def shipped(key):
+            return ops.seeded_linear(x, key, out_f, scale, None, "pcg", "rademacher32")
+        line["shipped"] = (round(dense / t_us(lambda: shipped(keys[0])), 2),
+                           round(dense_stack * stack / t_us(
+                               lambda: [shipped(k) for k in keys]), 2))
+        for block_n, groups, warps in ((32, 8, 4), (16, 8, 4), (16, 16, 4), (32, 4, 4),
+                                       (64, 8, 8), (32, 8, 8), (16, 8, 2), (8, 16, 4),
+                                       (16, 4, 2), (32, 16, 8)):
+            def run(key, block_n=block_n, groups=groups, warps=warps):
+                y = torch.empty(1, out_f, device=dev, dtype=x.dtype)
+                gemv_whole_k_kernel[(triton.cdiv(out_f, block_n),)](
+                    x, key, y, 1, out_f, in_f, window, x.stride(0), x.stride(1), scale,
+                    GENERATOR=streams.GENERATOR_IDS["pcg"], BLOCK_N=block_n, GROUPS=groups,
+                    num_warps=warps)
+                return y
+            err = ((run(keys[0]).float() - ref).norm() / ref.norm()).item()
+            name = f"w{block_n}g{groups}w{warps}"
+            if not err < 1e-2:
+                line[name] = f"WRONG {err:.1e}"
+                continue
+            line[name] = (round(dense / t_us(lambda: run(keys[0])), 2),
+                          round(dense_stack * stack / t_us(lambda: [run(k) for k in keys]), 2))
+        print("whole_k", line, flush=True)
+        del ws
+
+
 def stress_section(t_us):
     """The packed-x and fp8 tensor-core decodes under several launch configurations,
     called many times on fresh x and checked every time against x @ W^T with W
@@ -962,7 +1020,7 @@ def main():
     p.add_argument("--quick", action="store_true")
     p.add_argument("--sections", default="decode,training,pmv,sparse",
                    help="comma-separated: decode, training, pmv, sparse, eager, stress, "
-                        "timeline, mnist_host (MNIST files under .carry/mnist)")
+                        "timeline, mnist_host (MNIST files under .carry/mnist), whole_k")
     p.add_argument("--candidates",
                    default="mma,contig,join,flip,tc,group,gemv,nibble,packed,fp8",
                    help="decode candidate families to check and time")
@@ -1081,7 +1139,7 @@ def main():
         for name, fn in (("training", training_section), ("pmv", pmv_section),
                          ("sparse", sparse_section), ("eager", eager_section),
                          ("stress", stress_section), ("timeline", timeline_section),
-                         ("mnist_host", mnist_host_section)):
+                         ("mnist_host", mnist_host_section), ("whole_k", whole_k_section)):
             if name in sections:
                 try:
                     fn(t_us)
