@@ -70,9 +70,9 @@ SIGN_MMA_CONFIG = (128, 4, 4, 3)
 SIGN_MMA_PROGRAMS_PER_SM = 8
 SIGN_MMA_MAX_SPLITS = 8
 # the same kernel on x split into e4m3 terms (bf16 x of large layers): its launch
-# (BLOCK_N, GROUPS, num_warps, num_stages), picked from twelve variants on an H200, and
-# whether each step's fp8 sum is added to the accumulator in fp32 (the tensor cores' own
-# fp8 accumulation keeps fewer bits; promoting cost 0-5 % in the same lab run)
+# (BLOCK_N, GROUPS, num_warps, num_stages), picked from 21 variants in three lab runs on
+# an H200, and whether each step's fp8 sum is added to the accumulator in fp32 (the
+# tensor cores' own fp8 accumulation keeps fewer bits; promoting cost 0-5 %)
 SIGN_FP8_CONFIG = (128, 8, 4, 1)
 SIGN_FP8_PROMOTE = True
 # rows-of-x bucket -> (BLOCK_N, GROUPS, num_warps) of the nibble-table decode kernel
@@ -179,7 +179,6 @@ MIN_PROGRAMS_PER_SM = 2  # decode grids narrower than this leave SMs idle: shrin
 
 
 @functools.lru_cache(maxsize=None)
-@functools.lru_cache(maxsize=None)
 def _has_fp8_tensor_cores(device: torch.device) -> bool:
     """e4m3 MMA: compute capability 8.9 (Ada) or later; the interpreter (CPU) runs the fp8
     kernel too, for the tests."""
@@ -188,6 +187,7 @@ def _has_fp8_tensor_cores(device: torch.device) -> bool:
     return torch.cuda.get_device_capability(device) >= (8, 9)
 
 
+@functools.lru_cache(maxsize=None)
 def _sm_count(device: torch.device) -> int:
     if device.type != "cuda":
         return 1
