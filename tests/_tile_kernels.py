@@ -5,7 +5,7 @@ import triton
 import triton.language as tl
 
 from randfx.generators import device
-from randfx.kernels.tiles import launch_key, rademacher32_pair_columns, rademacher32_pair_tile
+from randfx.kernels.tiles import launch_key, rademacher32_operand_columns, rademacher32_pair_tile
 
 
 @triton.jit(do_not_specialize=["K", "window"])
@@ -23,4 +23,4 @@ def pair_tile_kernel(key_ptr, tile_ptr, column_ptr, K, window, ROWS: tl.constexp
     tile = rademacher32_pair_tile(h, ROWS, GROUPS, 0x3F80, tl.bfloat16)
     L = step * 32 * GROUPS + tl.arange(0, 32 * GROUPS)
     tl.store(tile_ptr + r[:, None] * K + L[None, :], tile)
-    tl.store(column_ptr + L, step * 32 * GROUPS + rademacher32_pair_columns(GROUPS))
+    tl.store(column_ptr + L, step * 32 * GROUPS + rademacher32_operand_columns(GROUPS, 2))

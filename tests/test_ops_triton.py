@@ -70,7 +70,7 @@ def test_materialize_named_rows_bits(device, dist):
 @pytest.mark.parametrize("groups", [4, 8])
 def test_rademacher32_pair_tile_bits(device, groups):
     """The tensor-core decode's W tile: column L of a step holds exactly the weight
-    column rademacher32_pair_columns names (a permutation of the step's columns), with
+    column rademacher32_operand_columns(GROUPS, 2) names (a permutation of the step's columns), with
     the stream's +-1 bit for bit."""
     from _tile_kernels import pair_tile_kernel
     rows, steps = 8, 2
@@ -203,8 +203,8 @@ def test_rademacher32_decode_kernel_choice(monkeypatch):
 def test_fp8_terms_hold_bf16_x_exactly(device):
     """rademacher32_pack_x_fp8_kernel's two e4m3 terms give back every bf16 x whose
     magnitude is within 2^-14 of its split's largest (e4m3's normal range), whatever the
-    row's scale, in `rademacher32_quad_columns` order, with rows past M and columns past
-    K zero."""
+    row's scale, in `rademacher32_operand_columns(GROUPS, 4)` order, with rows past M and
+    columns past K zero."""
     from randfx.kernels.seeded_matmul import rademacher32_pack_x_fp8_kernel
     torch.manual_seed(0)
     rows, cols, groups, block_m, k_per_split = 3, 600, 4, 8, 256

@@ -34,9 +34,8 @@ import triton
 import triton.language as tl
 
 from ..generators import device
-from .tiles import (accumulate_rows, launch_key, rademacher32_pair_columns,
-                    rademacher32_pair_tile, rademacher32_quad_columns,
-                    rademacher32_quad_tile, stream_tile)
+from .tiles import (accumulate_rows, launch_key, rademacher32_operand_columns,
+                    rademacher32_pair_tile, rademacher32_quad_tile, stream_tile)
 
 
 @triton.jit
@@ -206,16 +205,16 @@ def rademacher32_mma_kernel(x_ptr, key_ptr, partial_ptr, M, N, K, k_per_split, w
                             FP8_X: tl.constexpr = False, PROMOTE: tl.constexpr = False):
     """partial[split, m, n] as rademacher32_gemv_kernel, on tensor cores: acc[n, m] +=
     R[n, k-tile] @ x[m, k-tile]^T with R's tile built in registers from one hash per 32
-    values, its columns in `rademacher32_pair_columns` order and x's rows loaded in the
-    same order. x in bf16 or fp16 (R is exact in either); BLOCK_M >= 16; GROUPS a
+    values, its columns in `rademacher32_operand_columns(GROUPS, 2)` order and x's rows
+    loaded in the same order. x in bf16 or fp16 (R is exact in either); BLOCK_M >= 16; GROUPS a
     multiple of 4. Same grid as rademacher32_gemv_kernel, k_per_split a multiple of
     32 * GROUPS; EVEN_K: K is too.
     FP8_X: x was packed by `rademacher32_pack_x_fp8_kernel` into two e4m3 terms per row
     (rows 2 m and 2 m + 1, x = (hi + lo / 16) * x_scale[split, m]) in
-    `rademacher32_quad_columns` order, and R's tile is e4m3 too (`rademacher32_quad_tile`,
-    half the integer work per weight of the 16-bit tile). The tensor cores sum fp8
-    products with fewer than fp32's mantissa bits; PROMOTE starts each step's sum from
-    zero and adds it to the accumulator on the CUDA cores, in fp32."""
+    `rademacher32_operand_columns(GROUPS, 4)` order, and R's tile is e4m3 too
+    (`rademacher32_quad_tile`, half the integer work per weight of the 16-bit tile). The
+    tensor cores sum fp8 products with fewer than fp32's mantissa bits; PROMOTE starts
+    each step's sum from zero and adds it to the accumulator on the CUDA cores, in fp32."""
     pid_n = tl.program_id(0)
     pid_s = tl.program_id(1)
     key = launch_key(key_ptr, window, True)
@@ -231,7 +230,7 @@ def rademacher32_mma_kernel(x_ptr, key_ptr, partial_ptr, M, N, K, k_per_split, w
     if PACKED_X or FP8_X:  # x already in the tile's column order, X_ROWS rows, K padded
         columns = tl.arange(0, 32 * GROUPS)
     else:
-        columns = rademacher32_pair_columns(GROUPS)
+        columns = rademacher32_operand_columns(GROUPS, 2)
     # x's addresses advance by one step per iteration instead of being rebuilt from k
     x_ptrs = x_ptr + x_rows[None, :] * stride_xm + (k_begin + columns)[:, None] * stride_xk
     mask = (m < M)[None, :]
@@ -338,12 +337,12 @@ def rademacher32_nibble_kernel(table_ptr, key_ptr, partial_ptr, M, N, K, k_per_s
 @triton.jit
 def rademacher32_pack_x_kernel(x_ptr, out_ptr, M, K, stride_xm, stride_xk, stride_om,
                                GROUPS: tl.constexpr):
-    """out[m, s + L] = x[m, s + rademacher32_pair_columns(L)] for each step s of 32 * GROUPS
-    columns; zero for rows m >= M and columns past K (out has BLOCK_M rows and whole
-    steps). Grid: (steps, BLOCK_M)."""
+    """out[m, s + L] = x[m, s + rademacher32_operand_columns(GROUPS, 2)[L]] for each step
+    s of 32 * GROUPS columns; zero for rows m >= M and columns past K (out has BLOCK_M
+    rows and whole steps). Grid: (steps, BLOCK_M)."""
     m = tl.program_id(1)
     L = tl.arange(0, 32 * GROUPS)
-    k = tl.program_id(0) * 32 * GROUPS + rademacher32_pair_columns(GROUPS)
+    k = tl.program_id(0) * 32 * GROUPS + rademacher32_operand_columns(GROUPS, 2)
     xk = tl.load(x_ptr + m * stride_xm + k * stride_xk,
                  mask=(k < K) & (m + tl.zeros_like(k) < M), other=0.0)
     tl.store(out_ptr + m * stride_om + tl.program_id(0) * 32 * GROUPS + L, xk)
@@ -364,16 +363,16 @@ def rademacher32_pack_x_fp8_kernel(x_ptr, out_ptr, scale_ptr, M, K, k_per_split,
     """x split into two float8 e4m3 terms for the FP8_X tensor-core decode: over split s's
     columns, x[m, k] * 2^p = hi + lo / 16 with p chosen so that max |x[m, k]| * 2^p lies
     in (64, 256]; hi and lo go to out's rows 2 m and 2 m + 1 (zero for m >= M and past
-    K), columns in `rademacher32_quad_columns` order per step of 32 * GROUPS, and 2^-p to
-    scale[s, m]. hi keeps the top 4 significant bits of x and lo the next 4 (truncated),
-    so a bf16 x is kept whole down to 2^-14 of its split's largest value (e4m3's
-    smallest normal), and to within 2^-19 of that largest value below. Grid:
-    (splits, BLOCK_M)."""
+    K), columns in `rademacher32_operand_columns(GROUPS, 4)` order per step of
+    32 * GROUPS, and 2^-p to scale[s, m]. hi keeps the top 4 significant bits of x and lo
+    the next 4 (truncated), so a bf16 x is kept whole down to 2^-14 of its split's
+    largest value (e4m3's smallest normal), and to within 2^-19 of that largest value
+    below. Grid: (splits, BLOCK_M)."""
     pid_s = tl.program_id(0)
     m = tl.program_id(1)
     STEP: tl.constexpr = 32 * GROUPS
     L = tl.arange(0, STEP)
-    columns = rademacher32_quad_columns(GROUPS)
+    columns = rademacher32_operand_columns(GROUPS, 4)
     k_begin = pid_s * k_per_split
     k_end = tl.minimum(K, k_begin + k_per_split)
     row_ok = (m + tl.zeros_like(columns)) < M

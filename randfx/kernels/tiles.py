@@ -5,9 +5,10 @@ shape (rows, cols) passes row_base = r * cols; a subspace basis P[j, k] passes
 row_base = basis_offset + j * d.
 
 - `stream_tile`: the [BLOCK_R, BLOCK_C] tile of S at columns col_start + 0..BLOCK_C-1.
-- `rademacher32_pair_tile`: rademacher32 hashes unpacked into a 16-bit float tile of
-  +-1, a tensor-core operand, its columns permuted (`rademacher32_pair_columns`) so that
-  two values cost two instructions.
+- `rademacher32_pair_tile` / `rademacher32_quad_tile`: rademacher32 hashes unpacked into
+  a 16-bit float / e4m3 tile of +-1, a tensor-core operand, its columns permuted
+  (`rademacher32_operand_columns`) so that a register of two / four values costs two
+  instructions.
 - `accumulate_rows`: acc[m, r] += sum_c vec[m, c] * S[r, c] over one column block, the
   inner step of a GEMV (decode, PMV). Multi-value distributions stay in hash order:
   each hash is expanded value by value against the matching strided slice of vec, so
@@ -137,13 +138,37 @@ def accumulate_rows(acc, vec_ptr, m, M, stride_vm, stride_vc, col_start, C, row_
 
 
 @triton.jit
-def rademacher32_pair_columns(GROUPS: tl.constexpr):
-    """[GROUPS * 32] int32: the column, within a step of GROUPS hash groups, that each
-    column of `rademacher32_pair_tile` holds (GROUPS a multiple of 4). Logical column
-    L = 128 r + 16 b + 8 f + 2 c + e is bit 2 b + f + 16 e of group 4 r + c."""
+def rademacher32_operand_columns(GROUPS: tl.constexpr, VALUES: tl.constexpr):
+    """[GROUPS * 32] int32: the column, within a step of GROUPS hash groups (a multiple of
+    4), that each column of `rademacher32_pair_tile` (VALUES = 2 per 32-bit register) or
+    `rademacher32_quad_tile` (VALUES = 4) holds. Logical column
+    L = 128 r + 8 VALUES b + 4 VALUES f + VALUES c + e is bit 2 b + f + (32 / VALUES) e of
+    group 4 r + c."""
     L = tl.arange(0, 32 * GROUPS)
-    return (L & ~127) + 32 * ((L >> 1) & 3) + 2 * ((L >> 4) & 7) + ((L >> 3) & 1) \
-        + 16 * (L & 1)
+    e = L % VALUES
+    c = (L // VALUES) % 4
+    f = (L // (4 * VALUES)) % 2
+    b = (L // (8 * VALUES)) % (16 // VALUES)
+    return (L & ~127) + 32 * c + 2 * b + f + (32 // VALUES) * e
+
+
+@triton.jit
+def _sign_words(h, ROWS: tl.constexpr, GROUPS: tl.constexpr, VALUES: tl.constexpr,
+                ONE_WORD: tl.constexpr):
+    """[ROWS, GROUPS / 4, 16 / VALUES, 2, 4] uint32 operand registers (r, b, f, c) of
+    [ROWS, GROUPS] rademacher32 hashes, in `rademacher32_operand_columns` order: each of a
+    register's VALUES fields e holds at its top bit bit 2 b + f + (32 / VALUES) e of
+    group 4 r + c, or-ed with ONE_WORD (1.0 in every field), so bit set = -1. One shift
+    and one and-or per register: s = 2 b + f is a constant per register."""
+    tl.static_assert(GROUPS % 4 == 0)
+    FIELD: tl.constexpr = 32 // VALUES
+    SIGNS: tl.constexpr = 0x80008000 if VALUES == 2 else 0x80808080
+    h = tl.reshape(h, (ROWS, GROUPS // 4, 4))  # [row, r, c]: group 4 r + c
+    b = tl.arange(0, 16 // VALUES)[:, None]
+    f = tl.arange(0, 2)[None, :]
+    low_bit = (2 * b + f).to(tl.uint32)  # 0 .. FIELD - 1
+    return ((h[:, :, None, None, :] << (FIELD - 1 - low_bit)[None, None, :, :, None])
+            & SIGNS) | ONE_WORD
 
 
 @triton.jit
@@ -151,53 +176,30 @@ def rademacher32_pair_tile(h, ROWS: tl.constexpr, GROUPS: tl.constexpr, ONE: tl.
                            OUT: tl.constexpr):
     """[ROWS, GROUPS] rademacher32 hashes (GROUPS a multiple of 4) -> [ROWS, GROUPS * 32]
     +-1 in the 16-bit float OUT whose 1.0 has the bits ONE (bit set = -1), columns in
-    `rademacher32_pair_columns` order; a dot over them needs its other operand gathered in
-    that order. The order follows a tensor-core A operand (a thread holds, per row, the
-    column pairs 2 c + {0, 1} + 8 f of every 16-column block, c = lane % 4):
+    `rademacher32_operand_columns(GROUPS, 2)` order; a dot over them needs its other
+    operand gathered in that order. The order follows a tensor-core A operand (a thread
+    holds, per row, the column pairs 2 c + {0, 1} + 8 f of every 16-column block,
+    c = lane % 4):
     - c picks the hash group, so each of the four lanes sharing a row hashes its own group
       once and uses all 32 bits (in hash order, each hash would be computed by all four);
     - a register's two values (e) are bits s and s + 16, s = 2 b + f a constant per
       register: one shift moves both to the 16-bit sign positions and one and-or makes
       them +-1, two instructions per two values and no re-layout of the operand."""
-    tl.static_assert(GROUPS % 4 == 0)
-    R: tl.constexpr = GROUPS // 4
-    h = tl.reshape(h, (ROWS, R, 4))  # [row, r, c]: group 4 r + c
-    b = tl.arange(0, 8)[:, None]
-    f = tl.arange(0, 2)[None, :]
-    low_bit = (2 * b + f).to(tl.uint32)  # 0..15
-    words = ((h[:, :, None, None, :] << (15 - low_bit)[None, None, :, :, None]) & 0x80008000) \
-        | (ONE * 0x10001)
+    words = _sign_words(h, ROWS, GROUPS, 2, ONE * 0x10001)
     halves = tl.join((words & 0xFFFF).to(tl.uint16), (words >> 16).to(tl.uint16))
     return tl.reshape(halves.to(OUT, bitcast=True), (ROWS, GROUPS * 32))
 
 
 @triton.jit
-def rademacher32_quad_columns(GROUPS: tl.constexpr):
-    """[GROUPS * 32] int32: the column, within a step of GROUPS hash groups, that each
-    column of `rademacher32_quad_tile` holds (GROUPS a multiple of 4). Logical column
-    L = 128 r + 32 b + 16 f + 4 c + e is bit 2 b + f + 8 e of group 4 r + c."""
-    L = tl.arange(0, 32 * GROUPS)
-    return (L & ~127) + 32 * ((L >> 2) & 3) + 2 * ((L >> 5) & 3) + ((L >> 4) & 1) \
-        + 8 * (L & 3)
-
-
-@triton.jit
 def rademacher32_quad_tile(h, ROWS: tl.constexpr, GROUPS: tl.constexpr):
     """[ROWS, GROUPS] rademacher32 hashes (GROUPS a multiple of 4) -> [ROWS, GROUPS * 32]
-    +-1 in float8 e4m3 (bit set = -1), columns in `rademacher32_quad_columns` order. The
-    8-bit analogue of `rademacher32_pair_tile`: an 8-bit tensor-core A operand holds per
-    row the column quads 4 c + {0..3} + 16 f of every 32-column block (c = lane % 4), so
-    a register's four values (e) are bits s + 8 e, s = 2 b + f: one shift moves them to
-    the four sign positions and one and-or makes them +-1, two instructions per four
-    values."""
-    tl.static_assert(GROUPS % 4 == 0)
-    R: tl.constexpr = GROUPS // 4
-    h = tl.reshape(h, (ROWS, R, 4))  # [row, r, c]: group 4 r + c
-    b = tl.arange(0, 4)[:, None]
-    f = tl.arange(0, 2)[None, :]
-    low_bit = (2 * b + f).to(tl.uint32)  # 0..7
-    words = ((h[:, :, None, None, :] << (7 - low_bit)[None, None, :, :, None]) & 0x80808080) \
-        | 0x38383838  # e4m3's 1.0 in every byte
+    +-1 in float8 e4m3 (bit set = -1), columns in `rademacher32_operand_columns(GROUPS,
+    4)` order. The 8-bit analogue of `rademacher32_pair_tile`: an 8-bit tensor-core A
+    operand holds per row the column quads 4 c + {0..3} + 16 f of every 32-column block
+    (c = lane % 4), so a register's four values (e) are bits s + 8 e, s = 2 b + f: one
+    shift moves them to the four sign positions and one and-or makes them +-1, two
+    instructions per four values."""
+    words = _sign_words(h, ROWS, GROUPS, 4, 0x38383838)  # e4m3's 1.0 in every byte
     quads = tl.join(tl.join((words & 0xFF).to(tl.uint8), ((words >> 16) & 0xFF).to(tl.uint8)),
                     tl.join(((words >> 8) & 0xFF).to(tl.uint8), (words >> 24).to(tl.uint8)))
     return tl.reshape(quads.to(tl.float8e4nv, bitcast=True), (ROWS, GROUPS * 32))
