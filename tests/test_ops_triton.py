@@ -231,6 +231,27 @@ def test_fp8_terms_hold_bf16_x_exactly(device):
     assert not back[:rows, ~inside].any() and not back[rows:].any()
 
 
+@pytest.mark.parametrize("device", TRITON_DEVICES)
+def test_fp8_decode_keeps_non_finite_x_non_finite(device, monkeypatch):
+    """e4m3 has no infinity: an inf (or NaN) in a row of x must still give non-finite
+    outputs in that row through the fp8 kernel (never a finite wrong number), and leave
+    the other rows as the reference has them."""
+    monkeypatch.setattr(heuristics, "SIGN_FP8_MIN_WEIGHTS", 0)
+    monkeypatch.setattr(triton_backend, "SIGN_FP8_CONFIG", (16, 4, 4, 1))
+    monkeypatch.setattr(triton_backend, "SIGN_MMA_PROGRAMS_PER_SM", 4)
+    calls = []
+    real = triton_backend._rademacher32_decode
+    monkeypatch.setattr(triton_backend, "_rademacher32_decode",
+                        lambda *args: calls.append(args[0]) or real(*args))
+    x = torch.randn(3, 384, device=device).to(torch.bfloat16)
+    x[0, 5], x[1, 300] = float("inf"), float("nan")
+    want, got = both("seeded_matmul", x, key_on(device), 24, 384, 0.2, False, None, None,
+                     None, "pcg", "rademacher32")
+    assert calls == ["fp8_mma"]
+    assert not got[:2].isfinite().any() and not want[:2].isfinite().any()
+    assert_close(got[2:], want[2:], torch.bfloat16)
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("rows, dtype, kernel", [
     (1, torch.bfloat16, "nibble"), (2, torch.bfloat16, "fp8_mma"),

@@ -367,7 +367,7 @@ def rademacher32_pack_x_fp8_kernel(x_ptr, out_ptr, scale_ptr, M, K, k_per_split,
     32 * GROUPS, and 2^-p to scale[s, m]. hi keeps the top 4 significant bits of x and lo
     the next 4 (truncated), so a bf16 x is kept whole down to 2^-14 of its split's
     largest value (e4m3's smallest normal), and to within 2^-19 of that largest value
-    below. Grid: (splits, BLOCK_M)."""
+    below. An infinite or NaN x makes its row's outputs NaN. Grid: (splits, BLOCK_M)."""
     pid_s = tl.program_id(0)
     m = tl.program_id(1)
     STEP: tl.constexpr = 32 * GROUPS
@@ -380,8 +380,10 @@ def rademacher32_pack_x_fp8_kernel(x_ptr, out_ptr, scale_ptr, M, K, k_per_split,
     top = tl.zeros((STEP,), dtype=tl.float32)
     for k0 in range(k_begin, k_end, STEP):
         k = k0 + columns
-        xk = tl.load(x_row + k * stride_xk, mask=(k < K) & row_ok, other=0.0)
-        top = tl.maximum(top, tl.abs(xk.to(tl.float32)))
+        magnitude = tl.abs(tl.load(x_row + k * stride_xk, mask=(k < K) & row_ok,
+                                   other=0.0).to(tl.float32))
+        # NaN counts as infinite (a comparison with NaN is false)
+        top = tl.maximum(top, tl.where(magnitude < float("inf"), magnitude, float("inf")))
     largest = tl.max(top, 0)
     # rows past M and all-zero rows keep 2^0 (the floor keeps log2 finite)
     exponent = tl.where(largest > 0, 8.0 - tl.ceil(tl.log2(tl.maximum(largest, 1e-30))), 0.0)
@@ -395,7 +397,10 @@ def rademacher32_pack_x_fp8_kernel(x_ptr, out_ptr, scale_ptr, M, K, k_per_split,
         lo = _top_four_bits((xk - hi.to(tl.float32)) * 16.0).to(tl.float8e4nv)
         tl.store(out_ptr + 2 * m * stride_om + k0 + L, hi)
         tl.store(out_ptr + (2 * m + 1) * stride_om + k0 + L, lo)
-    tl.store(scale_ptr + pid_s * BLOCK_M + m, 1.0 / scale)
+    # e4m3 has no infinity (and the interpreter's e4m3 NaN reads back finite): a
+    # non-finite x makes its row's partial NaN through the scale
+    tl.store(scale_ptr + pid_s * BLOCK_M + m,
+             tl.where(largest < float("inf"), 1.0 / scale, float("nan")))
 
 
 @triton.jit(do_not_specialize=["M", "N", "splits", "rank", "scale"])
