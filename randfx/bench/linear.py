@@ -70,7 +70,8 @@ def linear_rows(shapes, rows_list, dist, rank, dtype, device, time_ms, stack):
         # `stack` distinct layers of this shape, decoded back to back in one graph as a
         # model's decode step does: the per-call cost without a graph launch per call
         stack_ws = [torch.rand(out_f, in_f, device=device, dtype=dtype) - 0.5
-                    for _ in range(stack)]
+                    for _ in range(stack)] \
+            if any(heuristics.uses_fused_kernel(rows) for rows in rows_list) else []
         stack_keys = [torch.tensor(12345 + i, device=device) for i in range(stack)]
         for rows in rows_list:
             x = torch.randn(rows, in_f, device=device, dtype=dtype)
@@ -103,7 +104,7 @@ def linear_rows(shapes, rows_list, dist, rank, dtype, device, time_ms, stack):
 
             timed = [("dense_fwd", dense_fwd), ("seeded_fwd", seeded_fwd),
                      ("dense_fb", dense_fb), ("lora_fb", lora_fb)]
-            if stack and heuristics.uses_fused_kernel(rows):
+            if stack_ws and heuristics.uses_fused_kernel(rows):
                 timed += [("dense_stack", dense_stack), ("seeded_stack", seeded_stack)]
             t = {name: time_ms(graphed(fn, device)) for name, fn in timed}
             stacked = {}

@@ -235,7 +235,7 @@ def _rademacher32_decode(kernel, x, key, rows, cols, scale, bias, u, v, y, gener
     `rademacher32_pack_x_fp8_kernel`) split over K into fp32 partials, then
     `split_k_epilogue_kernel`."""
     m = x.shape[0]
-    operand, strides = x, (x.stride(0), x.stride(1))
+    operand, strides, x_scale = x, (x.stride(0), x.stride(1)), None
     if kernel == "nibble":
         block_m = _pow2_at_least(m)
         block_n, groups, warps = SIGN_NIBBLE_CONFIGS[block_m]
@@ -276,7 +276,7 @@ def _rademacher32_decode(kernel, x, key, rows, cols, scale, bias, u, v, y, gener
         packed = torch.empty(block_m, k_steps * step, dtype=x.dtype, device=x.device)
         rademacher32_pack_x_kernel[(k_steps, block_m)](
             x, packed, m, cols, x.stride(0), x.stride(1), packed.stride(0), GROUPS=groups)
-        operand, strides = packed, (packed.stride(0), 1, None)
+        operand, strides = packed, (packed.stride(0), 1)
     elif kernel == "fp8_mma":
         packed = torch.empty(2 * block_m, k_steps * step, dtype=torch.float8_e4m3fn,
                              device=x.device)
@@ -284,9 +284,9 @@ def _rademacher32_decode(kernel, x, key, rows, cols, scale, bias, u, v, y, gener
         rademacher32_pack_x_fp8_kernel[(splits, block_m)](
             x, packed, x_scale, m, cols, k_per_split, x.stride(0), x.stride(1),
             packed.stride(0), GROUPS=groups, BLOCK_M=block_m)
-        operand, strides = packed, (packed.stride(0), 1, x_scale)
-    elif launch is rademacher32_mma_kernel:
-        strides = strides + (None,)  # no x scales
+        operand, strides = packed, (packed.stride(0), 1)
+    if launch is rademacher32_mma_kernel:
+        strides += (x_scale,)  # None but for fp8 x
     partial = torch.empty(splits, m, rows, dtype=torch.float32, device=x.device)
     _, _, window = tile_plan("rademacher32", 0, rows * cols - 1, cols, 32)
     launch[(n_blocks, splits)](
