@@ -193,8 +193,11 @@ class RandomWalkSampler:
                 continue
             layer = self.layers[name]
             row, alive = state.pop(name)
-            count = torch.zeros(layer.out_features, dtype=torch.int64, device=device)
-            visits[name] = count.index_add_(0, row, alive.to(torch.int64))
+            # counted in int32: Inductor turns an int32 index_add_ into one atomic-add
+            # kernel, while an int64 one falls back to a sort-based aten index_put_ (about
+            # eight kernels, each a CUDA graph node with its launch cost)
+            count = torch.zeros(layer.out_features, dtype=torch.int32, device=device)
+            visits[name] = count.index_add_(0, row, alive.to(torch.int32)).to(torch.int64)
             rows[name] = _compact(visits[name], min(layer.out_features, n))
             preds = self.predecessors[name]
             if not preds:
