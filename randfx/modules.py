@@ -220,9 +220,16 @@ class SeededLayer(nn.Module):
             return tensor.dtype
         return torch.get_default_dtype()
 
+    def weight_dtype(self) -> torch.dtype:
+        """The dtype of the weight this layer replaced (its meta template keeps it): the
+        dtype of `weight`, of `materialize`'s dense weight and of an embedding's output,
+        so a bf16 model stays bf16 whatever dtype its coefficients are in."""
+        weight = getattr(self._template, "weight", None)
+        return weight.dtype if isinstance(weight, torch.Tensor) else self.param_dtype()
+
     def _dtype(self, x: torch.Tensor) -> torch.dtype:
         # weights follow a floating input; an embedding's int input says nothing
-        return x.dtype if x.is_floating_point() else self.param_dtype()
+        return x.dtype if x.is_floating_point() else self.weight_dtype()
 
     def base_weight(self, dtype: torch.dtype) -> torch.Tensor:
         return ops.generate_weight(self.seed, self.weight_shape, self.scale,
@@ -237,7 +244,7 @@ class SeededLayer(nn.Module):
         """The full weight in canonical (out, in, *kernel) layout, differentiable with
         respect to the coefficients."""
         return self.kind.finish_weight(self._template,
-                                       self.scheme_weight(dtype or self.param_dtype()))
+                                       self.scheme_weight(dtype or self.weight_dtype()))
 
     @property
     def weight(self) -> torch.Tensor:

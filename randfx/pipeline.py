@@ -104,7 +104,7 @@ def materialize(model: nn.Module) -> nn.Module:
         shared = (layer.weight_name, type(layer.kind).to_module_layout)
         if shared not in dense:
             with torch.no_grad():
-                weight = layer.dense_weight(layer.param_dtype())
+                weight = layer.dense_weight()
             dense[shared] = nn.Parameter(layer.kind.to_module_layout(weight).contiguous())
         template._parameters["weight"] = dense[shared]
         if "bias" in template._parameters:

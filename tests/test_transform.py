@@ -249,6 +249,20 @@ def test_conv_layers_and_materialize_keep_hyper_parameters(conv, x):
     torch.testing.assert_close(dense(x), model(x), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("scheme", ["frozen", "random_base_lora"])
+def test_a_bf16_model_stays_bf16_through_weight_and_materialize(scheme):
+    # a frozen layer without bias has no parameter to take a dtype from, and LoRA's
+    # coefficients are fp32: the dtype comes from the weight the layer replaced
+    source = Net().to(torch.bfloat16)
+    model = randfx.transform(source, randfx.Config(scheme, rank=2, seed=1))
+    assert model.head.weight.dtype == torch.bfloat16
+    dense = randfx.materialize(model)
+    assert {p.dtype for p in dense.parameters()} == {torch.bfloat16}
+    with torch.no_grad():  # the same weights; the seeded layers sum in fp32
+        want, got = dense(ids()).float(), model(ids()).float()
+    assert (got - want).abs().max() <= 2e-2 * want.abs().max()
+
+
 def test_sparse_backward_pass_runs_and_materialize_removes_it():
     config = randfx.Config("random_base_lora", rank=2,
                            sparse_backward=randfx.SparseBackward(num_paths=4))
