@@ -78,7 +78,12 @@ def lora_factors(x: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor,
     computed in the promoted dtype. With (lora_B^T, lora_A^T) in place of (lora_A, lora_B)
     it is the term of grad_y @ (c B A), the backward's."""
     dtype = torch.promote_types(torch.promote_types(x.dtype, lora_A.dtype), lora_B.dtype)
-    return (x.to(dtype) @ lora_A.to(dtype).T) * lora_scaling, lora_B.to(dtype)
+    x, lora_A = x.to(dtype), lora_A.to(dtype)
+    # the scaling rides in the GEMM's alpha (a separate multiply was one more kernel
+    # launch per decode call); with beta=0 addmm never reads its (uninitialised) input
+    unread = torch.empty((), dtype=dtype, device=x.device).expand(x.shape[0], lora_A.shape[0])
+    return (torch.addmm(unread, x, lora_A.T, beta=0, alpha=lora_scaling),
+            lora_B.to(dtype))
 
 
 def lora_linear(x: torch.Tensor, key: int, out_features: int, scale: float, lora_A, lora_B,
