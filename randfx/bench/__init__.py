@@ -5,5 +5,5 @@ table and, with --json, writes its rows. Ratios are always against a baseline me
 the same run. Shared plumbing (timing, tables, JSON, device facts) is in `common.py`.
 """
 
-BENCHMARKS = ("generators", "linear", "sparse_backward", "transform", "passes", "mnist",
-              "artifact")
+BENCHMARKS = ("generators", "linear", "decode", "sparse_backward", "transform", "passes",
+              "mnist", "artifact")
