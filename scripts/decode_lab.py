@@ -863,9 +863,21 @@ def timeline_section(t_us):
         def dense():
             for w in ws:
                 torch.nn.functional.linear(x, w)
-        for label, fn in (("seeded", seeded), ("cublas", dense)):
+
+        def last_split(fused):  # the one-row kernel, split-K summed by its last split
+            def run():
+                for key in keys:
+                    gemv_variant(x, key, out_f, in_f ** -0.5, 128, 8, 4, 8, 8, fused)
+            return run
+        runs = [("seeded", seeded), ("cublas", dense)]
+        if rows == 1 and out_f * in_f < tb.heuristics.SIGN_PREP_MIN_WEIGHTS:
+            runs += [("last_split_cached", last_split("cached")),
+                     ("last_split_zeroed", last_split("zeroed"))]
+        for label, fn in runs:
             replay = graphed(fn)
-            wall = t_us(replay) / stack
+            # the replay itself is timed (a graph cannot capture another's replay)
+            wall = 1e3 * triton.testing.do_bench(replay, warmup=10, rep=50,
+                                                 return_mode="median") / stack
             for _ in range(3):
                 replay()
             torch.cuda.synchronize()
@@ -920,6 +932,14 @@ def mnist_host_section(t_us, data_dir=".carry/mnist", steps=40):
               "top self CPU us per step: "
               + "; ".join(f"{e.key[:48]} {e.self_cpu_time_total / steps:.0f} (x{e.count // steps})"
                           for e in events), flush=True)
+        # what the graphs hold: GPU kernels per step, by name
+        kernels = sorted((e for e in prof.key_averages() if e.self_device_time_total > 0
+                          and e.device_type == torch.autograd.DeviceType.CUDA),
+                         key=lambda e: -e.count)
+        print(f"mnist kernels {name}: {sum(e.count for e in kernels) / steps:.0f} per step; "
+              + "; ".join(f"{e.key[:56]} x{e.count / steps:.1f} "
+                          f"{e.self_device_time_total / e.count:.1f}us" for e in kernels[:40]),
+              flush=True)
 
 
 @triton.jit(do_not_specialize=["M", "N", "K", "window"])
@@ -959,9 +979,16 @@ def whole_k_section(t_us):
         line["shipped"] = (round(dense / t_us(lambda: shipped(keys[0])), 2),
                            round(dense_stack * stack / t_us(
                                lambda: [shipped(k) for k in keys]), 2))
-        for block_n, groups, warps in ((32, 8, 4), (16, 8, 4), (16, 16, 4), (32, 4, 4),
-                                       (64, 8, 8), (32, 8, 8), (16, 8, 2), (8, 16, 4),
-                                       (16, 4, 2), (32, 16, 8)):
+        # a wide step (32-128 hash groups, K in 1-4 steps) spreads K over the program's
+        # warps, which then sum across one another on chip: the split kernel's parallelism
+        # without its partials and epilogue launch
+        for block_n, groups, warps in ((32, 8, 4), (16, 16, 4), (32, 64, 8), (16, 64, 4),
+                                       (16, 128, 8), (32, 128, 16), (8, 128, 4),
+                                       (64, 64, 16), (32, 32, 4), (16, 32, 4), (64, 32, 8),
+                                       (8, 64, 2), (32, 64, 4), (16, 128, 4),
+                                       (16, 128, 2), (32, 128, 4), (32, 64, 2), (8, 128, 2),
+                                       (16, 64, 2), (64, 64, 4), (32, 128, 8), (64, 128, 8),
+                                       (64, 32, 4), (64, 64, 8), (32, 32, 2), (128, 32, 8)):
             def run(key, block_n=block_n, groups=groups, warps=warps):
                 y = torch.empty(1, out_f, device=dev, dtype=x.dtype)
                 gemv_whole_k_kernel[(triton.cdiv(out_f, block_n),)](
@@ -1105,6 +1132,8 @@ def main():
         ("v128g4w4", 128, 4, 4, 8, 8, None), ("v256g4w4", 256, 4, 4, 8, 8, None),
         ("v128g8w8", 128, 8, 8, 8, 8, None), ("v256g8w4", 256, 8, 4, 8, 8, None),
         ("v128g16w4", 128, 16, 4, 8, 8, None), ("v128g8w2", 128, 8, 2, 8, 8, None),
+        ("f128g8w4", 128, 8, 4, 8, 8, "cached"), ("f128g8w4z", 128, 8, 4, 8, 8, "zeroed"),
+        ("f128g8w4s16", 128, 8, 4, 16, 16, "cached"), ("v128g8w4s16", 128, 8, 4, 16, 16, None),
     ]
     nibble_variants = [  # (name, block_n, groups, warps, programs per SM, max splits)
         ("n256g4w4", 256, 4, 4, 8, 8), ("n128g4w4", 128, 4, 4, 8, 8),
