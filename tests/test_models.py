@@ -164,6 +164,22 @@ def test_hugging_face_model_keeps_its_api():
     assert model.lm_head.weight is model.transformer.wte.weight
 
 
+@pytest.mark.parametrize("scheme", ["frozen", "random_base_lora"])
+def test_a_bf16_llama_generates_like_its_materialised_copy(scheme):
+    # the dense copy keeps the model's bf16 (a frozen layer has no parameter of its own
+    # to take a dtype from; LoRA's coefficients are fp32 here)
+    torch.manual_seed(0)
+    model = randfx.transform(llama().to(torch.bfloat16),
+                             randfx.Config(scheme, rank=2, seed=3)).eval()
+    dense = randfx.materialize(model).eval()
+    assert {p.dtype for p in dense.parameters()} == {torch.bfloat16}
+    ids = token_ids("cpu")
+    with torch.no_grad():
+        want, got = dense(ids).logits.float(), model(ids).logits.float()
+    assert (got - want).abs().max() <= 2e-2 * want.abs().max()
+    assert dense.generate(ids[:1], max_new_tokens=3, do_sample=False).shape == (1, 9)
+
+
 def layer_inputs(model, inputs, names):
     """The input each named layer receives in one forward of `model`."""
     captured, hooks = {}, []
