@@ -33,6 +33,17 @@ def test_the_decode_step_writes_the_cache_at_its_position():
     assert written.tolist() == [t == 5 for t in range(context)]
 
 
-def test_decode_bench_refuses_a_large_preset_on_the_cpu():
+def test_decode_bench_runs_the_subspace_scheme_with_its_dim(tmp_path):
+    out = tmp_path / "decode.json"
+    assert decode.main(["--device", "cpu", "--preset", "tiny", "--batch", "1", "--layers",
+                        "1", "--schemes", "subspace", "--dim", "4", "--json", str(out)]) == 0
+    row, = json.loads(out.read_text())["rows"]
+    assert row["scheme"] == "subspace" and row["layers"] == 1
+    assert row["max_rel_err"] < decode.MAX_REL_ERR
+
+
+@pytest.mark.parametrize("argv", [["--preset", "7b"], ["--schemes", "dense"],
+                                  ["--preset", "tiny", "--layers", "0"]])
+def test_decode_bench_refuses_bad_arguments(argv):
     with pytest.raises(SystemExit):
-        decode.main(["--device", "cpu", "--preset", "7b"])
+        decode.main(["--device", "cpu", *argv])

@@ -1,7 +1,8 @@
 """Whole-model decode: a Llama-shaped decoder, dense against randfx-transformed, tokens/s.
 
     python -m randfx.bench decode [--preset 7b] [--layers N] [--batch 1 4 16]
-                                  [--schemes frozen random_base_lora] [--json OUT]
+                                  [--schemes frozen random_base_lora subspace]
+                                  [--rank 16] [--dim 64] [--json OUT]
 
 The model (built here, random init, no download): token embedding, `layers` blocks of
 RMSNorm -> attention (q, k, v, o projections, a KV cache of `context` positions) ->
@@ -111,7 +112,7 @@ def _linear_weight_bytes(model: nn.Module) -> int:
     return total
 
 
-def decode_rows(preset, layers, batches, schemes, rank, device, time_ms, seed=0):
+def decode_rows(preset, layers, batches, schemes, rank, device, time_ms, seed=0, dim=64):
     dim, preset_layers, heads, kv_heads, ffn, vocab, context = PRESETS[preset]
     layers = layers or preset_layers
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -121,7 +122,8 @@ def decode_rows(preset, layers, batches, schemes, rank, device, time_ms, seed=0)
         source = Decoder(dim, layers, heads, kv_heads, ffn, vocab).to(dtype).eval()
     rows = []
     for scheme in schemes:
-        config = randfx.Config(scheme=scheme, rank=rank, seed=seed)
+        config = randfx.Config(scheme=scheme, rank=rank, seed=seed,
+                               dim=dim if scheme == "subspace" else None)
         example = (torch.zeros(1, 1, dtype=torch.int64, device=device),
                    torch.zeros(layers, 2, 1, kv_heads, context, dim // heads, dtype=dtype,
                                device=device),
@@ -168,8 +170,11 @@ def main(argv=None) -> int:
                         "them, the ratio hardly")
     p.add_argument("--batch", type=int, nargs="*", default=[1, 4, 16],
                    help="sequences decoded at once (rows of x in every linear layer)")
-    p.add_argument("--schemes", nargs="*", default=["frozen", "random_base_lora"])
+    p.add_argument("--schemes", nargs="*", default=["frozen", "random_base_lora"],
+                   choices=["frozen", "random_base_lora", "subspace"])
     p.add_argument("--rank", type=int, default=16, help="random_base_lora's rank")
+    p.add_argument("--dim", type=int, default=64,
+                   help="subspace's coefficients per layer (--schemes subspace)")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     if device.type != "cuda" and args.preset != "tiny":
@@ -180,7 +185,7 @@ def main(argv=None) -> int:
     def time_ms(fn):
         return common.time_ms(fn, device=device, warmup=1, repeat=5)
     rows = decode_rows(args.preset, args.layers, args.batch, args.schemes, args.rank,
-                       device, time_ms)
+                       device, time_ms, dim=args.dim)
     common.emit("decode", rows,
                 ["preset", "layers", "scheme", "batch", "dense_ms", "seeded_ms", "x",
                  "seeded_tokens_per_s", "dense_weights_MB", "seeded_weights_MB",
