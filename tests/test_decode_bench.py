@@ -39,6 +39,9 @@ def test_decode_bench_runs_the_subspace_scheme_with_its_dim(tmp_path):
                         "1", "--schemes", "subspace", "--dim", "4", "--json", str(out)]) == 0
     row, = json.loads(out.read_text())["rows"]
     assert row["scheme"] == "subspace" and row["layers"] == 1
+    # 4 coefficients per layer (the preset's width is 64): 8 linear layers, fp32 alpha,
+    # int64 seed and basis seed
+    assert row["seeded_weights_MB"] * 2 ** 20 == 8 * (4 * 4 + 8 + 8)
     assert row["max_rel_err"] < decode.MAX_REL_ERR
 
 

@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..modules import SeededLayer
 from . import common
 from .common import graphed
 
@@ -105,14 +106,15 @@ def _linear_weight_bytes(model: nn.Module) -> int:
     for module in model.modules():
         if isinstance(module, nn.Linear):
             total += module.weight.numel() * module.weight.element_size()
-        elif hasattr(module, "weight_shape"):  # a randfx seeded layer
+        elif isinstance(module, SeededLayer):
             total += sum(t.numel() * t.element_size()
                          for t in (*module.parameters(recurse=False),
                                    *module.buffers(recurse=False)))
     return total
 
 
-def decode_rows(preset, layers, batches, schemes, rank, device, time_ms, seed=0, dim=64):
+def decode_rows(preset, layers, batches, schemes, rank, device, time_ms, seed=0,
+                subspace_dim=64):
     dim, preset_layers, heads, kv_heads, ffn, vocab, context = PRESETS[preset]
     layers = layers or preset_layers
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -123,7 +125,7 @@ def decode_rows(preset, layers, batches, schemes, rank, device, time_ms, seed=0,
     rows = []
     for scheme in schemes:
         config = randfx.Config(scheme=scheme, rank=rank, seed=seed,
-                               dim=dim if scheme == "subspace" else None)
+                               dim=subspace_dim if scheme == "subspace" else None)
         example = (torch.zeros(1, 1, dtype=torch.int64, device=device),
                    torch.zeros(layers, 2, 1, kv_heads, context, dim // heads, dtype=dtype,
                                device=device),
@@ -185,7 +187,7 @@ def main(argv=None) -> int:
     def time_ms(fn):
         return common.time_ms(fn, device=device, warmup=1, repeat=5)
     rows = decode_rows(args.preset, args.layers, args.batch, args.schemes, args.rank,
-                       device, time_ms, dim=args.dim)
+                       device, time_ms, subspace_dim=args.dim)
     common.emit("decode", rows,
                 ["preset", "layers", "scheme", "batch", "dense_ms", "seeded_ms", "x",
                  "seeded_tokens_per_s", "dense_weights_MB", "seeded_weights_MB",
