@@ -864,10 +864,13 @@ def timeline_section(t_us):
             for w in ws:
                 torch.nn.functional.linear(x, w)
 
-        def last_split(fused):  # the one-row kernel, split-K summed by its last split
+        def last_split(fused):  # the shipped one-row kernel, split-K summed by its last split
+            shipped = (*tb.SIGN_GEMV_CONFIGS[1], tb.SIGN_GEMV_PROGRAMS_PER_SM,
+                       tb.SIGN_GEMV_MAX_SPLITS)
+
             def run():
                 for key in keys:
-                    gemv_variant(x, key, out_f, in_f ** -0.5, 128, 8, 4, 8, 8, fused)
+                    gemv_variant(x, key, out_f, in_f ** -0.5, *shipped, fused)
             return run
         runs = [("seeded", seeded), ("cublas", dense)]
         if rows == 1 and out_f * in_f < tb.heuristics.SIGN_PREP_MIN_WEIGHTS:
