@@ -86,11 +86,14 @@ def check_walk_options(num_paths, temperature, epsilon, weighting) -> None:
 class WalkLayer:
     """What the sampler needs to know of one layer.
 
-    weight_rows(rows) returns W[rows] for an int64 tensor of row indices: shape
+    weight_rows(rows, *inputs) returns W[rows] for an int64 tensor of row indices: shape
     (len(rows), in_features // groups, *kernel). Only those rows are read (a seeded layer
-    regenerates just them). in_features is the layer's number of input features/channels.
+    regenerates just them). inputs are the layer's tensors when the caller of `sample`
+    passes them (a traced draw must receive every tensor it reads as an argument), else
+    none and weight_rows reads its own. in_features is the layer's number of input
+    features/channels.
     """
-    weight_rows: Callable[[torch.Tensor], torch.Tensor]
+    weight_rows: Callable[..., torch.Tensor]
     out_features: int
     in_features: int
     groups: int = 1
@@ -170,10 +173,13 @@ class RandomWalkSampler:
         self._slots = len(self._slot) + 1
         self._word_block = None  # (first step, words of a run of steps): CPU draws
 
-    def sample(self, step=0) -> WalkSample:
+    def sample(self, step=0, inputs: Optional[Dict[str, Sequence[torch.Tensor]]] = None
+               ) -> WalkSample:
         """Draw the walks of step `step` (an int >= 0, or a 0-d int64 tensor holding one:
         the walks are drawn on its device); no host synchronisation, no per-walk Python work.
+        `inputs` (layer name -> tensors) is handed to the layers' weight_rows (WalkLayer).
         The same (key, step, weights) always give the same walks."""
+        inputs = inputs or {}
         if isinstance(step, torch.Tensor) and step.dtype == torch.int64 and step.dim() == 0:
             device = step.device
         else:
@@ -203,7 +209,7 @@ class RandomWalkSampler:
             if not preds:
                 continue
             draws = {what: words[self._slot[name, what]] for what in _LAYER_DRAWS}
-            feature = self._draw_columns(layer, row, draws)
+            feature = self._draw_columns(layer, row, draws, inputs.get(name, ()))
             which = _below(draws["predecessor"], len(preds)) if len(preds) > 1 else None
             for k, pred in enumerate(preds):
                 moving = alive if which is None else alive & (which == k)
@@ -267,14 +273,14 @@ class RandomWalkSampler:
         return torch.div(feature * pred_out, in_features, rounding_mode="floor")
 
     def _draw_columns(self, layer: WalkLayer, row: torch.Tensor,
-                      draws: Dict[str, torch.Tensor]) -> torch.Tensor:
+                      draws: Dict[str, torch.Tensor], inputs) -> torch.Tensor:
         """For every walk at `row` of `layer`, an input feature index drawn from P(j | row),
         from the walks' random words `draws` (column, epsilon, epsilon column)."""
         columns = layer.in_features // layer.groups
         if self.weighting == "uniform" or self.epsilon == 1.0:
             column = _below(draws["column"], columns)
         else:
-            weight = layer.weight_rows(row).detach().abs().float()
+            weight = layer.weight_rows(row, *inputs).detach().abs().float()
             if weight.dim() > 2:  # conv: one weight per input channel, summed over the window
                 weight = weight.flatten(2).sum(2)
             tiny = torch.finfo(weight.dtype).tiny
