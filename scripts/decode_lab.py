@@ -3,7 +3,8 @@ cuBLAS and the shipped kernels (METHOD.md: one script, many variants), plus prof
 the training, PMV and row-sparse paths.
 
     python scripts/decode_lab.py [--quick]
-                                 [--sections decode,training,pmv,sparse,eager,stress,timeline]
+                                 [--sections decode,training,pmv,sparse,eager,stress,timeline,
+                                             mnist_host,whole_k,adapter,epilogue]
                                  [--candidates mma,tc,group,gemv,nibble,packed,fp8]
                                  [--variants NAME,...] [--rows 1,4,8,16]
                                  [--shapes 4096x4096,8192x8192]
@@ -287,15 +288,11 @@ def split_plan(k, step, n_blocks, programs):
 
 
 def epilogue(partial, scale, dtype):
-    """y = (sum over splits of partial (splits, m, rows)) * scale by the shipped
-    split_k_epilogue_kernel, as the shipped decode finishes."""
+    """y = (sum over splits of partial (splits, m, rows)) * scale, as the shipped decode
+    finishes."""
     _, m, rows = partial.shape
     y = torch.empty(m, rows, dtype=dtype, device=partial.device)
-    tb.split_k_epilogue_kernel[(triton.cdiv(rows, 64),)](
-        partial, y, y, y, y, m, rows, partial.shape[0], 0, float(scale), 0, 0, 0, 0,
-        y.stride(0), y.stride(1), HAS_BIAS=False, HAS_LOWRANK=False,
-        BLOCK_M=1 << (m - 1).bit_length(), BLOCK_N=64)
-    return y
+    return tb.split_k_epilogue(partial, None, None, None, y, scale)
 
 
 def shipped_split(x, rows, step, n_blocks, programs_per_sm, max_splits):
@@ -818,8 +815,8 @@ def eager_section(t_us):
             "tb._rademacher32_decode": lambda: tb._rademacher32_decode(
                 kernel, x, key, out_f, in_f, scale, None, None, None, y, "pcg"),
             "one epilogue launch": lambda: tb.split_k_epilogue_kernel[(64,)](
-                partial, y, y, y, y, rows, out_f, 8, 0, 1.0, 0, 0, 0, 0, y.stride(0),
-                y.stride(1), HAS_BIAS=False, HAS_LOWRANK=False,
+                partial, y, y, y, y, rows, out_f, 0, 1.0, 1.0, 0, 0, 0, 0, 0, y.stride(0),
+                y.stride(1), SPLITS=8, HAS_BIAS=False, HAS_LOWRANK=False, U_SPLITS=1,
                 BLOCK_M=1 << (rows - 1).bit_length(), BLOCK_N=64),
             "torch.empty": lambda: torch.empty(8, rows, out_f, device=dev),
         }
@@ -847,7 +844,6 @@ def timeline_section(t_us):
     layer, the graph's time against the sum of its kernels' GPU time (the difference is
     launch gaps and tails)."""
     import randfx.ops as ops
-    from torch.profiler import ProfilerActivity, profile
     dev = torch.device("cuda")
     stack = 8
     for (out_f, in_f), rows in (((4096, 4096), 1), ((4096, 4096), 8), ((8192, 8192), 2),
@@ -877,24 +873,30 @@ def timeline_section(t_us):
             runs += [("last_split_cached", last_split("cached")),
                      ("last_split_zeroed", last_split("zeroed"))]
         for label, fn in runs:
-            replay = graphed(fn)
-            # the replay itself is timed (a graph cannot capture another's replay)
-            wall = 1e3 * triton.testing.do_bench(replay, warmup=10, rep=50,
-                                                 return_mode="median") / stack
-            for _ in range(3):
-                replay()
-            torch.cuda.synchronize()
-            with profile(activities=[ProfilerActivity.CUDA]) as prof:
-                for _ in range(5):
-                    replay()
-                torch.cuda.synchronize()
-            kernels = {e.key[:60]: e.device_time_total / 5 / stack for e in prof.key_averages()
-                       if e.device_time_total > 0}
-            busy = sum(kernels.values())
-            print(f"timeline {out_f}x{in_f} rows {rows} {label}: {wall:.2f} us per layer, "
-                  f"kernels {busy:.2f} us, gaps {wall - busy:.2f} us; "
-                  + ", ".join(f"{k} {v:.2f}" for k, v in kernels.items()), flush=True)
+            print_timeline(f"timeline {out_f}x{in_f} rows {rows} {label}", fn, stack)
         del ws
+
+
+def print_timeline(label, fn, layers):
+    """fn's graph replay timed, then profiled: per layer (fn runs `layers` of them), the
+    graph's time, its kernels' GPU time by name, and the difference (launch gaps, tails)."""
+    from torch.profiler import ProfilerActivity, profile
+    replay = graphed(fn)
+    # the replay itself is timed (a graph cannot capture another's replay)
+    wall = 1e3 * triton.testing.do_bench(replay, warmup=10, rep=50,
+                                         return_mode="median") / layers
+    for _ in range(3):
+        replay()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(5):
+            replay()
+        torch.cuda.synchronize()
+    kernels = {e.key[:60]: e.device_time_total / 5 / layers for e in prof.key_averages()
+               if e.device_time_total > 0}
+    busy = sum(kernels.values())
+    print(f"{label}: {wall:.2f} us per layer, kernels {busy:.2f} us, gaps {wall - busy:.2f} "
+          "us; " + ", ".join(f"{k} {v:.2f}" for k, v in kernels.items()), flush=True)
 
 
 def mnist_host_section(t_us, data_dir=".carry/mnist", steps=40):
@@ -1045,12 +1047,181 @@ def stress_section(t_us):
     tb.SIGN_MMA_CONFIG, tb.SIGN_FP8_CONFIG = default
 
 
+# ---- section "adapter": LoRA decode with the adapter's down projection inside the decode
+# kernels (shipped) against torch's cast + addmm before them; the split-K epilogue with its
+# splits and ranks unrolled (shipped) against the runtime loops shipped before -----------
+
+@triton.jit(do_not_specialize=["M", "N", "splits", "rank", "scale"])
+def loop_epilogue_kernel(partial_ptr, bias_ptr, u_ptr, v_ptr, y_ptr, M, N, splits, rank,
+                         scale, stride_um, stride_ur, stride_vn, stride_vr, stride_ym,
+                         stride_yn, HAS_BIAS: tl.constexpr, HAS_LOWRANK: tl.constexpr,
+                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """split_k_epilogue_kernel as shipped before the sixth session of 2026-12-01: the
+    splits and the adapter's ranks in runtime loops, u given whole."""
+    n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    m = tl.arange(0, BLOCK_M)
+    mask = (m < M)[:, None] & (n < N)[None, :]
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for split in range(0, splits):
+        acc += tl.load(partial_ptr + split * M * N + m[:, None] * N + n[None, :], mask=mask,
+                       other=0.0)
+    acc = acc * scale
+    if HAS_LOWRANK:
+        for r in range(0, rank):
+            u = tl.load(u_ptr + m * stride_um + r * stride_ur, mask=m < M, other=0.0)
+            v = tl.load(v_ptr + n * stride_vn + r * stride_vr, mask=n < N, other=0.0)
+            acc += u.to(tl.float32)[:, None] * v.to(tl.float32)[None, :]
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + n, mask=n < N, other=0.0).to(tl.float32)[None, :]
+    tl.store(y_ptr + m[:, None] * stride_ym + n[None, :] * stride_yn,
+             acc.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+class LoopEpilogue:
+    """Stands in for tb.split_k_epilogue_kernel (same launch arguments; u given whole)
+    with loop_epilogue_kernel."""
+
+    def __getitem__(self, grid):
+        def launch(partial, bias, u, v, y, M, N, rank, scale, lowrank_scale, stride_us,
+                   stride_um, stride_ur, stride_vn, stride_vr, stride_ym, stride_yn, SPLITS,
+                   HAS_BIAS, HAS_LOWRANK, U_SPLITS, BLOCK_M, BLOCK_N, RANK_BLOCK):
+            assert U_SPLITS == 1 and lowrank_scale == 1.0, "the loop epilogue takes u whole"
+            loop_epilogue_kernel[grid](partial, bias, u, v, y, M, N, SPLITS, rank, scale,
+                                       stride_um, stride_ur, stride_vn, stride_vr, stride_ym,
+                                       stride_yn, HAS_BIAS=HAS_BIAS, HAS_LOWRANK=HAS_LOWRANK,
+                                       BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N)
+        return launch
+
+
+def with_loop_epilogue(fn):
+    """fn with the former epilogue launched in place of the shipped one (captured so)."""
+    def run():
+        shipped = tb.split_k_epilogue_kernel
+        tb.split_k_epilogue_kernel = LoopEpilogue()
+        try:
+            return fn()
+        finally:
+            tb.split_k_epilogue_kernel = shipped
+    return run
+
+
+def adapter_section(t_us, rank=16, lora_scaling=2.0, stack=8, timeline=True):
+    """Per layer, eight distinct layers per graph (a decode step's regime), bf16 x, fp32
+    adapters: cuBLAS on a dense W; frozen seeded layers with the shipped and the former
+    epilogue; LoRA layers as shipped (the down projection inside the decode kernel), as
+    before (torch's cast of x and addmm, then the kernel with u given) with the shipped
+    and with the former epilogue. Every variant is checked against the shipped LoRA
+    layer first. timeline: where the frozen and the shipped LoRA layers' time goes."""
+    import randfx.ops as ops
+    from randfx.ops import reference
+    dev = torch.device("cuda")
+    for out_f, in_f in ((4096, 4096), (11008, 4096), (4096, 11008), (8192, 8192),
+                        (28672, 8192)):
+        scale = in_f ** -0.5
+        keys = [torch.tensor(777 + i, device=dev) for i in range(stack)]
+        adapters = [(torch.randn(rank, in_f, device=dev) * in_f ** -0.5,
+                     torch.randn(out_f, rank, device=dev) * 0.05) for _ in range(stack)]
+        ws = [torch.randn(out_f, in_f, device=dev, dtype=torch.bfloat16) * scale
+              for _ in range(stack)]
+        for rows in (1, 4, 16):
+            x = torch.randn(rows, in_f, device=dev, dtype=torch.bfloat16)
+
+            def cublas():
+                return [torch.nn.functional.linear(x, w) for w in ws]
+
+            def frozen():
+                return [ops.seeded_linear(x, key, out_f, scale, None, "pcg", "rademacher32")
+                        for key in keys]
+
+            def lora_fused():
+                return [ops.seeded_lora_linear(x, key, a, b, scale, lora_scaling, None, "pcg",
+                                               "rademacher32")
+                        for key, (a, b) in zip(keys, adapters)]
+
+            def lora_factors():
+                out = []
+                for key, (a, b) in zip(keys, adapters):
+                    u, v = reference.lora_factors(x, a, b, lora_scaling)
+                    out.append(tb.seeded_matmul(x, key, out_f, in_f, scale, False, None, u, v,
+                                                "pcg", "rademacher32"))
+                return out
+            def lora_fused_in_steps_of(columns):  # the down projection's step, pinned
+                def run():
+                    shipped = tb.LORA_DOWN_K
+                    tb.LORA_DOWN_K = columns
+                    try:
+                        return lora_fused()
+                    finally:
+                        tb.LORA_DOWN_K = shipped
+                return run
+            want = [y.float() for y in lora_fused()]
+            times = {"cublas": t_us(cublas)}
+            for label, fn in (("frozen", frozen), ("frozen_loop", with_loop_epilogue(frozen)),
+                              ("lora_fused", lora_fused),
+                              ("lora_fused_k128", lora_fused_in_steps_of(128)),
+                              ("lora_fused_k512", lora_fused_in_steps_of(512)),
+                              ("lora_factors", lora_factors),
+                              ("lora_factors_loop", with_loop_epilogue(lora_factors))):
+                if label.startswith("lora"):
+                    got = fn()
+                    err = max(((g.float() - w).abs().max() / w.abs().max()).item()
+                              for g, w in zip(got, want))
+                    if not err < 2e-2:
+                        times[label] = f"WRONG {err:.2e}"
+                        continue
+                times[label] = t_us(fn)
+            cu = times["cublas"]
+            print(f"adapter {out_f}x{in_f} rows {rows}, us per layer (x cuBLAS): "
+                  + ", ".join(f"{k} {v / stack:.2f} ({cu / v:.2f}x)" if isinstance(v, float)
+                              else f"{k} {v}" for k, v in times.items()), flush=True)
+            if timeline:
+                for label, fn in (("frozen", frozen), ("lora_fused", lora_fused)):
+                    print_timeline(f"  timeline {label}", fn, stack)
+        del ws
+
+
+def epilogue_section(t_us, rank=16, stack=8):
+    """The split-K epilogue alone, eight launches per graph (us per launch), on synthetic
+    partials of a decode call's shape: without an adapter, with one whose u comes whole or
+    in per-split terms (a LoRA layer's, as shipped)."""
+    dev = torch.device("cuda")
+    for rows, m, splits in ((4096, 1, 8), (4096, 4, 8), (4096, 16, 8), (28672, 4, 4),
+                            (28672, 16, 4), (11008, 4, 8)):
+        partial = torch.randn(splits, m, rows, device=dev)
+        u_parts = torch.randn(splits, m, rank, device=dev)
+        u_whole = torch.randn(m, rank, device=dev)
+        v = torch.randn(rows, rank, device=dev)
+        y = torch.empty(m, rows, device=dev, dtype=torch.bfloat16)
+
+        def run(u):
+            def launches():
+                for _ in range(stack):
+                    tb.split_k_epilogue(partial, None, u, v if u is not None else None, y,
+                                        0.5, 2.0)
+            return launches
+        want = (partial.sum(0) * 0.5 + 2.0 * u_parts.sum(0) @ v.T)
+        times = {}
+        for label, fn in (("none", run(None)), ("whole", run(u_whole)),
+                          ("per_split", run(u_parts))):
+            fn()
+            if label.startswith("per_split"):
+                err = ((y.float() - want).abs().max() / want.abs().max()).item()
+                if not err < 1e-2:
+                    times[label] = f"WRONG {err:.1e}"
+                    continue
+            times[label] = t_us(fn) / stack
+        print(f"epilogue n {rows} m {m} splits {splits}, us per launch: "
+              + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
+                          for k, v in times.items()), flush=True)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true")
     p.add_argument("--sections", default="decode,training,pmv,sparse",
                    help="comma-separated: decode, training, pmv, sparse, eager, stress, "
-                        "timeline, mnist_host (MNIST files under .carry/mnist), whole_k")
+                        "timeline, mnist_host (MNIST files under .carry/mnist), whole_k, "
+                        "adapter, epilogue")
     p.add_argument("--candidates",
                    default="mma,contig,join,flip,tc,group,gemv,nibble,packed,fp8",
                    help="decode candidate families to check and time")
@@ -1171,7 +1342,8 @@ def main():
         for name, fn in (("training", training_section), ("pmv", pmv_section),
                          ("sparse", sparse_section), ("eager", eager_section),
                          ("stress", stress_section), ("timeline", timeline_section),
-                         ("mnist_host", mnist_host_section), ("whole_k", whole_k_section)):
+                         ("mnist_host", mnist_host_section), ("whole_k", whole_k_section),
+                         ("adapter", adapter_section), ("epilogue", epilogue_section)):
             if name in sections:
                 try:
                     fn(t_us)

@@ -123,7 +123,9 @@ def test_rademacher32_decode_kernels(device, rows, kernel, dtype, in_f, monkeypa
     into two e4m3 terms for bf16 x) and the nibble-table one (1-2 rows of large layers),
     the large-layer forms forced on a small layer, split over K with a ragged last split,
     K a whole number of k steps (384 = 3 steps of 4 hash groups) or not (320), with every
-    epilogue; each must be the path taken."""
+    epilogue, and a LoRA layer whose adapter's down projection the same kernel computes
+    (11 ranks: more than its programs per split and than one unrolled step of the
+    epilogue's rank loop); each must be the path taken."""
     if kernel.endswith("mma") and device == "cuda" and dtype == torch.float32:
         pytest.skip("fp32 x keeps the general kernel on a GPU (tested below)")
     if kernel == "fp8_mma" and dtype != torch.bfloat16:
@@ -144,7 +146,8 @@ def test_rademacher32_decode_kernels(device, rows, kernel, dtype, in_f, monkeypa
     calls = []
     real = triton_backend._rademacher32_decode
     monkeypatch.setattr(triton_backend, "_rademacher32_decode",
-                        lambda *args: calls.append(args[0]) or real(*args))
+                        lambda *args: calls.append((args[0], args[-1] is not None))
+                        or real(*args))
     torch.manual_seed(rows)
     x = torch.randn(rows, 2 * in_f, device=device).to(dtype)[:, ::2]  # strided
     bias, u, v = (torch.randn(24, device=device), torch.randn(rows, 3, device=device),
@@ -153,12 +156,19 @@ def test_rademacher32_decode_kernels(device, rows, kernel, dtype, in_f, monkeypa
         want, got = both("seeded_matmul", x, key_on(device), 24, in_f, 0.2, False, *epilogue,
                          "pcg", "rademacher32")
         assert_close(got, want, dtype)
-    assert calls == [kernel, kernel]
+    lora_A = torch.randn(2 * 11, in_f, device=device)[::2]  # strided
+    lora_B = torch.randn(24, 11, device=device)
+    for down_k in (triton_backend.LORA_DOWN_K, 32):  # a split in one step, in several
+        monkeypatch.setattr(triton_backend, "LORA_DOWN_K", down_k)
+        want, got = both("seeded_lora_linear", x, key_on(device), lora_A, lora_B, 0.2, 0.3,
+                         bias, "pcg", "rademacher32")
+        assert_close(got, want, dtype)
+    assert calls == [(kernel, False), (kernel, False), (kernel, True), (kernel, True)]
     # in_features not a multiple of 32: the general kernel serves it
     want, got = both("seeded_matmul", x[:, :300], key_on(device), 24, 300, 0.2, False, None,
                      None, None, "pcg", "rademacher32")
     assert_close(got, want, dtype)
-    assert len(calls) == 2
+    assert len(calls) == 4
 
 
 def test_rademacher32_decode_kernel_choice(monkeypatch):
@@ -261,7 +271,7 @@ def test_fp8_decode_keeps_non_finite_x_non_finite(device, monkeypatch):
 def test_rademacher32_decode_large_layer(rows, dtype, kernel, monkeypatch):
     """A layer large enough for the x-preparing kernels under the shipped threshold and
     launch configurations (8192 x 8192, 8 K splits): the dispatch takes them and matches
-    the reference, with bias and adapter."""
+    the reference, with bias and adapter, given as factors or as a LoRA layer."""
     calls = []
     real = triton_backend._rademacher32_decode
     monkeypatch.setattr(triton_backend, "_rademacher32_decode",
@@ -277,7 +287,12 @@ def test_rademacher32_decode_large_layer(rows, dtype, kernel, monkeypatch):
     want, got = both("seeded_matmul", x, key_on("cuda"), out_f, in_f, in_f ** -0.5, False,
                      bias, u, v, "pcg", "rademacher32")
     assert_close(got, want, dtype)
-    assert calls == [kernel]
+    # a rank-16 adapter, its down projection computed by the same kernel
+    lora_A, lora_B = torch.randn(16, in_f, device="cuda"), torch.randn(out_f, 16, device="cuda")
+    want, got = both("seeded_lora_linear", x, key_on("cuda"), lora_A, lora_B, in_f ** -0.5,
+                     0.5, bias, "pcg", "rademacher32")
+    assert_close(got, want, dtype)
+    assert calls == [kernel, kernel]
 
 
 def test_kernel_labels_follow_the_dispatch():

@@ -55,29 +55,69 @@ def _dot(a, b, acc, DOT_IN_FP32: tl.constexpr):
 
 
 @triton.jit
-def _add_lowrank(acc, u_ptr, v_ptr, i, I, j, J, rank, stride_ui, stride_ur, stride_vj,
-                 stride_vr):
-    """acc[i, j] + sum_r u[i, r] v[j, r]: a rank-r term (an adapter) added to a tile."""
-    for r in range(0, rank):
-        u = tl.load(u_ptr + i * stride_ui + r * stride_ur, mask=i < I, other=0.0)
-        v = tl.load(v_ptr + j * stride_vj + r * stride_vr, mask=j < J, other=0.0)
-        acc += u.to(tl.float32)[:, None] * v.to(tl.float32)[None, :]
+def _add_lowrank(acc, u_ptr, v_ptr, i, I, j, J, rank, lowrank_scale, stride_us, stride_ui,
+                 stride_ur, stride_vj, stride_vr, U_SPLITS: tl.constexpr,
+                 RANK_BLOCK: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr):
+    """acc[i, j] + lowrank_scale * sum_r u[i, r] v[j, r]: a rank-r term (an adapter) added
+    to a [BLOCK_I, BLOCK_J] tile, u given as the sum of U_SPLITS partial terms u[s]
+    (stride_us apart: the decode kernels' split of an adapter's down projection, or one
+    whole u). RANK_BLOCK ranks at a time, as tiles (a rank at a time read v's columns one
+    strided element per row, and waited on every rank's loads in turn), multiplied on
+    tensor cores where all three sides are at least 16, else as a broadcast sum."""
+    for r0 in range(0, rank, RANK_BLOCK):
+        r = r0 + tl.arange(0, RANK_BLOCK)
+        u_mask = (i < I)[:, None] & (r < rank)[None, :]
+        u_at = u_ptr + i[:, None] * stride_ui + r[None, :] * stride_ur
+        u = tl.load(u_at, mask=u_mask, other=0.0).to(tl.float32)
+        for s in tl.static_range(1, U_SPLITS):
+            u += tl.load(u_at + s * stride_us, mask=u_mask, other=0.0).to(tl.float32)
+        v = tl.load(v_ptr + j[:, None] * stride_vj + r[None, :] * stride_vr,
+                    mask=(j < J)[:, None] & (r < rank)[None, :], other=0.0).to(tl.float32)
+        if BLOCK_I >= 16 and BLOCK_J >= 16 and RANK_BLOCK >= 16:
+            acc = tl.dot(u * lowrank_scale, tl.trans(v), acc, input_precision="ieee")
+        else:
+            acc += tl.sum((u * lowrank_scale)[:, None, :] * v[None, :, :], axis=2)
     return acc
 
 
 @triton.jit
-def _epilogue_store(acc, y_ptr, bias_ptr, u_ptr, v_ptr, m, M, n, N, rank, scale, stride_um,
-                    stride_ur, stride_vn, stride_vr, stride_ym, stride_yn,
-                    HAS_BIAS: tl.constexpr, HAS_LOWRANK: tl.constexpr):
-    """y[m, n] = acc * scale (+ u @ v^T) (+ bias), cast to y's dtype."""
+def _epilogue_store(acc, y_ptr, bias_ptr, u_ptr, v_ptr, m, M, n, N, rank, scale,
+                    lowrank_scale, stride_us, stride_um, stride_ur, stride_vn, stride_vr,
+                    stride_ym, stride_yn, HAS_BIAS: tl.constexpr, HAS_LOWRANK: tl.constexpr,
+                    U_SPLITS: tl.constexpr, RANK_BLOCK: tl.constexpr, BLOCK_M: tl.constexpr,
+                    BLOCK_N: tl.constexpr):
+    """y[m, n] = acc * scale (+ lowrank_scale * u @ v^T, u in U_SPLITS terms) (+ bias),
+    cast to y's dtype."""
     acc = acc * scale
     if HAS_LOWRANK:
-        acc = _add_lowrank(acc, u_ptr, v_ptr, m, M, n, N, rank, stride_um, stride_ur,
-                           stride_vn, stride_vr)
+        acc = _add_lowrank(acc, u_ptr, v_ptr, m, M, n, N, rank, lowrank_scale, stride_us,
+                           stride_um, stride_ur, stride_vn, stride_vr, U_SPLITS, RANK_BLOCK,
+                           BLOCK_M, BLOCK_N)
     if HAS_BIAS:
         acc += tl.load(bias_ptr + n, mask=n < N, other=0.0).to(tl.float32)[None, :]
     tl.store(y_ptr + m[:, None] * stride_ym + n[None, :] * stride_yn,
              acc.to(y_ptr.dtype.element_ty), mask=(m < M)[:, None] & (n < N)[None, :])
+
+
+@triton.jit
+def _lowrank_down_split(x_ptr, a_ptr, down_ptr, M, rank, r, k_begin, k_end, split, stride_xm,
+                        stride_xk, stride_ar, stride_ak, BLOCK_M: tl.constexpr,
+                        DOWN_K: tl.constexpr):
+    """down[split, m, r] = sum over k in [k_begin, k_end) of x[m, k] a[r, k], in fp32:
+    rank r of an adapter's down projection x A^T over one split of K, DOWN_K columns at a
+    time. The decode kernels run it in programs of their own launch placed past the
+    output's tiles (one per rank and split), beside the programs that generate W, in
+    place of a cast of x and a GEMM launched on their own (`split_k_epilogue_kernel`
+    sums the splits)."""
+    m = tl.arange(0, BLOCK_M)
+    acc = tl.zeros((BLOCK_M, DOWN_K), dtype=tl.float32)
+    for k0 in range(k_begin, k_end, DOWN_K):
+        k = k0 + tl.arange(0, DOWN_K)
+        ak = tl.load(a_ptr + r * stride_ar + k * stride_ak, mask=k < k_end, other=0.0)
+        xk = tl.load(x_ptr + m[:, None] * stride_xm + k[None, :] * stride_xk,
+                     mask=(m < M)[:, None] & (k < k_end)[None, :], other=0.0)
+        acc += xk.to(tl.float32) * ak.to(tl.float32)[None, :]
+    tl.store(down_ptr + (split * M + m) * rank + r, tl.sum(acc, axis=1), mask=m < M)
 
 
 @triton.jit(do_not_specialize=["M", "N", "K", "rank", "scale", "window"])
@@ -90,7 +130,8 @@ def seeded_matmul_kernel(x_ptr, key_ptr, bias_ptr, u_ptr, v_ptr, y_ptr,
                          TRANSPOSE: tl.constexpr, HAS_BIAS: tl.constexpr,
                          HAS_LOWRANK: tl.constexpr, USE_DOT: tl.constexpr,
                          DOT_IN_FP32: tl.constexpr,
-                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                         RANK_BLOCK: tl.constexpr = 1):
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
     key = launch_key(key_ptr, window, NARROW)
@@ -138,9 +179,9 @@ def seeded_matmul_kernel(x_ptr, key_ptr, bias_ptr, u_ptr, v_ptr, y_ptr,
             acc = tl.sum(products, axis=1)
         else:
             acc = tl.sum(products, axis=2)
-    _epilogue_store(acc, y_ptr, bias_ptr, u_ptr, v_ptr, m, M, n, N, rank, scale, stride_um,
-                    stride_ur, stride_vn, stride_vr, stride_ym, stride_yn, HAS_BIAS,
-                    HAS_LOWRANK)
+    _epilogue_store(acc, y_ptr, bias_ptr, u_ptr, v_ptr, m, M, n, N, rank, scale, 1.0, 0,
+                    stride_um, stride_ur, stride_vn, stride_vr, stride_ym, stride_yn, HAS_BIAS,
+                    HAS_LOWRANK, 1, RANK_BLOCK, BLOCK_M, BLOCK_N)
 
 
 @triton.jit
@@ -177,32 +218,48 @@ def rademacher32_gemv_partial(x_ptr, key_ptr, M, K, k_begin, k_end, window, stri
     return tl.sum(x_sum, axis=1)[:, None] - 2.0 * tl.sum(acc, axis=2)
 
 
-@triton.jit(do_not_specialize=["M", "N", "K", "k_per_split", "window"])
+@triton.jit(do_not_specialize=["M", "N", "K", "k_per_split", "window", "rank"])
 def rademacher32_gemv_kernel(x_ptr, key_ptr, partial_ptr, M, N, K, k_per_split, window,
-                             stride_xm, stride_xk, GENERATOR: tl.constexpr,
-                             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                             GROUPS: tl.constexpr):
-    """partial[split, m, n] = rademacher32_gemv_partial over the split's k.
-    Grid: (cdiv(N, BLOCK_N), splits); k_per_split a multiple of 32 * GROUPS."""
-    pid_s = tl.program_id(1)
-    n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    m = tl.arange(0, BLOCK_M)
-    k_begin = pid_s * k_per_split
-    partial = rademacher32_gemv_partial(x_ptr, key_ptr, M, K, k_begin,
-                                        tl.minimum(K, k_begin + k_per_split), window,
-                                        stride_xm, stride_xk, n, GENERATOR, BLOCK_M, BLOCK_N,
-                                        GROUPS)
-    tl.store(partial_ptr + pid_s * M * N + m[:, None] * N + n[None, :], partial,
-             mask=(m < M)[:, None] & (n < N)[None, :])
+                             stride_xm, stride_xk, down_x_ptr, a_ptr, down_ptr, rank,
+                             stride_dxm, stride_dxk, stride_ar, stride_ak,
+                             GENERATOR: tl.constexpr, BLOCK_M: tl.constexpr,
+                             BLOCK_N: tl.constexpr, GROUPS: tl.constexpr,
+                             HAS_DOWN: tl.constexpr = False, DOWN_K: tl.constexpr = 128):
+    """partial[split, m, n] = rademacher32_gemv_partial over the split's k. HAS_DOWN: rank
+    programs more per split compute down[split] = that split's share of down_x @ a^T
+    (`_lowrank_down_split`, DOWN_K columns at a time).
+    Grid: (cdiv(N, BLOCK_N) (+ rank), splits); k_per_split a multiple of 32 * GROUPS."""
+    if tl.program_id(0) * BLOCK_N >= N:  # past the output's tiles: the adapter's programs
+        if HAS_DOWN:
+            _lowrank_down_split(down_x_ptr, a_ptr, down_ptr, M, rank,
+                                tl.program_id(0) - tl.cdiv(N, BLOCK_N),
+                                tl.program_id(1) * k_per_split,
+                                tl.minimum(K, (tl.program_id(1) + 1) * k_per_split),
+                                tl.program_id(1), stride_dxm, stride_dxk, stride_ar, stride_ak,
+                                BLOCK_M, DOWN_K)
+    else:
+        pid_s = tl.program_id(1)
+        n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        m = tl.arange(0, BLOCK_M)
+        k_begin = pid_s * k_per_split
+        k_end = tl.minimum(K, k_begin + k_per_split)
+        partial = rademacher32_gemv_partial(x_ptr, key_ptr, M, K, k_begin, k_end, window,
+                                            stride_xm, stride_xk, n, GENERATOR, BLOCK_M,
+                                            BLOCK_N, GROUPS)
+        tl.store(partial_ptr + pid_s * M * N + m[:, None] * N + n[None, :], partial,
+                 mask=(m < M)[:, None] & (n < N)[None, :])
 
 
-@triton.jit(do_not_specialize=["M", "N", "K", "k_per_split", "window"])
+@triton.jit(do_not_specialize=["M", "N", "K", "k_per_split", "window", "rank"])
 def rademacher32_mma_kernel(x_ptr, key_ptr, partial_ptr, M, N, K, k_per_split, window,
-                            stride_xm, stride_xk, x_scale_ptr, GENERATOR: tl.constexpr,
-                            DOT_IN_FP32: tl.constexpr, EVEN_K: tl.constexpr,
-                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                            GROUPS: tl.constexpr, PACKED_X: tl.constexpr = False,
-                            FP8_X: tl.constexpr = False, PROMOTE: tl.constexpr = False):
+                            stride_xm, stride_xk, down_x_ptr, a_ptr, down_ptr, rank,
+                            stride_dxm, stride_dxk, stride_ar, stride_ak, x_scale_ptr,
+                            GENERATOR: tl.constexpr, DOT_IN_FP32: tl.constexpr,
+                            EVEN_K: tl.constexpr, BLOCK_M: tl.constexpr,
+                            BLOCK_N: tl.constexpr, GROUPS: tl.constexpr,
+                            PACKED_X: tl.constexpr = False, FP8_X: tl.constexpr = False,
+                            PROMOTE: tl.constexpr = False, HAS_DOWN: tl.constexpr = False,
+                            DOWN_K: tl.constexpr = 128):
     """partial[split, m, n] as rademacher32_gemv_kernel, on tensor cores: acc[n, m] +=
     R[n, k-tile] @ x[m, k-tile]^T with R's tile built in registers from one hash per 32
     values, its columns in `rademacher32_operand_columns(GROUPS, 2)` order and x's rows
@@ -214,59 +271,70 @@ def rademacher32_mma_kernel(x_ptr, key_ptr, partial_ptr, M, N, K, k_per_split, w
     `rademacher32_operand_columns(GROUPS, 4)` order, and R's tile is e4m3 too
     (`rademacher32_quad_tile`, half the integer work per weight of the 16-bit tile). The
     tensor cores sum fp8 products with fewer than fp32's mantissa bits; PROMOTE starts
-    each step's sum from zero and adds it to the accumulator on the CUDA cores, in fp32."""
-    pid_n = tl.program_id(0)
-    pid_s = tl.program_id(1)
-    key = launch_key(key_ptr, window, True)
-    n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    m = tl.arange(0, BLOCK_M)
-    X_ROWS: tl.constexpr = 2 * BLOCK_M if FP8_X else BLOCK_M
-    x_rows = tl.arange(0, X_ROWS)
-    group = tl.arange(0, GROUPS)
-    row_group = ((n.to(tl.int64) * K.to(tl.int64)) >> 5).to(tl.uint32)
-    acc = tl.zeros((BLOCK_N, X_ROWS), dtype=tl.float32)
-    k_begin = tl.multiple_of(pid_s * k_per_split, 32 * GROUPS)
-    k_end = tl.minimum(K, k_begin + k_per_split)
-    if PACKED_X or FP8_X:  # x already in the tile's column order, X_ROWS rows, K padded
-        columns = tl.arange(0, 32 * GROUPS)
+    each step's sum from zero and adds it to the accumulator on the CUDA cores, in fp32.
+    HAS_DOWN: as rademacher32_gemv_kernel's, from down_x (x itself, never its packed
+    copy)."""
+    if tl.program_id(0) * BLOCK_N >= N:  # past the output's tiles: the adapter's programs
+        if HAS_DOWN:
+            _lowrank_down_split(down_x_ptr, a_ptr, down_ptr, M, rank,
+                                tl.program_id(0) - tl.cdiv(N, BLOCK_N),
+                                tl.program_id(1) * k_per_split,
+                                tl.minimum(K, (tl.program_id(1) + 1) * k_per_split),
+                                tl.program_id(1), stride_dxm, stride_dxk, stride_ar, stride_ak,
+                                BLOCK_M, DOWN_K)
     else:
-        columns = rademacher32_operand_columns(GROUPS, 2)
-    # x's addresses advance by one step per iteration instead of being rebuilt from k
-    x_ptrs = x_ptr + x_rows[None, :] * stride_xm + (k_begin + columns)[:, None] * stride_xk
-    mask = (m < M)[None, :]
-    for k0 in range(k_begin, k_end, 32 * GROUPS):
-        h = device.hash_lo(row_group[:, None] + (k0 // 32 + group).to(tl.uint32)[None, :],
-                           key, GENERATOR)
-        if PACKED_X or FP8_X:
-            x_t = tl.load(x_ptrs)
-        elif EVEN_K:
-            x_t = tl.load(x_ptrs, mask=mask, other=0.0)
-        else:  # past K, x is zero (and the +-1 it meets finite)
-            x_t = tl.load(x_ptrs, mask=mask & ((k0 + columns) < K)[:, None], other=0.0)
-        x_ptrs += 32 * GROUPS * stride_xk
-        if FP8_X:
-            w = rademacher32_quad_tile(h, BLOCK_N, GROUPS)
-            if DOT_IN_FP32:
-                acc = tl.dot(w.to(tl.float32), x_t.to(tl.float32), acc,
-                             input_precision="ieee")
-            elif PROMOTE:  # each step's sum from zero, added in fp32
-                acc += tl.dot(w, x_t)
-            else:
-                acc = tl.dot(w, x_t, acc)
+        pid_n = tl.program_id(0)
+        pid_s = tl.program_id(1)
+        key = launch_key(key_ptr, window, True)
+        n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        m = tl.arange(0, BLOCK_M)
+        X_ROWS: tl.constexpr = 2 * BLOCK_M if FP8_X else BLOCK_M
+        x_rows = tl.arange(0, X_ROWS)
+        group = tl.arange(0, GROUPS)
+        row_group = ((n.to(tl.int64) * K.to(tl.int64)) >> 5).to(tl.uint32)
+        acc = tl.zeros((BLOCK_N, X_ROWS), dtype=tl.float32)
+        k_begin = tl.multiple_of(pid_s * k_per_split, 32 * GROUPS)
+        k_end = tl.minimum(K, k_begin + k_per_split)
+        if PACKED_X or FP8_X:  # x already in the tile's column order, X_ROWS rows, K padded
+            columns = tl.arange(0, 32 * GROUPS)
         else:
-            if x_t.dtype == tl.float16:
-                w = rademacher32_pair_tile(h, BLOCK_N, GROUPS, 0x3C00, tl.float16)
+            columns = rademacher32_operand_columns(GROUPS, 2)
+        # x's addresses advance by one step per iteration instead of being rebuilt from k
+        x_ptrs = x_ptr + x_rows[None, :] * stride_xm + (k_begin + columns)[:, None] * stride_xk
+        mask = (m < M)[None, :]
+        for k0 in range(k_begin, k_end, 32 * GROUPS):
+            h = device.hash_lo(row_group[:, None] + (k0 // 32 + group).to(tl.uint32)[None, :],
+                               key, GENERATOR)
+            if PACKED_X or FP8_X:
+                x_t = tl.load(x_ptrs)
+            elif EVEN_K:
+                x_t = tl.load(x_ptrs, mask=mask, other=0.0)
+            else:  # past K, x is zero (and the +-1 it meets finite)
+                x_t = tl.load(x_ptrs, mask=mask & ((k0 + columns) < K)[:, None], other=0.0)
+            x_ptrs += 32 * GROUPS * stride_xk
+            if FP8_X:
+                w = rademacher32_quad_tile(h, BLOCK_N, GROUPS)
+                if DOT_IN_FP32:
+                    acc = tl.dot(w.to(tl.float32), x_t.to(tl.float32), acc,
+                                 input_precision="ieee")
+                elif PROMOTE:  # each step's sum from zero, added in fp32
+                    acc += tl.dot(w, x_t)
+                else:
+                    acc = tl.dot(w, x_t, acc)
             else:
-                w = rademacher32_pair_tile(h, BLOCK_N, GROUPS, 0x3F80, tl.bfloat16)
-            # +-1 is exact in x's dtype: fp32 x (the interpreter's tests) keeps its precision
-            acc = _dot(w.to(x_t.dtype), x_t, acc, DOT_IN_FP32)
-    if FP8_X:
-        hi, lo = tl.split(tl.reshape(acc, (BLOCK_N, BLOCK_M, 2)))
-        result = (hi + lo * 0.0625) * tl.load(x_scale_ptr + pid_s * BLOCK_M + m)[None, :]
-    else:
-        result = acc
-    tl.store(partial_ptr + pid_s * M * N + m[None, :] * N + n[:, None], result,
-             mask=(m < M)[None, :] & (n < N)[:, None])
+                if x_t.dtype == tl.float16:
+                    w = rademacher32_pair_tile(h, BLOCK_N, GROUPS, 0x3C00, tl.float16)
+                else:
+                    w = rademacher32_pair_tile(h, BLOCK_N, GROUPS, 0x3F80, tl.bfloat16)
+                # +-1 is exact in x's dtype: fp32 x (the interpreter's tests) keeps its precision
+                acc = _dot(w.to(x_t.dtype), x_t, acc, DOT_IN_FP32)
+        if FP8_X:
+            hi, lo = tl.split(tl.reshape(acc, (BLOCK_N, BLOCK_M, 2)))
+            result = (hi + lo * 0.0625) * tl.load(x_scale_ptr + pid_s * BLOCK_M + m)[None, :]
+        else:
+            result = acc
+        tl.store(partial_ptr + pid_s * M * N + m[None, :] * N + n[:, None], result,
+                 mask=(m < M)[None, :] & (n < N)[:, None])
 
 
 @triton.jit
@@ -288,10 +356,13 @@ def rademacher32_nibble_table_kernel(x_ptr, table_ptr, M, K, stride_xm, stride_x
              mask=(q < K // 4)[:, None])
 
 
-@triton.jit(do_not_specialize=["M", "N", "K", "k_per_split", "window"])
+@triton.jit(do_not_specialize=["M", "N", "K", "k_per_split", "window", "rank"])
 def rademacher32_nibble_kernel(table_ptr, key_ptr, partial_ptr, M, N, K, k_per_split,
-                               window, GENERATOR: tl.constexpr, BLOCK_M: tl.constexpr,
-                               BLOCK_N: tl.constexpr, GROUPS: tl.constexpr):
+                               window, down_x_ptr, a_ptr, down_ptr, rank, stride_dxm,
+                               stride_dxk, stride_ar, stride_ak, GENERATOR: tl.constexpr,
+                               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                               GROUPS: tl.constexpr, HAS_DOWN: tl.constexpr = False,
+                               DOWN_K: tl.constexpr = 128):
     """partial[split, m, n] as rademacher32_gemv_kernel, for 1 or 2 rows (BLOCK_M) of x of
     any float dtype, from the nibble tables of `rademacher32_nibble_table_kernel`: 4
     neighbouring weights of a row are one nibble of its hash, so their dot with x is one
@@ -299,39 +370,48 @@ def rademacher32_nibble_kernel(table_ptr, key_ptr, partial_ptr, M, N, K, k_per_s
     weights). Each step stages the tables of its GROUPS * 8 nibbles (2 KB for GROUPS = 4)
     and every lane of a warp reads the same 16-entry table (distinct banks: no
     conflicts). Same grid as rademacher32_gemv_kernel, k_per_split a multiple of
-    32 * GROUPS."""
-    pid_n = tl.program_id(0)
-    pid_s = tl.program_id(1)
-    key = launch_key(key_ptr, window, True)
-    n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    row_group = ((n.to(tl.int64) * K.to(tl.int64)) >> 5).to(tl.uint32)
-    k_begin = pid_s * k_per_split
-    k_end = tl.minimum(K, k_begin + k_per_split)
-    group = tl.arange(0, GROUPS)
-    nibble = (4 * tl.arange(0, 8)).to(tl.uint32)
-    table_of = (tl.arange(0, GROUPS * 8) * 16)[:, None]
-    entries = tl.arange(0, GROUPS * 128)
-    # BLOCK_M is M rounded up to a power of two, so M == BLOCK_M; one accumulator per row
-    # (a [BLOCK_M, ...] gather with the index broadcast kept ptxas busy for minutes)
-    tl.static_assert(BLOCK_M <= 2)
-    first = tl.zeros((GROUPS * 8 * BLOCK_N,), dtype=tl.float32)
-    second = tl.zeros((GROUPS * 8 * BLOCK_N,), dtype=tl.float32)
-    for k0 in range(k_begin, k_end, 32 * GROUPS):
-        h = device.hash_lo(row_group[None, :] + (k0 // 32 + group).to(tl.uint32)[:, None],
-                           key, GENERATOR)
-        index = ((h[:, None, :] >> nibble[None, :, None]) & 15).to(tl.int32)
-        index = tl.reshape(tl.reshape(index, (GROUPS * 8, BLOCK_N)) + table_of,
-                           (GROUPS * 8 * BLOCK_N,))
-        e = k0 * 4 + entries
-        first += tl.gather(tl.load(table_ptr + e, mask=e < K * 4, other=0.0), index, 0)
+    32 * GROUPS; HAS_DOWN as its."""
+    if tl.program_id(0) * BLOCK_N >= N:  # past the output's tiles: the adapter's programs
+        if HAS_DOWN:
+            _lowrank_down_split(down_x_ptr, a_ptr, down_ptr, M, rank,
+                                tl.program_id(0) - tl.cdiv(N, BLOCK_N),
+                                tl.program_id(1) * k_per_split,
+                                tl.minimum(K, (tl.program_id(1) + 1) * k_per_split),
+                                tl.program_id(1), stride_dxm, stride_dxk, stride_ar, stride_ak,
+                                BLOCK_M, DOWN_K)
+    else:
+        pid_n = tl.program_id(0)
+        pid_s = tl.program_id(1)
+        key = launch_key(key_ptr, window, True)
+        n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        row_group = ((n.to(tl.int64) * K.to(tl.int64)) >> 5).to(tl.uint32)
+        k_begin = pid_s * k_per_split
+        k_end = tl.minimum(K, k_begin + k_per_split)
+        group = tl.arange(0, GROUPS)
+        nibble = (4 * tl.arange(0, 8)).to(tl.uint32)
+        table_of = (tl.arange(0, GROUPS * 8) * 16)[:, None]
+        entries = tl.arange(0, GROUPS * 128)
+        # BLOCK_M is M rounded up to a power of two, so M == BLOCK_M; one accumulator per row
+        # (a [BLOCK_M, ...] gather with the index broadcast kept ptxas busy for minutes)
+        tl.static_assert(BLOCK_M <= 2)
+        first = tl.zeros((GROUPS * 8 * BLOCK_N,), dtype=tl.float32)
+        second = tl.zeros((GROUPS * 8 * BLOCK_N,), dtype=tl.float32)
+        for k0 in range(k_begin, k_end, 32 * GROUPS):
+            h = device.hash_lo(row_group[None, :] + (k0 // 32 + group).to(tl.uint32)[:, None],
+                               key, GENERATOR)
+            index = ((h[:, None, :] >> nibble[None, :, None]) & 15).to(tl.int32)
+            index = tl.reshape(tl.reshape(index, (GROUPS * 8, BLOCK_N)) + table_of,
+                               (GROUPS * 8 * BLOCK_N,))
+            e = k0 * 4 + entries
+            first += tl.gather(tl.load(table_ptr + e, mask=e < K * 4, other=0.0), index, 0)
+            if BLOCK_M == 2:
+                second += tl.gather(tl.load(table_ptr + K * 4 + e, mask=e < K * 4,
+                                            other=0.0), index, 0)
+        first_sum = tl.sum(tl.reshape(first, (GROUPS * 8, BLOCK_N)), axis=0)
+        tl.store(partial_ptr + pid_s * M * N + n, first_sum, mask=n < N)
         if BLOCK_M == 2:
-            second += tl.gather(tl.load(table_ptr + K * 4 + e, mask=e < K * 4,
-                                        other=0.0), index, 0)
-    first_sum = tl.sum(tl.reshape(first, (GROUPS * 8, BLOCK_N)), axis=0)
-    tl.store(partial_ptr + pid_s * M * N + n, first_sum, mask=n < N)
-    if BLOCK_M == 2:
-        second_sum = tl.sum(tl.reshape(second, (GROUPS * 8, BLOCK_N)), axis=0)
-        tl.store(partial_ptr + pid_s * M * N + N + n, second_sum, mask=n < N)
+            second_sum = tl.sum(tl.reshape(second, (GROUPS * 8, BLOCK_N)), axis=0)
+            tl.store(partial_ptr + pid_s * M * N + N + n, second_sum, mask=n < N)
 
 
 @triton.jit
@@ -403,23 +483,27 @@ def rademacher32_pack_x_fp8_kernel(x_ptr, out_ptr, scale_ptr, M, K, k_per_split,
              tl.where(largest < float("inf"), 1.0 / scale, float("nan")))
 
 
-@triton.jit(do_not_specialize=["M", "N", "splits", "rank", "scale"])
-def split_k_epilogue_kernel(partial_ptr, bias_ptr, u_ptr, v_ptr, y_ptr, M, N, splits, rank,
-                            scale, stride_um, stride_ur, stride_vn, stride_vr, stride_ym,
-                            stride_yn, HAS_BIAS: tl.constexpr, HAS_LOWRANK: tl.constexpr,
-                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """y = (sum over splits of partial[split]) * scale (+ u v^T) (+ bias).
-    Grid: (cdiv(N, BLOCK_N),)."""
+@triton.jit(do_not_specialize=["M", "N", "rank", "scale", "lowrank_scale"])
+def split_k_epilogue_kernel(partial_ptr, bias_ptr, u_ptr, v_ptr, y_ptr, M, N, rank, scale,
+                            lowrank_scale, stride_us, stride_um, stride_ur, stride_vn,
+                            stride_vr, stride_ym, stride_yn, SPLITS: tl.constexpr,
+                            HAS_BIAS: tl.constexpr, HAS_LOWRANK: tl.constexpr,
+                            U_SPLITS: tl.constexpr, BLOCK_M: tl.constexpr,
+                            BLOCK_N: tl.constexpr, RANK_BLOCK: tl.constexpr = 1):
+    """y = (sum over SPLITS of partial[split]) * scale (+ lowrank_scale * u v^T, u the sum
+    of U_SPLITS terms) (+ bias). The splits are unrolled so that their loads are in
+    flight together. Grid: (cdiv(N, BLOCK_N),)."""
     n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     m = tl.arange(0, BLOCK_M)
     mask = (m < M)[:, None] & (n < N)[None, :]
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for split in range(0, splits):
+    for split in tl.static_range(SPLITS):
         acc += tl.load(partial_ptr + split * M * N + m[:, None] * N + n[None, :], mask=mask,
                        other=0.0)
-    _epilogue_store(acc, y_ptr, bias_ptr, u_ptr, v_ptr, m, M, n, N, rank, scale, stride_um,
-                    stride_ur, stride_vn, stride_vr, stride_ym, stride_yn, HAS_BIAS,
-                    HAS_LOWRANK)
+    _epilogue_store(acc, y_ptr, bias_ptr, u_ptr, v_ptr, m, M, n, N, rank, scale,
+                    lowrank_scale, stride_us, stride_um, stride_ur, stride_vn, stride_vr,
+                    stride_ym, stride_yn, HAS_BIAS, HAS_LOWRANK, U_SPLITS, RANK_BLOCK, BLOCK_M,
+                    BLOCK_N)
 
 
 @triton.jit

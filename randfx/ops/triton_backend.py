@@ -82,6 +82,9 @@ SIGN_FP8_PROMOTE = True
 SIGN_NIBBLE_CONFIGS = {1: (256, 4, 4), 2: (128, 4, 4)}
 SIGN_NIBBLE_TABLE_BLOCK = 64
 EPILOGUE_BLOCK_N = (32, 256)  # the split-K epilogue's columns per program: min, max
+# columns of x and of an adapter's A per step of the decode kernels' down projection
+# (`_lowrank_down_split`)
+LORA_DOWN_K = 256
 # BLOCK_R, BLOCK_C, num_warps of `materialize`, plain and with an adapter folded in on
 # tensor cores (H100, 4096^2 bf16: 16.8 us and 26.5 us)
 MATERIALIZE_BLOCK = (8, 512, 4)
@@ -176,6 +179,12 @@ def generate_weight(key, shape, scale, generator, dist, dtype, device):
 
 
 MIN_PROGRAMS_PER_SM = 2  # decode grids narrower than this leave SMs idle: shrink BLOCK_N
+LOWRANK_TILE = 8192  # the largest rows x columns x ranks of an adapter's broadcast sum
+
+
+def _rank_block(rank: int) -> int:
+    """Adapter ranks per step of the epilogues' low-rank term: up to 16 (tl.dot's K)."""
+    return min(16, _pow2_at_least(rank))
 
 
 @functools.lru_cache(maxsize=None)
@@ -227,13 +236,16 @@ def _rademacher32_decode_kernel(x, rows, cols, transpose, dist):
     return None
 
 
-def _rademacher32_decode(kernel, x, key, rows, cols, scale, bias, u, v, y, generator):
+def _rademacher32_decode(kernel, x, key, rows, cols, scale, bias, u, v, y, generator,
+                         lora_down=None):
     """y = x @ (scale R)^T (+ u v^T) (+ bias): `rademacher32_nibble_kernel` ("nibble",
     after `rademacher32_nibble_table_kernel`), `rademacher32_gemv_kernel` ("gemv") or
     `rademacher32_mma_kernel` ("mma"; "packed_mma": x packed first by
     `rademacher32_pack_x_kernel`; "fp8_mma": x split into e4m3 terms first by
     `rademacher32_pack_x_fp8_kernel`) split over K into fp32 partials, then
-    `split_k_epilogue_kernel`."""
+    `split_k_epilogue_kernel`. lora_down = (lora_A, lora_scaling), u None: u = lora_scaling
+    * x @ lora_A^T, computed split for split by programs of the same launch (one per
+    rank and split), summed by the epilogue: no launch of its own."""
     m = x.shape[0]
     operand, strides, x_scale = x, (x.stride(0), x.stride(1)), None
     if kernel == "nibble":
@@ -285,33 +297,74 @@ def _rademacher32_decode(kernel, x, key, rows, cols, scale, bias, u, v, y, gener
             x, packed, x_scale, m, cols, k_per_split, x.stride(0), x.stride(1),
             packed.stride(0), GROUPS=groups, BLOCK_M=block_m)
         operand, strides = packed, (packed.stride(0), 1)
-    if launch is rademacher32_mma_kernel:
-        strides += (x_scale,)  # None but for fp8 x
     partial = torch.empty(splits, m, rows, dtype=torch.float32, device=x.device)
+    has_down = lora_down is not None
+    if has_down:
+        lora_A, lowrank_scale = lora_down
+        rank = lora_A.shape[0]
+        u = torch.empty(splits, m, rank, dtype=torch.float32, device=x.device)
+        down = (x, lora_A, u, rank, x.stride(0), x.stride(1), lora_A.stride(0),
+                lora_A.stride(1))
+        options["DOWN_K"] = LORA_DOWN_K
+    else:
+        lowrank_scale = 1.0
+        down = (y, y, y, 0, 0, 0, 0, 0)
+    if launch is rademacher32_mma_kernel:
+        down += (x_scale,)  # None but for fp8 x
     _, _, window = tile_plan("rademacher32", 0, rows * cols - 1, cols, 32)
-    launch[(n_blocks, splits)](
-        operand, key, partial, m, rows, cols, k_per_split, window, *strides,
+    # an adapter's down projection: one more program per rank and split
+    launch[(n_blocks + (rank if has_down else 0), splits)](
+        operand, key, partial, m, rows, cols, k_per_split, window, *strides, *down,
         GENERATOR=streams.GENERATOR_IDS[generator], BLOCK_M=block_m, BLOCK_N=block_n,
-        GROUPS=groups, num_warps=warps, **options)
+        GROUPS=groups, HAS_DOWN=has_down, num_warps=warps, **options)
+    return split_k_epilogue(partial, bias, u, v, y, scale, lowrank_scale)
+
+
+def split_k_epilogue(partial, bias, u, v, y, scale, lowrank_scale=1.0):
+    """y = partial.sum(0) * scale (+ lowrank_scale * u' v^T) (+ bias) by
+    `split_k_epilogue_kernel`; partial (splits, m, n) fp32; u None, (m, rank) or per-split
+    terms (splits, m, rank) summed into u'."""
+    splits, m, rows = partial.shape
     has_lowrank = u is not None
-    u = u if has_lowrank else y
-    v = v if has_lowrank else y
-    # the epilogue reads splits x m x rows partials: narrow its tiles until every SM has
-    # two (a short output would otherwise leave most of the GPU idle)
+    if not has_lowrank:
+        u, v, u_splits, u_strides = y, y, 1, (0, 0, 0)
+    elif u.dim() == 3:
+        u_splits, u_strides = u.shape[0], u.stride()
+    else:
+        u_splits, u_strides = 1, (0, *u.stride())
+    rank_block = _rank_block(u.shape[-1] if has_lowrank else 0)
+    block_m = _pow2_at_least(m)
+    # narrow the tiles until every SM has two (a short output would otherwise leave most
+    # of the GPU idle); an adapter's term on fewer than 16 rows is a broadcast sum, whose
+    # tile stays within LOWRANK_TILE
     epilogue_n = EPILOGUE_BLOCK_N[1]
-    while epilogue_n > EPILOGUE_BLOCK_N[0] and \
-            triton.cdiv(rows, epilogue_n) < MIN_PROGRAMS_PER_SM * _sm_count(x.device):
+    while epilogue_n > EPILOGUE_BLOCK_N[0] and (
+            triton.cdiv(rows, epilogue_n) < MIN_PROGRAMS_PER_SM * _sm_count(y.device)
+            or (has_lowrank and block_m < 16
+                and block_m * epilogue_n * rank_block > LOWRANK_TILE)):
         epilogue_n //= 2
     split_k_epilogue_kernel[(triton.cdiv(rows, epilogue_n),)](
-        partial, bias if bias is not None else y, u, v, y, m, rows, splits,
-        u.shape[1] if has_lowrank else 0, float(scale), u.stride(0), u.stride(1),
-        v.stride(0), v.stride(1), y.stride(0), y.stride(1), HAS_BIAS=bias is not None,
-        HAS_LOWRANK=has_lowrank, BLOCK_M=_pow2_at_least(m), BLOCK_N=epilogue_n)
+        partial, bias if bias is not None else y, u, v, y, m, rows,
+        u.shape[-1] if has_lowrank else 0, float(scale), float(lowrank_scale), *u_strides,
+        v.stride(0), v.stride(1), y.stride(0), y.stride(1), SPLITS=splits,
+        HAS_BIAS=bias is not None, HAS_LOWRANK=has_lowrank, U_SPLITS=u_splits,
+        BLOCK_M=block_m, BLOCK_N=epilogue_n, RANK_BLOCK=rank_block)
     return y
 
 
 def seeded_matmul(x, key, rows, cols, scale, transpose, bias, lowrank_u, lowrank_v,
-                  generator, dist):
+                  generator, dist, lora_down=None):
+    """lora_down = (lora_A, lora_scaling) with lowrank_u None: the adapter's u is
+    lora_scaling * x @ lora_A^T, which the rademacher32 decode kernels compute themselves
+    and every other path by `reference.lora_factors`."""
+    operands = (x, bias, lowrank_u, lowrank_v, lora_down[0] if lora_down else None)
+    kernel = None
+    if torch.float64 not in [t.dtype for t in operands if t is not None] and \
+            heuristics.uses_fused_kernel(x.shape[0]):
+        kernel = _rademacher32_decode_kernel(x, rows, cols, transpose, dist)
+    if lora_down is not None and kernel is None:
+        lowrank_u, lowrank_v = reference.lora_factors(x, lora_down[0], lowrank_v, lora_down[1])
+        lora_down = None
     if torch.float64 in [t.dtype for t in (x, bias, lowrank_u, lowrank_v) if t is not None]:
         return reference.seeded_matmul(x, _int_key("seeded_matmul", key), rows, cols, scale,
                                        transpose, bias, lowrank_u, lowrank_v, generator, dist)
@@ -330,10 +383,9 @@ def seeded_matmul(x, key, rows, cols, scale, transpose, bias, lowrank_u, lowrank
         return y
     if bias is not None:
         bias = bias.contiguous()  # the kernel reads bias[n] at unit stride
-    kernel = _rademacher32_decode_kernel(x, rows, cols, transpose, dist)
     if kernel is not None:
         return _rademacher32_decode(kernel, x, key, rows, cols, scale, bias, lowrank_u,
-                                    lowrank_v, y, generator)
+                                    lowrank_v, y, generator, lora_down)
     block_m, block_n, block_k, warps, use_dot = _decode_config(m, n, transpose, x.device)
     # grouped hashes run along W's rows: the k axis in the forward, n in the transpose
     block_cols = block_n if transpose else block_k
@@ -351,7 +403,7 @@ def seeded_matmul(x, key, rows, cols, scale, transpose, bias, lowrank_u, lowrank
         GENERATOR=gen_id, DIST=dist_id, LOG2_VALUES=log2_values, NARROW=narrow,
         TRANSPOSE=transpose, HAS_BIAS=bias is not None, HAS_LOWRANK=has_lowrank,
         USE_DOT=use_dot, DOT_IN_FP32=x.device.type == "cpu", BLOCK_M=block_m,
-        BLOCK_N=block_n, BLOCK_K=block_k,
+        BLOCK_N=block_n, BLOCK_K=block_k, RANK_BLOCK=_rank_block(u.shape[1] if has_lowrank else 0),
         num_warps=warps)
     return y
 
@@ -375,9 +427,8 @@ def lora_linear(x, key, out_features, scale, lora_A, lora_B, lora_scaling, bias,
     kernel with the adapter as a rank-r epilogue; training: the adapter folded into the
     materialised W (no extra pass over x or y), then cuBLAS."""
     if _uses_factors(x.shape[0], x, lora_A, lora_B):
-        u, v = reference.lora_factors(x, lora_A, lora_B, lora_scaling)
-        return seeded_matmul(x, key, out_features, x.shape[1], scale, False, bias, u, v,
-                             generator, dist)
+        return seeded_matmul(x, key, out_features, x.shape[1], scale, False, bias, None,
+                             lora_B, generator, dist, lora_down=(lora_A, lora_scaling))
     w = _lora_weight(key, out_features, x.shape[1], scale, lora_A, lora_B, lora_scaling,
                      generator, dist, x.dtype)
     if bias is None:
@@ -391,9 +442,8 @@ def lora_grad_input(grad_y, key, scale, lora_A, lora_B, lora_scaling, generator,
     folded into the materialised W, then cuBLAS (no rank-r pass over grad_x)."""
     out_features, in_features = lora_B.shape[0], lora_A.shape[1]
     if _uses_factors(grad_y.shape[0], grad_y, lora_A, lora_B):
-        u, v = reference.lora_factors(grad_y, lora_B.T, lora_A.T, lora_scaling)
-        return seeded_matmul(grad_y, key, out_features, in_features, scale, True, None, u, v,
-                             generator, dist)
+        return seeded_matmul(grad_y, key, out_features, in_features, scale, True, None, None,
+                             lora_A.T, generator, dist, lora_down=(lora_B.T, lora_scaling))
     return grad_y @ _lora_weight(key, out_features, in_features, scale, lora_A, lora_B,
                                  lora_scaling, generator, dist, grad_y.dtype)
 
