@@ -815,8 +815,8 @@ def eager_section(t_us):
             "tb._rademacher32_decode": lambda: tb._rademacher32_decode(
                 kernel, x, key, out_f, in_f, scale, None, None, None, y, "pcg"),
             "one epilogue launch": lambda: tb.split_k_epilogue_kernel[(64,)](
-                partial, y, y, y, y, rows, out_f, 0, 1.0, 1.0, 0, 0, 0, 0, 0, y.stride(0),
-                y.stride(1), SPLITS=8, HAS_BIAS=False, HAS_LOWRANK=False, U_SPLITS=1,
+                partial, y, y, y, y, rows, out_f, 0, 1.0, 1.0, 1, 0, 0, 0, 0, 0, y.stride(0),
+                y.stride(1), SPLITS=8, HAS_BIAS=False, HAS_LOWRANK=False, U_SPLITS_PAD=1,
                 BLOCK_M=1 << (rows - 1).bit_length(), BLOCK_N=64),
             "torch.empty": lambda: torch.empty(8, rows, out_f, device=dev),
         }
@@ -1082,10 +1082,11 @@ class LoopEpilogue:
     with loop_epilogue_kernel."""
 
     def __getitem__(self, grid):
-        def launch(partial, bias, u, v, y, M, N, rank, scale, lowrank_scale, stride_us,
-                   stride_um, stride_ur, stride_vn, stride_vr, stride_ym, stride_yn, SPLITS,
-                   HAS_BIAS, HAS_LOWRANK, U_SPLITS, BLOCK_M, BLOCK_N, RANK_BLOCK):
-            assert U_SPLITS == 1 and lowrank_scale == 1.0, "the loop epilogue takes u whole"
+        def launch(partial, bias, u, v, y, M, N, rank, scale, lowrank_scale, u_splits,
+                   stride_us, stride_um, stride_ur, stride_vn, stride_vr, stride_ym,
+                   stride_yn, SPLITS, HAS_BIAS, HAS_LOWRANK, U_SPLITS_PAD, BLOCK_M, BLOCK_N,
+                   RANK_BLOCK):
+            assert u_splits == 1 and lowrank_scale == 1.0, "the loop epilogue takes u whole"
             loop_epilogue_kernel[grid](partial, bias, u, v, y, M, N, SPLITS, rank, scale,
                                        stride_um, stride_ur, stride_vn, stride_vr, stride_ym,
                                        stride_yn, HAS_BIAS=HAS_BIAS, HAS_LOWRANK=HAS_LOWRANK,

@@ -345,10 +345,11 @@ def split_k_epilogue(partial, bias, u, v, y, scale, lowrank_scale=1.0):
         epilogue_n //= 2
     split_k_epilogue_kernel[(triton.cdiv(rows, epilogue_n),)](
         partial, bias if bias is not None else y, u, v, y, m, rows,
-        u.shape[-1] if has_lowrank else 0, float(scale), float(lowrank_scale), *u_strides,
-        v.stride(0), v.stride(1), y.stride(0), y.stride(1), SPLITS=splits,
-        HAS_BIAS=bias is not None, HAS_LOWRANK=has_lowrank, U_SPLITS=u_splits,
-        BLOCK_M=block_m, BLOCK_N=epilogue_n, RANK_BLOCK=rank_block)
+        u.shape[-1] if has_lowrank else 0, float(scale), float(lowrank_scale), u_splits,
+        *u_strides, v.stride(0), v.stride(1), y.stride(0), y.stride(1), SPLITS=splits,
+        HAS_BIAS=bias is not None, HAS_LOWRANK=has_lowrank,
+        U_SPLITS_PAD=_pow2_at_least(u_splits), BLOCK_M=block_m, BLOCK_N=epilogue_n,
+        RANK_BLOCK=rank_block)
     return y
 
 
