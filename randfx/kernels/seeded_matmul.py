@@ -25,6 +25,10 @@
   epilogue kernel. PACKED_X: x was first written in that column order, padded to
   BLOCK_M rows and whole steps, by `rademacher32_pack_x_kernel`, so its tile loads are
   contiguous, unmasked and pipelined (large layers, where that launch pays).
+- An adapter (LoRA) at decode rows: the three rademacher32 kernels take one more program
+  per rank and K split (HAS_DOWN), which computes that split's share of x A^T
+  (`_lowrank_down_split`) beside the programs generating W; `split_k_epilogue_kernel`
+  sums the shares and adds c u B^T (`_add_lowrank`).
 - `materialize_kernel`: writes W (scaled, cast; optionally + an adapter B A) for the
   materialise-then-cuBLAS path and for `generate_weight`.
 Launch parameters and the shape heuristic live in randfx/ops/triton_backend.py.
