@@ -37,8 +37,13 @@ the base R alone (the learned delta is left out of the walk probabilities).
 from typing import Dict, List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+# what the compiled forward calls of torch is bound here, not read as torch.x / F.x: a
+# module object that traced code reaches by two names (this module's and torch.nn's)
+# costs a Python-evaluated identity guard on every compiled call
+from torch import is_grad_enabled
+from torch.compiler import is_compiling
+from torch.nn.functional import linear
 
 from randfx.generators import derive_key
 from randfx.generators import reference as stream
@@ -95,7 +100,7 @@ def _sparse_forward(rule: str, module: nn.Module, x: torch.Tensor, rows: torch.T
     y = row_sparse_seeded_linear(x, module.seed, module.scale, module.bias, rows, out,
                                  module.generator, module.dist, all_rows)
     if isinstance(module, SeededLoRA):
-        hidden = F.linear(x, module.lora_A.to(x.dtype))
+        hidden = linear(x, module.lora_A.to(x.dtype))
         y = y + row_sparse_linear(hidden, (module.lora_B * module.lora_scaling).to(x.dtype),
                                   None, rows, all_rows)
     elif isinstance(module, SeededSubspace):
@@ -170,7 +175,7 @@ class RowSparseForward:
         self.rows: Optional[torch.Tensor] = None
 
     def __call__(self, x, *args, **kwargs):
-        if self.rows is None or not torch.is_grad_enabled() or args or kwargs:
+        if self.rows is None or not is_grad_enabled() or args or kwargs:
             return type(self.module).forward(self.module, x, *args, **kwargs)
         return _sparse_forward(self.rule, self.module, x, self.rows, self.all_rows)
 
@@ -233,8 +238,8 @@ class SparseBackwardPlan:
     draw. The root holds the step counter (STEP_BUFFER), so it moves with `.to()`.
 
     What a compiled training forward reads of it is kept small, since Dynamo guards every
-    Python value it reads and checks those guards on every call: the layer names and rules
-    (tuples of strings), the layers found from the root by name (the same guards as the
+    Python value it reads and checks those guards on every call: the layer names (a tuple
+    of strings), the layers found from the root by name (the same guards as the
     forward's own), and `_TracedDraw`'s identity."""
 
     def __init__(self, options, modules: Dict[str, nn.Module], rules: Dict[str, str],
@@ -252,12 +257,11 @@ class SparseBackwardPlan:
         self.layers = {name: RowSparseForward(modules[name], rules[name], all_rows)
                        for name in self.sampler.reachable}
         self.names = tuple(self.layers)
-        self.rules = tuple(rules[name] for name in self.names)
         self.last_sample = None
         self.root = root
         self.graphed = GraphedWalks(self.sampler, self._walk_inputs)
         self.traced = _TracedDraw(self.sampler, self.names, tuple(
-            len(_draw_inputs(rule, modules[name])) for name, rule in zip(self.names, self.rules)))
+            len(_draw_inputs(rules[name], modules[name])) for name in self.names))
         root.register_buffer(STEP_BUFFER, torch.zeros(
             (), dtype=torch.int64, device=_device(next(iter(self.layers.values())).module)),
             persistent=False)
@@ -287,9 +291,10 @@ class SparseBackwardPlan:
         # torch.compile those are the sources the forward guards anyway
         step = getattr(root, STEP_BUFFER)
         modules = [_submodule(root, name) for name in self.names]
-        if torch.compiler.is_compiling():
-            drawn = self.traced(step, *(t for module, rule in zip(modules, self.rules)
-                                        for t in _draw_inputs(rule, module)))
+        if is_compiling():
+            # each layer's rule as its forward holds it: the forward's guards cover it
+            drawn = self.traced(step, *(t for module in modules
+                                        for t in _draw_inputs(module.forward.rule, module)))
             step.add_(1)
         else:
             if step.is_cuda and not torch.cuda.is_current_stream_capturing():
@@ -317,7 +322,7 @@ class SparseBackwardPlan:
             sample.rows[n] for n in self.names) + tuple(sample.visits[n] for n in self.names)
 
     def __call__(self, model, args):  # the root's forward pre-hook
-        if model.training and torch.is_grad_enabled():
+        if model.training and is_grad_enabled():
             self._resample(model)
         else:
             for name in self.names:

@@ -11,6 +11,10 @@ still see one opaque node with its fake kernel and registered autograd.
 """
 
 import torch
+# bound once: traced code that reads a module (`torch`) that other traced code also reads
+# under another name gets a Python-evaluated identity guard (Dynamo's DUPLICATE_INPUT),
+# checked on every compiled call
+from torch.compiler import is_compiling
 
 _PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
 
@@ -18,7 +22,7 @@ _PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
 def plain_eager(args) -> bool:
     """Whether a call with these arguments may skip the dispatcher: no tracing, no
     dispatch mode, only plain tensors."""
-    if torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack():
+    if is_compiling() or torch._C._len_torch_dispatch_stack():
         return False
     return all(type(a) in _PLAIN_TENSORS for a in args if isinstance(a, torch.Tensor))
 

@@ -47,7 +47,10 @@ from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+# int64 bound once: the wrappers run inside compiled frames, where reading it as
+# torch.int64 would reach the `torch` module by a second name, and Dynamo guards that
+# pair's identity in Python on every call
+from torch import Tensor, int64
 
 from ..generators import reference as _stream
 from ..generators.spec import DEFAULT_DISTRIBUTION
@@ -63,14 +66,15 @@ DENSE_MASK_FRACTION = 0.75
 SIDE_STREAM_MIN_MACS = 1 << 30
 
 
-def _check(op: str, x: Tensor, weight_shape, rows: Tensor, dim: int = -1) -> None:
-    if rows.dtype != torch.int64 or rows.dim() != 1:
+def _check(op: str, x: Tensor, features: int, weight_shape, rows: Tensor) -> None:
+    """Validate a wrapper's arguments; `features` is x's number of input features."""
+    if rows.dtype != int64 or rows.dim() != 1:
         raise ValueError(f"randfx.{op}: rows must be a 1-d int64 tensor (kept row indices, "
                          f"-1 = padding), got {rows.dtype} of shape {tuple(rows.shape)}")
     if rows.device != x.device:
         raise ValueError(f"randfx.{op}: rows is on {rows.device} but x is on {x.device}")
-    if x.shape[dim] != weight_shape[1]:
-        raise ValueError(f"randfx.{op}: x has {x.shape[dim]} input features, the weight "
+    if features != weight_shape[1]:
+        raise ValueError(f"randfx.{op}: x has {features} input features, the weight "
                          f"{tuple(weight_shape)} expects {weight_shape[1]}")
 
 
@@ -254,11 +258,15 @@ def _(grad, x, weight, rows, need_input, need_weight, with_bias, propagate_all_r
 def _op_with_eager_twin(name: str, body, fake, setup_context, backward):
     """Register the custom op `randfx::<name>` (body, fake kernel, autograd) and return
     its eager twin (`eager.twin`: the op while traced, else an autograd.Function with the
-    same body, setup_context and backward)."""
+    same body, setup_context and backward). The twin calls the op's overload
+    (torch.ops.randfx.<name>.default, what the custom op's own __call__ calls): traced,
+    that is one guarded identity rather than the custom op object's type, dict and
+    method."""
     op = torch.library.custom_op(f"randfx::{name}", mutates_args=())(body)
     op.register_fake(fake)
     op.register_autograd(backward, setup_context=setup_context)
-    return eager.twin(name, op, body, setup_context, backward)
+    return eager.twin(name, getattr(torch.ops.randfx, name).default, body, setup_context,
+                      backward)
 
 
 # ---- row_sparse_linear -----------------------------------------------------------------
@@ -299,7 +307,7 @@ def row_sparse_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor], rows: T
                       propagate_all_rows: bool = False) -> Tensor:
     """y = x W^T + b; weight and bias get gradient only in output rows `rows`, and so
     does x unless propagate_all_rows (see module doc)."""
-    _check("row_sparse_linear", x, weight.shape, rows)
+    _check("row_sparse_linear", x, x.shape[-1], weight.shape, rows)
     return _row_sparse_linear(x, weight, bias, rows, propagate_all_rows)
 
 
@@ -359,10 +367,10 @@ def row_sparse_seeded_linear(x: Tensor, key: Tensor, scale: float, bias: Optiona
     """y = x (scale * R(key))^T + b with R (out_features, in) generated (counter = flat
     position); the backward regenerates only rows `rows` of R, or all of R (fused, never
     stored) for grad_x when propagate_all_rows."""
-    if key.dtype != torch.int64 or key.dim() != 0:
+    if key.dtype != int64 or key.dim() != 0:
         raise ValueError("randfx.row_sparse_seeded_linear: key must be a 0-d int64 tensor, "
                          f"got {key.dtype} of shape {tuple(key.shape)}")
-    _check("row_sparse_seeded_linear", x, (out_features, x.shape[-1]), rows)
+    _check("row_sparse_seeded_linear", x, x.shape[-1], (out_features, x.shape[-1]), rows)
     return _row_sparse_seeded_linear(x, key, float(scale), bias, rows, out_features,
                                      generator, dist, propagate_all_rows)
 
@@ -439,6 +447,6 @@ def row_sparse_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], rows: Ten
     """Convolution (1-d/2-d/3-d by weight.dim()) whose weight and bias get gradient only
     in output channels `rows`, and so does x unless propagate_all_rows.
     stride/padding/dilation are int lists of the spatial rank."""
-    _check("row_sparse_conv", x, (weight.shape[0], weight.shape[1] * groups), rows, dim=1)
+    _check("row_sparse_conv", x, x.shape[1], (weight.shape[0], weight.shape[1] * groups), rows)
     return _row_sparse_conv(x, weight, bias, rows, list(stride), list(padding),
                             list(dilation), groups, propagate_all_rows)
