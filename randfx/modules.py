@@ -30,7 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import ops
+# the ops' wrappers by name, not as ops.x: traced, `randfx.ops` would be reached both as this
+# module's `ops` and as the wrappers' own globals, and Dynamo checks such a pair's identity
+# in Python on every compiled call
+from .ops import (generate_weight, seeded_linear, seeded_lora_linear, subspace_linear,
+                  subspace_weight)
 
 
 # ---------------------------------------------------------------------------- layer kinds
@@ -232,7 +236,7 @@ class SeededLayer(nn.Module):
         return x.dtype if x.is_floating_point() else self.weight_dtype()
 
     def base_weight(self, dtype: torch.dtype) -> torch.Tensor:
-        return ops.generate_weight(self.seed, self.weight_shape, self.scale,
+        return generate_weight(self.seed, self.weight_shape, self.scale,
                                    generator=self.generator, dist=self.dist, dtype=dtype,
                                    device=self.seed.device)
 
@@ -292,7 +296,7 @@ class SeededFrozen(SeededLayer):
         return self.base_weight(dtype)
 
     def fused_linear(self, x):
-        return ops.seeded_linear(x, self.seed, self.out_features, self.scale, self.bias,
+        return seeded_linear(x, self.seed, self.out_features, self.scale, self.bias,
                                  generator=self.generator, dist=self.dist)
 
 
@@ -322,7 +326,7 @@ class SeededLoRA(SeededLayer):
         return self.base_weight(dtype) + self.delta_weight().to(dtype)
 
     def fused_linear(self, x):
-        return ops.seeded_lora_linear(x, self.seed, self.lora_A, self.lora_B, self.scale,
+        return seeded_lora_linear(x, self.seed, self.lora_A, self.lora_B, self.scale,
                                       self.lora_scaling, self.bias, generator=self.generator,
                                       dist=self.dist)
 
@@ -345,7 +349,7 @@ class SeededSubspace(SeededLayer):
 
     def delta_weight(self) -> torch.Tensor:
         numel = math.prod(self.weight_shape)
-        return ops.subspace_weight(self.alpha, self.basis_seed, numel, self.basis_offset,
+        return subspace_weight(self.alpha, self.basis_seed, numel, self.basis_offset,
                                    self.basis_scale, generator=self.generator,
                                    dist=self.dist).view(self.weight_shape)
 
@@ -353,7 +357,7 @@ class SeededSubspace(SeededLayer):
         return self.base_weight(dtype) + self.delta_weight().to(dtype)
 
     def fused_linear(self, x):
-        return ops.subspace_linear(x, self.seed, self.scale, self.alpha, self.basis_seed,
+        return subspace_linear(x, self.seed, self.scale, self.alpha, self.basis_seed,
                                    self.basis_offset, self.basis_scale, self.out_features,
                                    self.bias, generator=self.generator, base_dist=self.dist,
                                    basis_dist=self.dist)
