@@ -237,8 +237,8 @@ class SeededLayer(nn.Module):
 
     def base_weight(self, dtype: torch.dtype) -> torch.Tensor:
         return generate_weight(self.seed, self.weight_shape, self.scale,
-                                   generator=self.generator, dist=self.dist, dtype=dtype,
-                                   device=self.seed.device)
+                               generator=self.generator, dist=self.dist, dtype=dtype,
+                               device=self.seed.device)
 
     def scheme_weight(self, dtype: torch.dtype) -> torch.Tensor:
         """W as the scheme defines it (before the layer type's constraints)."""
@@ -297,7 +297,7 @@ class SeededFrozen(SeededLayer):
 
     def fused_linear(self, x):
         return seeded_linear(x, self.seed, self.out_features, self.scale, self.bias,
-                                 generator=self.generator, dist=self.dist)
+                             generator=self.generator, dist=self.dist)
 
 
 class SeededLoRA(SeededLayer):
@@ -327,8 +327,8 @@ class SeededLoRA(SeededLayer):
 
     def fused_linear(self, x):
         return seeded_lora_linear(x, self.seed, self.lora_A, self.lora_B, self.scale,
-                                      self.lora_scaling, self.bias, generator=self.generator,
-                                      dist=self.dist)
+                                  self.lora_scaling, self.bias, generator=self.generator,
+                                  dist=self.dist)
 
     def extra_repr(self):
         return f"{super().extra_repr()}, rank={self.rank}, lora_scaling={self.lora_scaling:.4g}"
@@ -350,17 +350,17 @@ class SeededSubspace(SeededLayer):
     def delta_weight(self) -> torch.Tensor:
         numel = math.prod(self.weight_shape)
         return subspace_weight(self.alpha, self.basis_seed, numel, self.basis_offset,
-                                   self.basis_scale, generator=self.generator,
-                                   dist=self.dist).view(self.weight_shape)
+                               self.basis_scale, generator=self.generator,
+                               dist=self.dist).view(self.weight_shape)
 
     def scheme_weight(self, dtype):
         return self.base_weight(dtype) + self.delta_weight().to(dtype)
 
     def fused_linear(self, x):
         return subspace_linear(x, self.seed, self.scale, self.alpha, self.basis_seed,
-                                   self.basis_offset, self.basis_scale, self.out_features,
-                                   self.bias, generator=self.generator, base_dist=self.dist,
-                                   basis_dist=self.dist)
+                               self.basis_offset, self.basis_scale, self.out_features,
+                               self.bias, generator=self.generator, base_dist=self.dist,
+                               basis_dist=self.dist)
 
     def seeded_tensors(self):
         numel = math.prod(self.weight_shape)
