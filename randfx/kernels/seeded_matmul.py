@@ -116,15 +116,19 @@ def _epilogue_store(acc, y_ptr, bias_ptr, u_ptr, v_ptr, m, M, n, N, rank, scale,
 
 
 @triton.jit
-def _lowrank_down_split(x_ptr, a_ptr, down_ptr, M, rank, r, k_begin, k_end, split, stride_xm,
+def _lowrank_down_split(x_ptr, a_ptr, down_ptr, M, N, K, rank, k_per_split, stride_xm,
                         stride_xk, stride_ar, stride_ak, BLOCK_M: tl.constexpr,
-                        DOWN_K: tl.constexpr):
-    """down[split, m, r] = sum over k in [k_begin, k_end) of x[m, k] a[r, k], in fp32:
-    rank r of an adapter's down projection x A^T over one split of K, DOWN_K columns at a
-    time. The decode kernels run it in programs of their own launch placed past the
-    output's tiles (one per rank and split), beside the programs that generate W, in
-    place of a cast of x and a GEMM launched on their own (`split_k_epilogue_kernel`
-    sums the splits)."""
+                        BLOCK_N: tl.constexpr, DOWN_K: tl.constexpr):
+    """down[split, m, r] = sum over k in the split of x[m, k] a[r, k], in fp32: rank r of
+    an adapter's down projection x A^T over one split of K, DOWN_K columns at a time. The
+    decode kernels run it in programs of their own launch placed past the output's
+    cdiv(N, BLOCK_N) tiles, program (tiles + r, split), beside the programs that generate
+    W, in place of a cast of x and a GEMM launched on their own
+    (`split_k_epilogue_kernel` sums the splits)."""
+    r = tl.program_id(0) - tl.cdiv(N, BLOCK_N)
+    split = tl.program_id(1)
+    k_begin = split * k_per_split
+    k_end = tl.minimum(K, k_begin + k_per_split)
     m = tl.arange(0, BLOCK_M)
     acc = tl.zeros((BLOCK_M, DOWN_K), dtype=tl.float32)
     for k0 in range(k_begin, k_end, DOWN_K):
@@ -247,12 +251,9 @@ def rademacher32_gemv_kernel(x_ptr, key_ptr, partial_ptr, M, N, K, k_per_split, 
     Grid: (cdiv(N, BLOCK_N) (+ rank), splits); k_per_split a multiple of 32 * GROUPS."""
     if tl.program_id(0) * BLOCK_N >= N:  # past the output's tiles: the adapter's programs
         if HAS_DOWN:
-            _lowrank_down_split(down_x_ptr, a_ptr, down_ptr, M, rank,
-                                tl.program_id(0) - tl.cdiv(N, BLOCK_N),
-                                tl.program_id(1) * k_per_split,
-                                tl.minimum(K, (tl.program_id(1) + 1) * k_per_split),
-                                tl.program_id(1), stride_dxm, stride_dxk, stride_ar, stride_ak,
-                                BLOCK_M, DOWN_K)
+            _lowrank_down_split(down_x_ptr, a_ptr, down_ptr, M, N, K, rank, k_per_split,
+                                stride_dxm, stride_dxk, stride_ar, stride_ak, BLOCK_M, BLOCK_N,
+                                DOWN_K)
     else:
         pid_s = tl.program_id(1)
         n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -292,12 +293,9 @@ def rademacher32_mma_kernel(x_ptr, key_ptr, partial_ptr, M, N, K, k_per_split, w
     copy)."""
     if tl.program_id(0) * BLOCK_N >= N:  # past the output's tiles: the adapter's programs
         if HAS_DOWN:
-            _lowrank_down_split(down_x_ptr, a_ptr, down_ptr, M, rank,
-                                tl.program_id(0) - tl.cdiv(N, BLOCK_N),
-                                tl.program_id(1) * k_per_split,
-                                tl.minimum(K, (tl.program_id(1) + 1) * k_per_split),
-                                tl.program_id(1), stride_dxm, stride_dxk, stride_ar, stride_ak,
-                                BLOCK_M, DOWN_K)
+            _lowrank_down_split(down_x_ptr, a_ptr, down_ptr, M, N, K, rank, k_per_split,
+                                stride_dxm, stride_dxk, stride_ar, stride_ak, BLOCK_M, BLOCK_N,
+                                DOWN_K)
     else:
         pid_n = tl.program_id(0)
         pid_s = tl.program_id(1)
@@ -389,12 +387,9 @@ def rademacher32_nibble_kernel(table_ptr, key_ptr, partial_ptr, M, N, K, k_per_s
     32 * GROUPS; HAS_DOWN as its."""
     if tl.program_id(0) * BLOCK_N >= N:  # past the output's tiles: the adapter's programs
         if HAS_DOWN:
-            _lowrank_down_split(down_x_ptr, a_ptr, down_ptr, M, rank,
-                                tl.program_id(0) - tl.cdiv(N, BLOCK_N),
-                                tl.program_id(1) * k_per_split,
-                                tl.minimum(K, (tl.program_id(1) + 1) * k_per_split),
-                                tl.program_id(1), stride_dxm, stride_dxk, stride_ar, stride_ak,
-                                BLOCK_M, DOWN_K)
+            _lowrank_down_split(down_x_ptr, a_ptr, down_ptr, M, N, K, rank, k_per_split,
+                                stride_dxm, stride_dxk, stride_ar, stride_ak, BLOCK_M, BLOCK_N,
+                                DOWN_K)
     else:
         pid_n = tl.program_id(0)
         pid_s = tl.program_id(1)
