@@ -4,7 +4,9 @@ the training, PMV and row-sparse paths.
 
     python scripts/decode_lab.py [--quick]
                                  [--sections decode,training,pmv,sparse,eager,stress,timeline,
-                                             mnist_host,whole_k,adapter,epilogue]
+                                             mnist_host,whole_k,adapter,epilogue,
+                                             dependent_launch,launch_sweep,
+                                             launch_sweep_lora]
                                  [--candidates mma,tc,group,gemv,nibble,packed,fp8]
                                  [--variants NAME,...] [--rows 1,4,8,16]
                                  [--shapes 4096x4096,8192x8192]
@@ -1085,7 +1087,7 @@ class LoopEpilogue:
         def launch(partial, bias, u, v, y, M, N, rank, scale, lowrank_scale, u_splits,
                    stride_us, stride_um, stride_ur, stride_vn, stride_vr, stride_ym,
                    stride_yn, SPLITS, HAS_BIAS, HAS_LOWRANK, U_SPLITS_PAD, BLOCK_M, BLOCK_N,
-                   RANK_BLOCK):
+                   RANK_BLOCK, **dependent_launch):  # launched without it
             assert u_splits == 1 and lowrank_scale == 1.0, "the loop epilogue takes u whole"
             loop_epilogue_kernel[grid](partial, bias, u, v, y, M, N, SPLITS, rank, scale,
                                        stride_um, stride_ur, stride_vn, stride_vr, stride_ym,
@@ -1216,13 +1218,189 @@ def epilogue_section(t_us, rank=16, stack=8):
                           for k, v in times.items()), flush=True)
 
 
+def serialized(fn):
+    """fn with the decode chain launched without programmatic dependent launch."""
+    def run():
+        shipped = tb.DEPENDENT_LAUNCH
+        tb.DEPENDENT_LAUNCH = False
+        try:
+            return fn()
+        finally:
+            tb.DEPENDENT_LAUNCH = shipped
+    return run
+
+
+def pinned(fn, **constants):
+    """fn with module constants of triton_backend (or of its heuristics, named
+    heuristics_NAME) set for the call."""
+    def run():
+        shipped = {}
+        for name, value in constants.items():
+            module, attr = ((tb.heuristics, name[len("heuristics_"):])
+                            if name.startswith("heuristics_") else (tb, name))
+            shipped[(module, attr)] = getattr(module, attr)
+            setattr(module, attr, value)
+        try:
+            return fn()
+        finally:
+            for (module, attr), value in shipped.items():
+                setattr(module, attr, value)
+    return run
+
+
+# (label, constants) compared by dependent_launch_section against the shipped dispatch:
+# the main kernel releasing its epilogue at its exit always, or at its start up to 16
+# rows (frozen layers), and every layer preparing x in a launch of its own (the nibble
+# table at one row, fp8 terms above) now that the extra launch is placed early
+DEPENDENT_VARIANTS = [("main_exit", {"DEPENDENT_EARLY_MAX_ROWS": 0}),
+                      ("main_start16", {"DEPENDENT_EARLY_MAX_ROWS": 16}),
+                      ("prep_all", {"heuristics_SIGN_PREP_MIN_WEIGHTS": 0,
+                                    "heuristics_SIGN_FP8_MIN_WEIGHTS": 0})]
+
+
+def replayed_outputs(fn):
+    """fn's outputs (a list of tensors) from one replay of its CUDA graph."""
+    fn()  # compiled and warm before the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outputs = fn()
+    graph.replay()
+    torch.cuda.synchronize()
+    return [o.clone() for o in outputs]
+
+
+def dependent_launch_section(t_us, rank=16, lora_scaling=2.0, stack=8):
+    """Per layer, eight distinct layers per graph, bf16 x: frozen and LoRA layers with
+    the decode chain launched serialized, as shipped (dependent where supported) and
+    under DEPENDENT_VARIANTS, against cuBLAS; launch modes must give the same bits. Then
+    where the time goes at 4096^2 (one and 16 rows)."""
+    import randfx.ops as ops
+    dev = torch.device("cuda")
+    print(f"dependent launch supported: {tb._has_dependent_launch(dev)}", flush=True)
+    for out_f, in_f in ((4096, 4096), (11008, 4096), (8192, 8192), (28672, 8192)):
+        scale = in_f ** -0.5
+        keys = [torch.tensor(4242 + i, device=dev) for i in range(stack)]
+        adapters = [(torch.randn(rank, in_f, device=dev) * in_f ** -0.5,
+                     torch.randn(out_f, rank, device=dev) * 0.05) for _ in range(stack)]
+        ws = [torch.randn(out_f, in_f, device=dev, dtype=torch.bfloat16) * scale
+              for _ in range(stack)]
+        for rows in (1, 2, 4, 8, 16):
+            x = torch.randn(rows, in_f, device=dev, dtype=torch.bfloat16)
+
+            def cublas():
+                return [torch.nn.functional.linear(x, w) for w in ws]
+
+            def frozen():
+                return [ops.seeded_linear(x, key, out_f, scale, None, "pcg", "rademacher32")
+                        for key in keys]
+
+            def lora():
+                return [ops.seeded_lora_linear(x, key, a, b, scale, lora_scaling, None, "pcg",
+                                               "rademacher32")
+                        for key, (a, b) in zip(keys, adapters)]
+            for label, fn in (("frozen", frozen), ("lora", lora)):
+                times = {"cublas": t_us(cublas)}
+                want = replayed_outputs(serialized(fn))
+                times["serialized"] = t_us(serialized(fn))
+                for variant, constants in [("shipped", {})] + DEPENDENT_VARIANTS:
+                    run = pinned(fn, **constants)
+                    got = replayed_outputs(run)
+                    # preparing x differently changes the rounding, not the bits of W
+                    same = (all(torch.equal(a, b) for a, b in zip(got, want))
+                            if variant != "prep_all" else
+                            max(((a.float() - b.float()).abs().max() / b.float().abs().max())
+                                .item() for a, b in zip(got, want)) < 2e-2)
+                    times[variant] = t_us(run) if same else "DIFFERENT"
+                cu = times["cublas"]
+                print(f"dependent launch {label} {out_f}x{in_f} rows {rows}, us per layer "
+                      "(x cuBLAS): "
+                      + ", ".join(f"{k} {v / stack:.2f} ({cu / v:.2f}x)" if isinstance(v, float)
+                                  else f"{k} {v}" for k, v in times.items()), flush=True)
+            if out_f == in_f == 4096 and rows in (1, 16):
+                for label, fn in (("frozen", frozen), ("lora", lora)):
+                    print_timeline(f"  timeline {label}", fn, stack)
+        del ws
+
+
+def launch_sweep_section(t_us, stack=8, only_lora=False):
+    """The decode kernels' launch configurations again (one row: the CUDA-core and nibble
+    kernels; more: the tensor-core kernel's split), now that the decode chain is
+    launched dependently: frozen layers, and LoRA ones at one row, eight per graph, us
+    per layer against cuBLAS; every variant checked against the shipped one."""
+    import randfx.ops as ops
+    dev = torch.device("cuda")
+    gemv = [({"SIGN_GEMV_CONFIGS": {1: (block_n, groups, warps)},
+              "SIGN_GEMV_PROGRAMS_PER_SM": per_sm, "SIGN_GEMV_MAX_SPLITS": splits},
+             f"gemv n{block_n} g{groups} w{warps} p{per_sm} s{splits}")
+            for block_n, groups, warps in ((128, 8, 4), (64, 8, 4), (256, 8, 8), (128, 4, 4),
+                                           (64, 4, 2), (128, 8, 8), (256, 4, 4))
+            for per_sm, splits in ((8, 8), (16, 16), (16, 8), (4, 8))]
+    nibble = [({"SIGN_NIBBLE_CONFIGS": {1: (block_n, groups, warps), 2: (128, 4, 4)},
+                "SIGN_GEMV_PROGRAMS_PER_SM": per_sm, "SIGN_GEMV_MAX_SPLITS": splits},
+               f"nibble n{block_n} g{groups} w{warps} p{per_sm} s{splits}")
+              for block_n, groups, warps in ((256, 4, 4), (128, 4, 4), (256, 2, 4),
+                                             (512, 4, 8), (128, 8, 4))
+              for per_sm, splits in ((8, 8), (16, 16), (4, 8))]
+    mma = [({"SIGN_MMA_PROGRAMS_PER_SM": per_sm, "SIGN_MMA_MAX_SPLITS": splits},
+            f"mma p{per_sm} s{splits}")
+           for per_sm, splits in ((8, 8), (16, 16), (16, 8), (8, 16), (4, 4), (12, 12))]
+    # LoRA layers at one row: the CUDA-core kernel's tile and split cap, and the nibble
+    # kernel (x's tables in a launch of its own) in its place
+    lora_one_row = [({"SIGN_GEMV_CONFIGS": {1: config}, "SIGN_GEMV_PROGRAMS_PER_SM": per_sm,
+                      "SIGN_GEMV_MAX_SPLITS": splits, "heuristics_SIGN_PREP_MIN_WEIGHTS": prep},
+                     f"{'nibble' if prep == 0 else 'gemv'} n{config[0]} g{config[1]} "
+                     f"p{per_sm} s{splits}")
+                    for config in ((256, 4, 4), (128, 8, 4)) for prep in (1 << 62, 0)
+                    for per_sm, splits in ((16, 16), (16, 8), (8, 8))
+                    if prep == 1 << 62 or config == (256, 4, 4)]
+    sweeps = [((4096, 4096), 1, gemv, False), ((11008, 4096), 1, nibble, False),
+              ((8192, 8192), 1, nibble, False), ((4096, 4096), 4, mma, False),
+              ((4096, 4096), 16, mma, False), ((8192, 8192), 4, mma, False),
+              ((8192, 8192), 16, mma, False), ((28672, 8192), 16, mma, False),
+              ((4096, 4096), 1, lora_one_row, True), ((11008, 4096), 1, lora_one_row, True),
+              ((4096, 11008), 1, lora_one_row, True)]
+    if only_lora:
+        sweeps = [sweep for sweep in sweeps if sweep[3]]
+    for (out_f, in_f), rows, variants, lora in sweeps:
+        scale = in_f ** -0.5
+        keys = [torch.tensor(99 + i, device=dev) for i in range(stack)]
+        ws = [torch.randn(out_f, in_f, device=dev, dtype=torch.bfloat16) * scale
+              for _ in range(stack)]
+        x = torch.randn(rows, in_f, device=dev, dtype=torch.bfloat16)
+
+        adapters = [(torch.randn(16, in_f, device=dev) * in_f ** -0.5,
+                     torch.randn(out_f, 16, device=dev) * 0.05) for _ in range(stack)]
+
+        def layers():
+            if lora:
+                return [ops.seeded_lora_linear(x, key, a, b, scale, 2.0, None, "pcg",
+                                               "rademacher32")
+                        for key, (a, b) in zip(keys, adapters)]
+            return [ops.seeded_linear(x, key, out_f, scale, None, "pcg", "rademacher32")
+                    for key in keys]
+        cu = t_us(lambda: [torch.nn.functional.linear(x, w) for w in ws])
+        want = [y.float() for y in layers()]
+        results = []
+        for constants, label in variants:
+            run = pinned(layers, **constants)
+            err = max(((g.float() - w).abs().max() / w.abs().max()).item()
+                      for g, w in zip(run(), want))
+            results.append((t_us(run) if err < 1e-2 else float("inf"), label))
+        results.sort()
+        print(f"launch sweep {'lora' if lora else 'frozen'} {out_f}x{in_f} rows {rows}, cuBLAS {cu / stack:.2f} us per layer; "
+              + ", ".join(f"{label} {t / stack:.2f} ({cu / t:.2f}x)" for t, label in results),
+              flush=True)
+        del ws
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true")
     p.add_argument("--sections", default="decode,training,pmv,sparse",
                    help="comma-separated: decode, training, pmv, sparse, eager, stress, "
                         "timeline, mnist_host (MNIST files under .carry/mnist), whole_k, "
-                        "adapter, epilogue")
+                        "adapter, epilogue, dependent_launch, launch_sweep, "
+                        "launch_sweep_lora")
     p.add_argument("--candidates",
                    default="mma,contig,join,flip,tc,group,gemv,nibble,packed,fp8",
                    help="decode candidate families to check and time")
@@ -1344,7 +1522,11 @@ def main():
                          ("sparse", sparse_section), ("eager", eager_section),
                          ("stress", stress_section), ("timeline", timeline_section),
                          ("mnist_host", mnist_host_section), ("whole_k", whole_k_section),
-                         ("adapter", adapter_section), ("epilogue", epilogue_section)):
+                         ("adapter", adapter_section), ("epilogue", epilogue_section),
+                         ("dependent_launch", dependent_launch_section),
+                         ("launch_sweep", launch_sweep_section),
+                         ("launch_sweep_lora",
+                          functools.partial(launch_sweep_section, only_lora=True))):
             if name in sections:
                 try:
                     fn(t_us)

@@ -143,6 +143,9 @@ def test_rademacher32_decode_kernels(device, rows, kernel, dtype, in_f, monkeypa
                         0 if kernel in ("nibble", "packed_mma") else 1 << 62)
     monkeypatch.setattr(heuristics, "SIGN_FP8_MIN_WEIGHTS",
                         0 if kernel == "fp8_mma" else 1 << 62)
+    # a LoRA layer's one row takes the nibble kernel whatever its size: the CUDA-core
+    # kernel's down projection (its form where tl.gather is missing) is tested here too
+    monkeypatch.setattr(heuristics, "SIGN_LORA_NIBBLE_MAX_ROWS", 1 if kernel == "nibble" else 0)
     calls = []
     real = triton_backend._rademacher32_decode
     monkeypatch.setattr(triton_backend, "_rademacher32_decode",
@@ -179,9 +182,9 @@ def test_rademacher32_decode_kernel_choice(monkeypatch):
     of bf16 x on layers of SIGN_FP8_MIN_WEIGHTS or more the fp8 tensor-core kernel where
     the GPU has fp8 tensor cores."""
     def choice(rows, dtype=torch.bfloat16, cols=320, transpose=False, dist="rademacher32",
-               out=24):
+               out=24, lora=False):
         x = torch.empty(rows, cols, dtype=dtype, device="meta")
-        return triton_backend._rademacher32_decode_kernel(x, out, cols, transpose, dist)
+        return triton_backend._rademacher32_decode_kernel(x, out, cols, transpose, dist, lora)
     assert choice(1) == choice(heuristics.SIGN_GEMV_MAX_ROWS) == "gemv"
     assert choice(heuristics.SIGN_GEMV_MAX_ROWS + 1) == choice(16) == "mma"
     assert choice(8, torch.float16) == "mma"
@@ -202,6 +205,10 @@ def test_rademacher32_decode_kernel_choice(monkeypatch):
         assert choice(1, **big) == choice(heuristics.SIGN_NIBBLE_MAX_ROWS, torch.float16, **big) \
             == choice(2, torch.float32, **big) == "nibble"
         assert choice(1, **smaller) == "gemv"
+        # a LoRA layer: the nibble kernel up to SIGN_LORA_NIBBLE_MAX_ROWS rows, any size
+        lora_rows = heuristics.SIGN_LORA_NIBBLE_MAX_ROWS
+        assert choice(lora_rows, lora=True) == choice(1, torch.float32, lora=True) == "nibble"
+        assert choice(lora_rows + 1, torch.float16, lora=True) == "mma"
     # a GPU without fp8 tensor cores (compute capability before 8.9): the 16-bit kernels
     monkeypatch.setattr(triton_backend, "_has_fp8_tensor_cores", lambda device: False)
     assert choice(16, **big) == "packed_mma" and choice(16, **smaller) == "mma"
@@ -293,6 +300,55 @@ def test_rademacher32_decode_large_layer(rows, dtype, kernel, monkeypatch):
                      0.5, bias, "pcg", "rademacher32")
     assert_close(got, want, dtype)
     assert calls == [kernel, kernel]
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("size, rows, dtype", [
+    (4096, 1, torch.bfloat16), (4096, 16, torch.bfloat16), (8192, 1, torch.bfloat16),
+    (8192, 2, torch.float16), (8192, 16, torch.bfloat16), (8192, 16, torch.float16)])
+def test_dependent_launch_chain_matches_serialized(size, rows, dtype, monkeypatch):
+    """Eight square layers (frozen and LoRA, alternating), each one's output the next
+    one's input, captured in one CUDA graph: launched dependently (each kernel may start
+    under the previous one's tail and must wait for its writes before reading), the bits
+    equal those of serialized launches, for every kernel chain of the decode dispatch
+    (gemv, tensor cores, nibble table, packed and fp8 x). On Hopper with a Triton that has
+    grid dependency control, dependent launch must be what the dispatch uses."""
+    import triton
+    device = torch.device("cuda")
+    has_gdc = hasattr(getattr(triton.language.extra, "cuda", None), "gdc_wait")
+    expected = has_gdc and torch.cuda.get_device_capability(device) >= (9, 0)
+    assert triton_backend._has_dependent_launch(device) == expected
+    torch.manual_seed(size + rows)
+    keys = [key_on("cuda", KEY + layer) for layer in range(8)]
+    adapters = [(torch.randn(16, size, device="cuda") * size ** -0.5,
+                 torch.randn(size, 16, device="cuda") * 0.05) for _ in range(8)]
+    x = torch.randn(rows, size, device="cuda").to(dtype)
+
+    def chain():
+        h = x
+        for layer, (key, (lora_A, lora_B)) in enumerate(zip(keys, adapters)):
+            if layer % 2:
+                h = library.run("seeded_lora_linear", "triton", h, key, lora_A, lora_B,
+                                size ** -0.5, 0.5, None, "pcg", "rademacher32")
+            else:
+                h = library.run("seeded_matmul", "triton", h, key, size, size, size ** -0.5,
+                                False, None, None, None, "pcg", "rademacher32")
+        return h
+
+    def replayed():
+        chain()  # compiled before the capture
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = chain()
+        graph.replay()
+        torch.cuda.synchronize()
+        return out.clone()
+
+    dependent = replayed()
+    monkeypatch.setattr(triton_backend, "DEPENDENT_LAUNCH", False)
+    serialized = replayed()
+    assert dependent.isfinite().all() and dependent.abs().max() > 0
+    assert torch.equal(dependent, serialized)
 
 
 def test_kernel_labels_follow_the_dispatch():

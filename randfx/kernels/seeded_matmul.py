@@ -38,6 +38,7 @@ import triton
 import triton.language as tl
 
 from ..generators import device
+from .dependent_launch import await_previous_kernel
 from .tiles import (accumulate_rows, launch_key, rademacher32_operand_columns,
                     rademacher32_pair_tile, rademacher32_quad_tile, stream_tile)
 
@@ -244,11 +245,13 @@ def rademacher32_gemv_kernel(x_ptr, key_ptr, partial_ptr, M, N, K, k_per_split, 
                              stride_dxm, stride_dxk, stride_ar, stride_ak,
                              GENERATOR: tl.constexpr, BLOCK_M: tl.constexpr,
                              BLOCK_N: tl.constexpr, GROUPS: tl.constexpr,
-                             HAS_DOWN: tl.constexpr = False, DOWN_K: tl.constexpr = 128):
+                             HAS_DOWN: tl.constexpr = False, DOWN_K: tl.constexpr = 128,
+                             DEPENDENT_LAUNCH: tl.constexpr = ""):
     """partial[split, m, n] = rademacher32_gemv_partial over the split's k. HAS_DOWN: rank
     programs more per split compute down[split] = that split's share of down_x @ a^T
     (`_lowrank_down_split`, DOWN_K columns at a time).
     Grid: (cdiv(N, BLOCK_N) (+ rank), splits); k_per_split a multiple of 32 * GROUPS."""
+    await_previous_kernel(DEPENDENT_LAUNCH)
     if tl.program_id(0) * BLOCK_N >= N:  # past the output's tiles: the adapter's programs
         if HAS_DOWN:
             _lowrank_down_split(down_x_ptr, a_ptr, down_ptr, M, N, K, rank, k_per_split,
@@ -276,7 +279,7 @@ def rademacher32_mma_kernel(x_ptr, key_ptr, partial_ptr, M, N, K, k_per_split, w
                             BLOCK_N: tl.constexpr, GROUPS: tl.constexpr,
                             PACKED_X: tl.constexpr = False, FP8_X: tl.constexpr = False,
                             PROMOTE: tl.constexpr = False, HAS_DOWN: tl.constexpr = False,
-                            DOWN_K: tl.constexpr = 128):
+                            DOWN_K: tl.constexpr = 128, DEPENDENT_LAUNCH: tl.constexpr = ""):
     """partial[split, m, n] as rademacher32_gemv_kernel, on tensor cores: acc[n, m] +=
     R[n, k-tile] @ x[m, k-tile]^T with R's tile built in registers from one hash per 32
     values, its columns in `rademacher32_operand_columns(GROUPS, 2)` order and x's rows
@@ -291,6 +294,7 @@ def rademacher32_mma_kernel(x_ptr, key_ptr, partial_ptr, M, N, K, k_per_split, w
     each step's sum from zero and adds it to the accumulator on the CUDA cores, in fp32.
     HAS_DOWN: as rademacher32_gemv_kernel's, from down_x (x itself, never its packed
     copy)."""
+    await_previous_kernel(DEPENDENT_LAUNCH)
     if tl.program_id(0) * BLOCK_N >= N:  # past the output's tiles: the adapter's programs
         if HAS_DOWN:
             _lowrank_down_split(down_x_ptr, a_ptr, down_ptr, M, N, K, rank, k_per_split,
@@ -353,10 +357,12 @@ def rademacher32_mma_kernel(x_ptr, key_ptr, partial_ptr, M, N, K, k_per_split, w
 
 @triton.jit
 def rademacher32_nibble_table_kernel(x_ptr, table_ptr, M, K, stride_xm, stride_xk,
-                                     BLOCK_Q: tl.constexpr):
+                                     BLOCK_Q: tl.constexpr,
+                                     DEPENDENT_LAUNCH: tl.constexpr = ""):
     """table[m, q, e] = sum over t < 4 of (bit t of e set ? -x : +x)[m, 4 q + t]: for
     every 4 columns of x, the 16 sums their +-1 weights can give, fp32 (contiguous,
     (M, K / 4, 16)). Grid: (cdiv(K / 4, BLOCK_Q), M)."""
+    await_previous_kernel(DEPENDENT_LAUNCH)
     q = tl.program_id(0) * BLOCK_Q + tl.arange(0, BLOCK_Q)
     m = tl.program_id(1)
     entry = tl.arange(0, 16)
@@ -376,7 +382,8 @@ def rademacher32_nibble_kernel(table_ptr, key_ptr, partial_ptr, M, N, K, k_per_s
                                stride_dxk, stride_ar, stride_ak, GENERATOR: tl.constexpr,
                                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                                GROUPS: tl.constexpr, HAS_DOWN: tl.constexpr = False,
-                               DOWN_K: tl.constexpr = 128):
+                               DOWN_K: tl.constexpr = 128,
+                               DEPENDENT_LAUNCH: tl.constexpr = ""):
     """partial[split, m, n] as rademacher32_gemv_kernel, for 1 or 2 rows (BLOCK_M) of x of
     any float dtype, from the nibble tables of `rademacher32_nibble_table_kernel`: 4
     neighbouring weights of a row are one nibble of its hash, so their dot with x is one
@@ -385,6 +392,7 @@ def rademacher32_nibble_kernel(table_ptr, key_ptr, partial_ptr, M, N, K, k_per_s
     and every lane of a warp reads the same 16-entry table (distinct banks: no
     conflicts). Same grid as rademacher32_gemv_kernel, k_per_split a multiple of
     32 * GROUPS; HAS_DOWN as its."""
+    await_previous_kernel(DEPENDENT_LAUNCH)
     if tl.program_id(0) * BLOCK_N >= N:  # past the output's tiles: the adapter's programs
         if HAS_DOWN:
             _lowrank_down_split(down_x_ptr, a_ptr, down_ptr, M, N, K, rank, k_per_split,
@@ -427,10 +435,11 @@ def rademacher32_nibble_kernel(table_ptr, key_ptr, partial_ptr, M, N, K, k_per_s
 
 @triton.jit
 def rademacher32_pack_x_kernel(x_ptr, out_ptr, M, K, stride_xm, stride_xk, stride_om,
-                               GROUPS: tl.constexpr):
+                               GROUPS: tl.constexpr, DEPENDENT_LAUNCH: tl.constexpr = ""):
     """out[m, s + L] = x[m, s + rademacher32_operand_columns(GROUPS, 2)[L]] for each step
     s of 32 * GROUPS columns; zero for rows m >= M and columns past K (out has BLOCK_M
     rows and whole steps). Grid: (steps, BLOCK_M)."""
+    await_previous_kernel(DEPENDENT_LAUNCH)
     m = tl.program_id(1)
     L = tl.arange(0, 32 * GROUPS)
     k = tl.program_id(0) * 32 * GROUPS + rademacher32_operand_columns(GROUPS, 2)
@@ -450,7 +459,8 @@ def _top_four_bits(v):
 @triton.jit(do_not_specialize=["M", "K", "k_per_split"])
 def rademacher32_pack_x_fp8_kernel(x_ptr, out_ptr, scale_ptr, M, K, k_per_split, stride_xm,
                                    stride_xk, stride_om, GROUPS: tl.constexpr,
-                                   BLOCK_M: tl.constexpr):
+                                   BLOCK_M: tl.constexpr,
+                                   DEPENDENT_LAUNCH: tl.constexpr = ""):
     """x split into two float8 e4m3 terms for the FP8_X tensor-core decode: over split s's
     columns, x[m, k] * 2^p = hi + lo / 16 with p chosen so that max |x[m, k]| * 2^p lies
     in (64, 256]; hi and lo go to out's rows 2 m and 2 m + 1 (zero for m >= M and past
@@ -459,6 +469,7 @@ def rademacher32_pack_x_fp8_kernel(x_ptr, out_ptr, scale_ptr, M, K, k_per_split,
     the next 4 (truncated), so a bf16 x is kept whole down to 2^-14 of its split's
     largest value (e4m3's smallest normal), and to within 2^-19 of that largest value
     below. An infinite or NaN x makes its row's outputs NaN. Grid: (splits, BLOCK_M)."""
+    await_previous_kernel(DEPENDENT_LAUNCH)
     pid_s = tl.program_id(0)
     m = tl.program_id(1)
     STEP: tl.constexpr = 32 * GROUPS
@@ -500,10 +511,12 @@ def split_k_epilogue_kernel(partial_ptr, bias_ptr, u_ptr, v_ptr, y_ptr, M, N, ra
                             stride_vn, stride_vr, stride_ym, stride_yn, SPLITS: tl.constexpr,
                             HAS_BIAS: tl.constexpr, HAS_LOWRANK: tl.constexpr,
                             U_SPLITS_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
-                            BLOCK_N: tl.constexpr, RANK_BLOCK: tl.constexpr = 1):
+                            BLOCK_N: tl.constexpr, RANK_BLOCK: tl.constexpr = 1,
+                            DEPENDENT_LAUNCH: tl.constexpr = ""):
     """y = (sum over SPLITS of partial[split]) * scale (+ lowrank_scale * u v^T, u the sum
     of u_splits terms) (+ bias). The splits are unrolled so that their loads are in
     flight together. Grid: (cdiv(N, BLOCK_N),)."""
+    await_previous_kernel(DEPENDENT_LAUNCH)
     n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     m = tl.arange(0, BLOCK_M)
     mask = (m < M)[:, None] & (n < N)[None, :]

@@ -18,19 +18,26 @@ SIGN_GEMV_MAX_ROWS = 1
 # On layers of at least SIGN_PREP_MIN_WEIGHTS weights the rademacher32 decode prepares x
 # in a launch of its own: up to SIGN_NIBBLE_MAX_ROWS rows (any float x) the nibble-table
 # kernel reads x's tables, more rows of 16-bit x the tensor-core kernel reads x packed in
-# its tile's column order. On smaller layers that launch costs about what it saves. H200,
-# against the kernel without it, same lab run: one row 0.89-0.93x at 4096^2, 0.95-1.00x
-# at 4096x8192 and 8192x4096, 1.12-1.13x at 8192^2, 1.47x at 28672x8192; packed x at 4-16
-# rows 0.90-0.95x, 0.93-1.08x, 1.00-1.03x, 1.16-1.17x.
-# bf16 x from 2 rows on layers of SIGN_FP8_MIN_WEIGHTS weights or more takes the fp8
-# form of the tensor-core kernel instead (x split exactly into two e4m3 terms, half the
-# integer work per weight). H200, same lab runs, 2-16 rows: against packed x 1.21-1.26x
-# at 8192^2 and 1.19-1.44x at 28672x8192, against the nibble kernel at 2 rows 1.02-1.04x
-# and 1.17x; against the kernel without x's launch 1.10-1.19x at 4096x8192 and
-# 1.07-1.22x at 14336x4096, 0.93-0.99x at 4096^2.
+# its tile's column order. bf16 x from 2 rows on layers of SIGN_FP8_MIN_WEIGHTS weights
+# or more takes the fp8 form of the tensor-core kernel instead (x split exactly into two
+# e4m3 terms, half the integer work per weight). Since the decode chain's kernels are
+# launched dependently (triton_backend.DEPENDENT_LAUNCH) x's launch costs less, and the
+# thresholds came down a power of two each. H200, eight layers per graph, us per layer,
+# against the kernel without x's launch, same lab run (scripts/decode_lab.py --sections
+# dependent_launch): the nibble kernel at one row of 11008x4096 6.61 against 8.61, of
+# 4096^2 5.18 against 5.04 (not taken); the fp8 form at 4096^2, 2 / 4 / 8 / 16 rows:
+# frozen 5.84 / 6.34 / 6.26 / 7.43 against 6.15 / 6.20 / 6.42 / 7.32, LoRA 7.82 / 8.02 /
+# 8.98 / 9.55 against 9.02 / 9.11 / 10.00 / 10.08. Serialized (sixth session): the
+# nibble kernel 0.95-1.00x at 4096x8192 and 8192x4096, 1.12-1.13x at 8192^2, 1.47x at
+# 28672x8192; the fp8 form 1.21-1.26x of packed x at 8192^2, 1.19-1.44x at 28672x8192.
 SIGN_NIBBLE_MAX_ROWS = 2
-SIGN_PREP_MIN_WEIGHTS = 1 << 26
-SIGN_FP8_MIN_WEIGHTS = 1 << 25
+# A LoRA layer (its down projection inside the decode kernel) takes the nibble kernel at
+# up to SIGN_LORA_NIBBLE_MAX_ROWS rows whatever its size: H200, eight layers per graph,
+# one row, us per layer, same lab run (--sections launch_sweep_lora): 4096^2 6.80 against
+# 8.06 on the CUDA-core kernel as tuned for frozen layers (6.95 as tuned before).
+SIGN_LORA_NIBBLE_MAX_ROWS = 1
+SIGN_PREP_MIN_WEIGHTS = 1 << 25
+SIGN_FP8_MIN_WEIGHTS = 1 << 24
 SIXTEEN_BIT = ("torch.bfloat16", "torch.float16")
 
 
@@ -50,10 +57,12 @@ def uses_fp8_kernel(m: int, out_features: int, in_features: int, dtype=None,
 
 
 def uses_nibble_kernel(m: int, out_features: int, in_features: int, dtype=None,
-                       fp8_tensor_cores: bool = True) -> bool:
+                       fp8_tensor_cores: bool = True, lora: bool = False) -> bool:
     """Whether the rademacher32 decode of m rows of x in `dtype` through an
-    (out_features, in_features) weight takes the nibble-table kernel."""
-    return (m <= SIGN_NIBBLE_MAX_ROWS and out_features * in_features >= SIGN_PREP_MIN_WEIGHTS
+    (out_features, in_features) weight (with a LoRA adapter's down projection: lora)
+    takes the nibble-table kernel."""
+    large = m <= SIGN_NIBBLE_MAX_ROWS and out_features * in_features >= SIGN_PREP_MIN_WEIGHTS
+    return ((large or (lora and m <= SIGN_LORA_NIBBLE_MAX_ROWS))
             and not uses_fp8_kernel(m, out_features, in_features, dtype, fp8_tensor_cores))
 
 

@@ -59,11 +59,19 @@ DECODE_CONFIGS = {1: (1, 16, 512, 4, False), 2: (2, 16, 256, 4, False),
                   256: (128, 128, 64, 8, True)}
 # rows-of-x bucket -> (BLOCK_N, GROUPS of 32 columns, num_warps) of the rademacher32
 # CUDA-core decode kernel; its grid is split along K until about SIGN_GEMV_PROGRAMS_PER_SM
-# programs per SM run, in at most SIGN_GEMV_MAX_SPLITS splits. Picked from 23 launch
-# configurations on an H200 (scripts/decode_lab.py, docs/performance.md).
-SIGN_GEMV_CONFIGS = {1: (128, 8, 4)}  # buckets up to SIGN_GEMV_MAX_ROWS
-SIGN_GEMV_PROGRAMS_PER_SM = 8
-SIGN_GEMV_MAX_SPLITS = 8
+# programs per SM run, in at most SIGN_GEMV_MAX_SPLITS splits (the nibble kernel's too).
+# Picked again from 28 launch configurations on an H200 once the decode chain was
+# launched dependently (scripts/decode_lab.py --sections launch_sweep): 4096^2 one row,
+# eight layers per graph, 4.64-4.71 us per layer against 5.03-5.10 for the former
+# (128, 8, 4) at 8 programs per SM and 8 splits; the nibble kernel at 16 / 16 too,
+# 11008x4096 and 8192^2 6.25-6.56 and 7.53-7.58 us against 6.56-6.68 and 7.75-7.84.
+SIGN_GEMV_CONFIGS = {1: (256, 4, 4)}  # buckets up to SIGN_GEMV_MAX_ROWS
+SIGN_GEMV_PROGRAMS_PER_SM = 16
+SIGN_GEMV_MAX_SPLITS = 16
+# the split cap of a launch that carries a LoRA adapter's down projection, any kernel:
+# H200, one row, eight layers per graph, the nibble kernel at 8 splits against 16:
+# 4096^2 6.80 / 7.06 us, 11008x4096 8.76 / 8.90, 4096x11008 10.36 / 10.67
+SIGN_LORA_MAX_SPLITS = 8
 # the tensor-core rademacher32 decode kernel above heuristics.SIGN_GEMV_MAX_ROWS rows
 # (x padded to 16 rows): (BLOCK_N, GROUPS (a multiple of 4), num_warps, num_stages),
 # picked from twelve variants on an H200 (scripts/decode_lab.py); its split target,
@@ -96,6 +104,18 @@ FLAT_ROW = 1024  # generate_weight views its output as rows of this many values
 PMV_BLOCK = (64, 128, 4)  # BLOCK_J, BLOCK_K, num_warps
 PMV_GRAD_BLOCK = (16, 256, 4)
 PMV_GRAD_PROGRAMS = 2048  # splits of the j range so the grid fills the GPU
+# the rademacher32 decode chain's kernels (pack or table, main, epilogue) are launched
+# with programmatic dependent launch where the GPU and Triton have it
+# (kernels/dependent_launch.py); off, each waits for the previous one to end before its
+# launch starts. Each lets the next kernel be placed as soon as its own wait ends, but
+# for the main kernel when its epilogue is heavy (an adapter's term, or more than
+# DEPENDENT_EARLY_MAX_ROWS rows): there the epilogue placed early slowed the main kernel
+# and it is released at the main kernel's exit. H200, eight layers per graph, us per
+# layer against serialized launches: frozen 4096^2 one row 6.37 -> 5.06, 16 rows 8.30 ->
+# 7.33; LoRA 4096^2 16 rows released at start 17.45, at exit 10.05, serialized 10.90
+# (scripts/decode_lab.py --sections dependent_launch, docs/performance.md)
+DEPENDENT_LAUNCH = True
+DEPENDENT_EARLY_MAX_ROWS = 8
 
 
 def _ids(generator: str, dist: str):
@@ -199,6 +219,28 @@ def _has_fp8_tensor_cores(device: torch.device) -> bool:
 
 
 @functools.lru_cache(maxsize=None)
+def _has_dependent_launch(device: torch.device) -> bool:
+    """Grid dependency control: compute capability 9.0 (Hopper) or later, and Triton 3.3 or
+    later (`tl.extra.cuda.gdc_wait`, the `launch_pdl` launch option). Never under the
+    interpreter (CPU tensors)."""
+    cuda_extras = getattr(triton.language.extra, "cuda", None)
+    if device.type != "cuda" or not hasattr(cuda_extras, "gdc_wait"):
+        return False
+    return torch.cuda.get_device_capability(device) >= (9, 0)
+
+
+def _dependent_launch(device: torch.device, release_at_start: bool = True) -> dict:
+    """Launch options of a decode-chain kernel: launched early under the previous kernel's
+    tail, waiting for its writes in its first statement, and letting the next kernel be
+    placed right after that wait (release_at_start) or at its own exit; none where
+    unsupported."""
+    if DEPENDENT_LAUNCH and _has_dependent_launch(device):
+        release = "release_at_start" if release_at_start else "release_at_exit"
+        return {"DEPENDENT_LAUNCH": release, "launch_pdl": True}
+    return {}
+
+
+@functools.lru_cache(maxsize=None)
 def _sm_count(device: torch.device) -> int:
     if device.type != "cuda":
         return 1
@@ -218,15 +260,17 @@ def _decode_config(m: int, n: int, transpose: bool, device: torch.device):
     return block_m, block_n, block_k, warps, use_dot and block_m >= 16
 
 
-def _rademacher32_decode_kernel(x, rows, cols, transpose, dist):
-    """"nibble", "gemv", "mma" or None (the general kernel) for decode of y = x @ W^T."""
+def _rademacher32_decode_kernel(x, rows, cols, transpose, dist, lora=False):
+    """"nibble", "gemv", "mma" or None (the general kernel) for decode of y = x @ W^T
+    (lora: with an adapter's down projection in the same launch)."""
     if dist != "rademacher32" or transpose or cols % 32:
         return None
     log2_values, narrow, _ = tile_plan(dist, 0, rows * cols - 1, cols, 32)
     if log2_values != 5 or not narrow:
         return None
     fp8 = _has_fp8_tensor_cores(x.device)
-    if heuristics.uses_nibble_kernel(x.shape[0], rows, cols, x.dtype, fp8) and _HAS_GATHER:
+    if heuristics.uses_nibble_kernel(x.shape[0], rows, cols, x.dtype, fp8, lora) \
+            and _HAS_GATHER:
         return "nibble"
     if x.shape[0] <= heuristics.SIGN_GEMV_MAX_ROWS:
         return "gemv"
@@ -250,13 +294,15 @@ def _rademacher32_decode(kernel, x, key, rows, cols, scale, bias, u, v, y, gener
     rank and split), summed by the epilogue: no launch of its own."""
     m = x.shape[0]
     operand, strides, x_scale = x, (x.stride(0), x.stride(1)), None
+    prepare = _dependent_launch(x.device)
     if kernel == "nibble":
         block_m = _pow2_at_least(m)
         block_n, groups, warps = SIGN_NIBBLE_CONFIGS[block_m]
         table = torch.empty(m, 4 * cols, dtype=torch.float32, device=x.device)
         rademacher32_nibble_table_kernel[
             (triton.cdiv(cols // 4, SIGN_NIBBLE_TABLE_BLOCK), m)](
-            x, table, m, cols, x.stride(0), x.stride(1), BLOCK_Q=SIGN_NIBBLE_TABLE_BLOCK)
+            x, table, m, cols, x.stride(0), x.stride(1), BLOCK_Q=SIGN_NIBBLE_TABLE_BLOCK,
+            **prepare)
         launch, programs_per_sm, max_splits, options = (
             rademacher32_nibble_kernel, SIGN_GEMV_PROGRAMS_PER_SM, SIGN_GEMV_MAX_SPLITS, {})
         operand, strides = table, ()  # the tables stand in for x
@@ -279,6 +325,9 @@ def _rademacher32_decode(kernel, x, key, rows, cols, scale, bias, u, v, y, gener
         # scripts/decode_lab.py --sections stress): such steps run unpipelined
         if kernel in ("packed_mma", "fp8_mma") and groups > 4:
             options["num_stages"] = 1
+    has_down = lora_down is not None
+    if has_down:  # every split adds rank programs and a share for the epilogue to sum
+        max_splits = min(max_splits, SIGN_LORA_MAX_SPLITS)
     n_blocks = triton.cdiv(rows, block_n)
     step = 32 * groups
     k_steps = triton.cdiv(cols, step)
@@ -289,7 +338,8 @@ def _rademacher32_decode(kernel, x, key, rows, cols, scale, bias, u, v, y, gener
     if kernel == "packed_mma":
         packed = torch.empty(block_m, k_steps * step, dtype=x.dtype, device=x.device)
         rademacher32_pack_x_kernel[(k_steps, block_m)](
-            x, packed, m, cols, x.stride(0), x.stride(1), packed.stride(0), GROUPS=groups)
+            x, packed, m, cols, x.stride(0), x.stride(1), packed.stride(0), GROUPS=groups,
+            **prepare)
         operand, strides = packed, (packed.stride(0), 1)
     elif kernel == "fp8_mma":
         packed = torch.empty(2 * block_m, k_steps * step, dtype=torch.float8_e4m3fn,
@@ -297,10 +347,9 @@ def _rademacher32_decode(kernel, x, key, rows, cols, scale, bias, u, v, y, gener
         x_scale = torch.empty(splits, block_m, dtype=torch.float32, device=x.device)
         rademacher32_pack_x_fp8_kernel[(splits, block_m)](
             x, packed, x_scale, m, cols, k_per_split, x.stride(0), x.stride(1),
-            packed.stride(0), GROUPS=groups, BLOCK_M=block_m)
+            packed.stride(0), GROUPS=groups, BLOCK_M=block_m, **prepare)
         operand, strides = packed, (packed.stride(0), 1)
     partial = torch.empty(splits, m, rows, dtype=torch.float32, device=x.device)
-    has_down = lora_down is not None
     if has_down:
         lora_A, lowrank_scale = lora_down
         rank = lora_A.shape[0]
@@ -318,7 +367,8 @@ def _rademacher32_decode(kernel, x, key, rows, cols, scale, bias, u, v, y, gener
     launch[(n_blocks + (rank if has_down else 0), splits)](
         operand, key, partial, m, rows, cols, k_per_split, window, *strides, *down,
         GENERATOR=streams.GENERATOR_IDS[generator], BLOCK_M=block_m, BLOCK_N=block_n,
-        GROUPS=groups, HAS_DOWN=has_down, num_warps=warps, **options)
+        GROUPS=groups, HAS_DOWN=has_down, num_warps=warps, **options,
+        **_dependent_launch(x.device, not has_down and m <= DEPENDENT_EARLY_MAX_ROWS))
     return split_k_epilogue(partial, bias, u, v, y, scale, lowrank_scale)
 
 
@@ -351,7 +401,7 @@ def split_k_epilogue(partial, bias, u, v, y, scale, lowrank_scale=1.0):
         *u_strides, v.stride(0), v.stride(1), y.stride(0), y.stride(1), SPLITS=splits,
         HAS_BIAS=bias is not None, HAS_LOWRANK=has_lowrank,
         U_SPLITS_PAD=_pow2_at_least(u_splits), BLOCK_M=block_m, BLOCK_N=epilogue_n,
-        RANK_BLOCK=rank_block)
+        RANK_BLOCK=rank_block, **_dependent_launch(y.device))
     return y
 
 
@@ -364,7 +414,8 @@ def seeded_matmul(x, key, rows, cols, scale, transpose, bias, lowrank_u, lowrank
     kernel = None
     if torch.float64 not in [t.dtype for t in operands if t is not None] and \
             heuristics.uses_fused_kernel(x.shape[0]):
-        kernel = _rademacher32_decode_kernel(x, rows, cols, transpose, dist)
+        kernel = _rademacher32_decode_kernel(x, rows, cols, transpose, dist,
+                                             lora_down is not None)
     if lora_down is not None and kernel is None:
         lowrank_u, lowrank_v = reference.lora_factors(x, lora_down[0], lowrank_v, lora_down[1])
         lora_down = None
