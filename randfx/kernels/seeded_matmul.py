@@ -29,6 +29,9 @@
   per rank and K split (HAS_DOWN), which computes that split's share of x A^T
   (`_lowrank_down_split`) beside the programs generating W; `split_k_epilogue_kernel`
   sums the shares and adds c u B^T (`_add_lowrank`).
+- The rademacher32 decode chain's kernels (x's preparation, the three decode kernels, the
+  epilogue) start with `await_previous_kernel(DEPENDENT_LAUNCH)`, so the host may launch
+  them with programmatic dependent launch (kernels/dependent_launch.py).
 - `materialize_kernel`: writes W (scaled, cast; optionally + an adapter B A) for the
   materialise-then-cuBLAS path and for `generate_weight`.
 Launch parameters and the shape heuristic live in randfx/ops/triton_backend.py.

@@ -20,9 +20,12 @@ Shape heuristic for y = x @ W^T with W generated (`seeded_matmul`):
   of heuristics.SIGN_PREP_MIN_WEIGHTS weights or more is first packed into the tile's
   column order, so the kernel's x loads are contiguous and pipelined. fp32 x keeps the
   general kernel, which does not round it to 16 bits. One row of such large layers (and
-  two of x that is not bf16) takes `rademacher32_nibble_kernel` (3.3x and 5.7x). A LoRA
-  layer's down projection x A^T runs in extra programs of these kernels' own launch
-  (`lora_down`), the adapter's term in the epilogue: no launch of its own.
+  two of x that is not bf16, and a LoRA layer's one row) takes
+  `rademacher32_nibble_kernel` (3.3x and 5.7x). A LoRA layer's down projection x A^T
+  runs in extra programs of these kernels' own launch (`lora_down`), the adapter's term
+  in the epilogue: no launch of its own. On Hopper the chain of kernels is launched with
+  programmatic dependent launch (`DEPENDENT_LAUNCH`), each placed under the previous
+  one's tail.
 - more rows (training): materialise W in the activation dtype (one fused generate pass,
   peak extra memory = one layer's weight, freed on return) and call cuBLAS. A fused
   kernel would regenerate W once per row block, and generation costs more than reading W
