@@ -6,7 +6,7 @@ the training, PMV and row-sparse paths.
                                  [--sections decode,training,pmv,sparse,eager,stress,timeline,
                                              mnist_host,whole_k,adapter,epilogue,
                                              dependent_launch,launch_sweep,
-                                             launch_sweep_lora]
+                                             launch_sweep_lora,launch_sweep_fp8]
                                  [--candidates mma,tc,group,gemv,nibble,packed,fp8]
                                  [--variants NAME,...] [--rows 1,4,8,16]
                                  [--shapes 4096x4096,8192x8192]
@@ -1322,9 +1322,9 @@ def dependent_launch_section(t_us, rank=16, lora_scaling=2.0, stack=8):
         del ws
 
 
-def launch_sweep_section(t_us, stack=8, only_lora=False):
+def launch_sweep_section(t_us, stack=8, only=""):
     """The decode kernels' launch configurations again (one row: the CUDA-core and nibble
-    kernels; more: the tensor-core kernel's split), now that the decode chain is
+    kernels; more: the tensor-core kernel's split and its fp8 form's tile), now that the decode chain is
     launched dependently: frozen layers, and LoRA ones at one row, eight per graph, us
     per layer against cuBLAS; every variant checked against the shipped one."""
     import randfx.ops as ops
@@ -1344,6 +1344,10 @@ def launch_sweep_section(t_us, stack=8, only_lora=False):
     mma = [({"SIGN_MMA_PROGRAMS_PER_SM": per_sm, "SIGN_MMA_MAX_SPLITS": splits},
             f"mma p{per_sm} s{splits}")
            for per_sm, splits in ((8, 8), (16, 16), (16, 8), (8, 16), (4, 4), (12, 12))]
+    fp8 = [({"SIGN_FP8_CONFIG": config}, "fp8 n{} g{} w{} s{}".format(*config))
+           for config in ((128, 8, 4, 1), (64, 8, 4, 1), (128, 4, 4, 1), (128, 4, 4, 2),
+                          (64, 4, 4, 2), (256, 8, 8, 1), (128, 8, 8, 1), (64, 8, 2, 1),
+                          (128, 4, 8, 2), (256, 4, 8, 2))]
     # LoRA layers at one row: the CUDA-core kernel's tile and split cap, and the nibble
     # kernel (x's tables in a launch of its own) in its place
     lora_one_row = [({"SIGN_GEMV_CONFIGS": {1: config}, "SIGN_GEMV_PROGRAMS_PER_SM": per_sm,
@@ -1358,9 +1362,13 @@ def launch_sweep_section(t_us, stack=8, only_lora=False):
               ((4096, 4096), 16, mma, False), ((8192, 8192), 4, mma, False),
               ((8192, 8192), 16, mma, False), ((28672, 8192), 16, mma, False),
               ((4096, 4096), 1, lora_one_row, True), ((11008, 4096), 1, lora_one_row, True),
-              ((4096, 11008), 1, lora_one_row, True)]
-    if only_lora:
-        sweeps = [sweep for sweep in sweeps if sweep[3]]
+              ((4096, 11008), 1, lora_one_row, True),
+              ((4096, 4096), 4, fp8, False), ((4096, 4096), 16, fp8, False),
+              ((8192, 8192), 8, fp8, False), ((8192, 8192), 16, fp8, False),
+              ((28672, 8192), 16, fp8, False)]
+    if only in ("lora", "fp8"):
+        sweeps = [sweep for sweep in sweeps
+                  if (sweep[3] if only == "lora" else sweep[2] is fp8)]
     for (out_f, in_f), rows, variants, lora in sweeps:
         scale = in_f ** -0.5
         keys = [torch.tensor(99 + i, device=dev) for i in range(stack)]
@@ -1400,7 +1408,7 @@ def main():
                    help="comma-separated: decode, training, pmv, sparse, eager, stress, "
                         "timeline, mnist_host (MNIST files under .carry/mnist), whole_k, "
                         "adapter, epilogue, dependent_launch, launch_sweep, "
-                        "launch_sweep_lora")
+                        "launch_sweep_lora, launch_sweep_fp8")
     p.add_argument("--candidates",
                    default="mma,contig,join,flip,tc,group,gemv,nibble,packed,fp8",
                    help="decode candidate families to check and time")
@@ -1526,7 +1534,9 @@ def main():
                          ("dependent_launch", dependent_launch_section),
                          ("launch_sweep", launch_sweep_section),
                          ("launch_sweep_lora",
-                          functools.partial(launch_sweep_section, only_lora=True))):
+                          functools.partial(launch_sweep_section, only="lora")),
+                         ("launch_sweep_fp8",
+                          functools.partial(launch_sweep_section, only="fp8"))):
             if name in sections:
                 try:
                     fn(t_us)

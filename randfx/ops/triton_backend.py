@@ -223,11 +223,18 @@ def _has_fp8_tensor_cores(device: torch.device) -> bool:
 
 @functools.lru_cache(maxsize=None)
 def _has_dependent_launch(device: torch.device) -> bool:
-    """Grid dependency control: compute capability 9.0 (Hopper) or later, and Triton 3.3 or
-    later (`tl.extra.cuda.gdc_wait`, the `launch_pdl` launch option). Never under the
-    interpreter (CPU tensors)."""
+    """Grid dependency control: compute capability 9.0 (Hopper) or later, and a Triton that
+    has both `tl.extra.cuda.gdc_wait` and the `launch_pdl` launch option (3.3 and later).
+    Never under the interpreter (CPU tensors)."""
+    if device.type != "cuda":
+        return False
+    try:
+        from triton.backends.nvidia.compiler import CUDAOptions
+    except ImportError:
+        return False
     cuda_extras = getattr(triton.language.extra, "cuda", None)
-    if device.type != "cuda" or not hasattr(cuda_extras, "gdc_wait"):
+    if not hasattr(cuda_extras, "gdc_wait") \
+            or "launch_pdl" not in CUDAOptions.__dataclass_fields__:
         return False
     return torch.cuda.get_device_capability(device) >= (9, 0)
 
