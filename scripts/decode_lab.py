@@ -1108,6 +1108,36 @@ def with_loop_epilogue(fn):
     return run
 
 
+class LayerStack:
+    """`stack` distinct layers of one shape, to time per layer as a decode step runs them
+    (one graph, layers back to back): dense bf16 weights for cuBLAS, keys for frozen
+    seeded layers, fp32 rank-`rank` adapters for LoRA ones. Each method returns a
+    callable over x that returns the layers' outputs."""
+
+    def __init__(self, out_f, in_f, stack=8, rank=16, lora_scaling=2.0, first_key=777):
+        dev = torch.device("cuda")
+        self.out_f, self.scale, self.lora_scaling = out_f, in_f ** -0.5, lora_scaling
+        self.keys = [torch.tensor(first_key + i, device=dev) for i in range(stack)]
+        self.adapters = [(torch.randn(rank, in_f, device=dev) * in_f ** -0.5,
+                          torch.randn(out_f, rank, device=dev) * 0.05) for _ in range(stack)]
+        self.weights = [torch.randn(out_f, in_f, device=dev, dtype=torch.bfloat16)
+                        * self.scale for _ in range(stack)]
+
+    def cublas(self, x):
+        return lambda: [torch.nn.functional.linear(x, w) for w in self.weights]
+
+    def frozen(self, x):
+        import randfx.ops as ops
+        return lambda: [ops.seeded_linear(x, key, self.out_f, self.scale, None, "pcg",
+                                          "rademacher32") for key in self.keys]
+
+    def lora(self, x):
+        import randfx.ops as ops
+        return lambda: [ops.seeded_lora_linear(x, key, a, b, self.scale, self.lora_scaling,
+                                               None, "pcg", "rademacher32")
+                        for key, (a, b) in zip(self.keys, self.adapters)]
+
+
 def adapter_section(t_us, rank=16, lora_scaling=2.0, stack=8, timeline=True):
     """Per layer, eight distinct layers per graph (a decode step's regime), bf16 x, fp32
     adapters: cuBLAS on a dense W; frozen seeded layers with the shipped and the former
@@ -1115,35 +1145,19 @@ def adapter_section(t_us, rank=16, lora_scaling=2.0, stack=8, timeline=True):
     before (torch's cast of x and addmm, then the kernel with u given) with the shipped
     and with the former epilogue. Every variant is checked against the shipped LoRA
     layer first. timeline: where the frozen and the shipped LoRA layers' time goes."""
-    import randfx.ops as ops
     from randfx.ops import reference
     dev = torch.device("cuda")
     for out_f, in_f in ((4096, 4096), (11008, 4096), (4096, 11008), (8192, 8192),
                         (28672, 8192)):
-        scale = in_f ** -0.5
-        keys = [torch.tensor(777 + i, device=dev) for i in range(stack)]
-        adapters = [(torch.randn(rank, in_f, device=dev) * in_f ** -0.5,
-                     torch.randn(out_f, rank, device=dev) * 0.05) for _ in range(stack)]
-        ws = [torch.randn(out_f, in_f, device=dev, dtype=torch.bfloat16) * scale
-              for _ in range(stack)]
+        layers = LayerStack(out_f, in_f, stack, rank, lora_scaling)
+        scale = layers.scale
         for rows in (1, 4, 16):
             x = torch.randn(rows, in_f, device=dev, dtype=torch.bfloat16)
-
-            def cublas():
-                return [torch.nn.functional.linear(x, w) for w in ws]
-
-            def frozen():
-                return [ops.seeded_linear(x, key, out_f, scale, None, "pcg", "rademacher32")
-                        for key in keys]
-
-            def lora_fused():
-                return [ops.seeded_lora_linear(x, key, a, b, scale, lora_scaling, None, "pcg",
-                                               "rademacher32")
-                        for key, (a, b) in zip(keys, adapters)]
+            cublas, frozen, lora_fused = layers.cublas(x), layers.frozen(x), layers.lora(x)
 
             def lora_factors():
                 out = []
-                for key, (a, b) in zip(keys, adapters):
+                for key, (a, b) in zip(layers.keys, layers.adapters):
                     u, v = reference.lora_factors(x, a, b, lora_scaling)
                     out.append(tb.seeded_matmul(x, key, out_f, in_f, scale, False, None, u, v,
                                                 "pcg", "rademacher32"))
@@ -1180,7 +1194,7 @@ def adapter_section(t_us, rank=16, lora_scaling=2.0, stack=8, timeline=True):
             if timeline:
                 for label, fn in (("frozen", frozen), ("lora_fused", lora_fused)):
                     print_timeline(f"  timeline {label}", fn, stack)
-        del ws
+        del layers
 
 
 def epilogue_section(t_us, rank=16, stack=8):
@@ -1274,30 +1288,13 @@ def dependent_launch_section(t_us, rank=16, lora_scaling=2.0, stack=8):
     the decode chain launched serialized, as shipped (dependent where supported) and
     under DEPENDENT_VARIANTS, against cuBLAS; launch modes must give the same bits. Then
     where the time goes at 4096^2 (one and 16 rows)."""
-    import randfx.ops as ops
     dev = torch.device("cuda")
     print(f"dependent launch supported: {tb._has_dependent_launch(dev)}", flush=True)
     for out_f, in_f in ((4096, 4096), (11008, 4096), (8192, 8192), (28672, 8192)):
-        scale = in_f ** -0.5
-        keys = [torch.tensor(4242 + i, device=dev) for i in range(stack)]
-        adapters = [(torch.randn(rank, in_f, device=dev) * in_f ** -0.5,
-                     torch.randn(out_f, rank, device=dev) * 0.05) for _ in range(stack)]
-        ws = [torch.randn(out_f, in_f, device=dev, dtype=torch.bfloat16) * scale
-              for _ in range(stack)]
+        layers = LayerStack(out_f, in_f, stack, rank, lora_scaling, first_key=4242)
         for rows in (1, 2, 4, 8, 16):
             x = torch.randn(rows, in_f, device=dev, dtype=torch.bfloat16)
-
-            def cublas():
-                return [torch.nn.functional.linear(x, w) for w in ws]
-
-            def frozen():
-                return [ops.seeded_linear(x, key, out_f, scale, None, "pcg", "rademacher32")
-                        for key in keys]
-
-            def lora():
-                return [ops.seeded_lora_linear(x, key, a, b, scale, lora_scaling, None, "pcg",
-                                               "rademacher32")
-                        for key, (a, b) in zip(keys, adapters)]
+            cublas, frozen, lora = layers.cublas(x), layers.frozen(x), layers.lora(x)
             for label, fn in (("frozen", frozen), ("lora", lora)):
                 times = {"cublas": t_us(cublas)}
                 want = replayed_outputs(serialized(fn))
@@ -1319,7 +1316,7 @@ def dependent_launch_section(t_us, rank=16, lora_scaling=2.0, stack=8):
             if out_f == in_f == 4096 and rows in (1, 16):
                 for label, fn in (("frozen", frozen), ("lora", lora)):
                     print_timeline(f"  timeline {label}", fn, stack)
-        del ws
+        del layers
 
 
 def launch_sweep_section(t_us, stack=8, only=""):
@@ -1327,7 +1324,6 @@ def launch_sweep_section(t_us, stack=8, only=""):
     kernels; more: the tensor-core kernel's split and its fp8 form's tile), now that the decode chain is
     launched dependently: frozen layers, and LoRA ones at one row, eight per graph, us
     per layer against cuBLAS; every variant checked against the shipped one."""
-    import randfx.ops as ops
     dev = torch.device("cuda")
     gemv = [({"SIGN_GEMV_CONFIGS": {1: (block_n, groups, warps)},
               "SIGN_GEMV_PROGRAMS_PER_SM": per_sm, "SIGN_GEMV_MAX_SPLITS": splits},
@@ -1348,15 +1344,17 @@ def launch_sweep_section(t_us, stack=8, only=""):
            for config in ((128, 8, 4, 1), (64, 8, 4, 1), (128, 4, 4, 1), (128, 4, 4, 2),
                           (64, 4, 4, 2), (256, 8, 8, 1), (128, 8, 8, 1), (64, 8, 2, 1),
                           (128, 4, 8, 2), (256, 4, 8, 2))]
-    # LoRA layers at one row: the CUDA-core kernel's tile and split cap, and the nibble
-    # kernel (x's tables in a launch of its own) in its place
+    # LoRA layers at one row: the CUDA-core kernel's tile and split cap (the nibble
+    # kernel, which the dispatch takes for them, turned off), and the nibble kernel (x's
+    # tables in a launch of its own) at each split cap; the adapter's own cap lifted
     lora_one_row = [({"SIGN_GEMV_CONFIGS": {1: config}, "SIGN_GEMV_PROGRAMS_PER_SM": per_sm,
-                      "SIGN_GEMV_MAX_SPLITS": splits, "heuristics_SIGN_PREP_MIN_WEIGHTS": prep},
-                     f"{'nibble' if prep == 0 else 'gemv'} n{config[0]} g{config[1]} "
+                      "SIGN_GEMV_MAX_SPLITS": splits, "SIGN_LORA_MAX_SPLITS": splits,
+                      "heuristics_SIGN_LORA_NIBBLE_MAX_ROWS": int(nibble)},
+                     f"{'nibble' if nibble else 'gemv'} n{config[0]} g{config[1]} "
                      f"p{per_sm} s{splits}")
-                    for config in ((256, 4, 4), (128, 8, 4)) for prep in (1 << 62, 0)
+                    for config in ((256, 4, 4), (128, 8, 4)) for nibble in (False, True)
                     for per_sm, splits in ((16, 16), (16, 8), (8, 8))
-                    if prep == 1 << 62 or config == (256, 4, 4)]
+                    if not nibble or config == (256, 4, 4)]
     sweeps = [((4096, 4096), 1, gemv, False), ((11008, 4096), 1, nibble, False),
               ((8192, 8192), 1, nibble, False), ((4096, 4096), 4, mma, False),
               ((4096, 4096), 16, mma, False), ((8192, 8192), 4, mma, False),
@@ -1370,23 +1368,10 @@ def launch_sweep_section(t_us, stack=8, only=""):
         sweeps = [sweep for sweep in sweeps
                   if (sweep[3] if only == "lora" else sweep[2] is fp8)]
     for (out_f, in_f), rows, variants, lora in sweeps:
-        scale = in_f ** -0.5
-        keys = [torch.tensor(99 + i, device=dev) for i in range(stack)]
-        ws = [torch.randn(out_f, in_f, device=dev, dtype=torch.bfloat16) * scale
-              for _ in range(stack)]
+        stacked = LayerStack(out_f, in_f, stack, first_key=99)
         x = torch.randn(rows, in_f, device=dev, dtype=torch.bfloat16)
-
-        adapters = [(torch.randn(16, in_f, device=dev) * in_f ** -0.5,
-                     torch.randn(out_f, 16, device=dev) * 0.05) for _ in range(stack)]
-
-        def layers():
-            if lora:
-                return [ops.seeded_lora_linear(x, key, a, b, scale, 2.0, None, "pcg",
-                                               "rademacher32")
-                        for key, (a, b) in zip(keys, adapters)]
-            return [ops.seeded_linear(x, key, out_f, scale, None, "pcg", "rademacher32")
-                    for key in keys]
-        cu = t_us(lambda: [torch.nn.functional.linear(x, w) for w in ws])
+        layers = stacked.lora(x) if lora else stacked.frozen(x)
+        cu = t_us(stacked.cublas(x))
         want = [y.float() for y in layers()]
         results = []
         for constants, label in variants:
@@ -1398,7 +1383,7 @@ def launch_sweep_section(t_us, stack=8, only=""):
         print(f"launch sweep {'lora' if lora else 'frozen'} {out_f}x{in_f} rows {rows}, cuBLAS {cu / stack:.2f} us per layer; "
               + ", ".join(f"{label} {t / stack:.2f} ({cu / t:.2f}x)" for t, label in results),
               flush=True)
-        del ws
+        del stacked
 
 
 def main():
