@@ -225,8 +225,9 @@ def _has_fp8_tensor_cores(device: torch.device) -> bool:
 def _has_dependent_launch(device: torch.device) -> bool:
     """Grid dependency control: compute capability 9.0 (Hopper) or later, and a Triton that
     has both `tl.extra.cuda.gdc_wait` and the `launch_pdl` launch option (3.3 and later).
-    Never under the interpreter (CPU tensors)."""
-    if device.type != "cuda":
+    Never under the interpreter (CPU tensors) nor on ROCm, whose "cuda" devices have no
+    grid dependency control."""
+    if device.type != "cuda" or torch.version.hip is not None:
         return False
     try:
         from triton.backends.nvidia.compiler import CUDAOptions
