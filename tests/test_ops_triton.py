@@ -302,6 +302,35 @@ def test_rademacher32_decode_large_layer(rows, dtype, kernel, monkeypatch):
     assert calls == [kernel, kernel]
 
 
+def test_dependent_launch_release_points(monkeypatch):
+    """Every kernel of the decode chain asks for dependent launch; each lets the next be
+    placed right after its wait, except the main kernel of a LoRA layer or of more than
+    DEPENDENT_EARLY_MAX_ROWS rows (its epilogue is heavy), which releases at its exit.
+    Recorded on the CPU (the interpreter never gets the launch option itself)."""
+    requests = []
+    monkeypatch.setattr(triton_backend, "_dependent_launch",
+                        lambda device, release_at_start=True:
+                        requests.append(release_at_start) or {})
+    early = triton_backend.DEPENDENT_EARLY_MAX_ROWS
+    x = torch.randn(early + 1, 64)
+    lora_A, lora_B = torch.randn(3, 64), torch.randn(32, 3)
+    # one row: the CUDA-core kernel (a LoRA layer: the nibble kernel after its table);
+    # more rows: the tensor-core kernel
+    for rows, lora, main_early in ((1, False, True), (early, False, True),
+                                   (early + 1, False, False), (1, True, False),
+                                   (early, True, False)):
+        requests.clear()
+        if lora:
+            library.run("seeded_lora_linear", "triton", x[:rows], key_on("cpu"), lora_A,
+                        lora_B, 0.2, 0.5, None, "pcg", "rademacher32")
+        else:
+            library.run("seeded_matmul", "triton", x[:rows], key_on("cpu"), 32, 64, 0.2,
+                        False, None, None, None, "pcg", "rademacher32")
+        # an x-preparing launch first where the chain has one (the LoRA nibble table)
+        assert requests[-2:] == [main_early, True], (rows, lora, requests)
+        assert all(requests[:-2]), (rows, lora, requests)
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("size, rows, dtype", [
     (4096, 1, torch.bfloat16), (4096, 16, torch.bfloat16), (8192, 1, torch.bfloat16),
