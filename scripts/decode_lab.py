@@ -1096,16 +1096,27 @@ class LoopEpilogue:
         return launch
 
 
-def with_loop_epilogue(fn):
-    """fn with the former epilogue launched in place of the shipped one (captured so)."""
+def pinned(fn, **constants):
+    """fn with attributes of triton_backend (constants, a kernel; or of its heuristics,
+    named heuristics_NAME) set for the call, restored after it."""
     def run():
-        shipped = tb.split_k_epilogue_kernel
-        tb.split_k_epilogue_kernel = LoopEpilogue()
+        shipped = {}
+        for name, value in constants.items():
+            module, attr = ((tb.heuristics, name[len("heuristics_"):])
+                            if name.startswith("heuristics_") else (tb, name))
+            shipped[(module, attr)] = getattr(module, attr)
+            setattr(module, attr, value)
         try:
             return fn()
         finally:
-            tb.split_k_epilogue_kernel = shipped
+            for (module, attr), value in shipped.items():
+                setattr(module, attr, value)
     return run
+
+
+def with_loop_epilogue(fn):
+    """fn with the former epilogue launched in place of the shipped one (captured so)."""
+    return pinned(fn, split_k_epilogue_kernel=LoopEpilogue())
 
 
 class LayerStack:
@@ -1162,21 +1173,12 @@ def adapter_section(t_us, rank=16, lora_scaling=2.0, stack=8, timeline=True):
                     out.append(tb.seeded_matmul(x, key, out_f, in_f, scale, False, None, u, v,
                                                 "pcg", "rademacher32"))
                 return out
-            def lora_fused_in_steps_of(columns):  # the down projection's step, pinned
-                def run():
-                    shipped = tb.LORA_DOWN_K
-                    tb.LORA_DOWN_K = columns
-                    try:
-                        return lora_fused()
-                    finally:
-                        tb.LORA_DOWN_K = shipped
-                return run
             want = [y.float() for y in lora_fused()]
             times = {"cublas": t_us(cublas)}
             for label, fn in (("frozen", frozen), ("frozen_loop", with_loop_epilogue(frozen)),
                               ("lora_fused", lora_fused),
-                              ("lora_fused_k128", lora_fused_in_steps_of(128)),
-                              ("lora_fused_k512", lora_fused_in_steps_of(512)),
+                              ("lora_fused_k128", pinned(lora_fused, LORA_DOWN_K=128)),
+                              ("lora_fused_k512", pinned(lora_fused, LORA_DOWN_K=512)),
                               ("lora_factors", lora_factors),
                               ("lora_factors_loop", with_loop_epilogue(lora_factors))):
                 if label.startswith("lora"):
@@ -1232,36 +1234,6 @@ def epilogue_section(t_us, rank=16, stack=8):
                           for k, v in times.items()), flush=True)
 
 
-def serialized(fn):
-    """fn with the decode chain launched without programmatic dependent launch."""
-    def run():
-        shipped = tb.DEPENDENT_LAUNCH
-        tb.DEPENDENT_LAUNCH = False
-        try:
-            return fn()
-        finally:
-            tb.DEPENDENT_LAUNCH = shipped
-    return run
-
-
-def pinned(fn, **constants):
-    """fn with module constants of triton_backend (or of its heuristics, named
-    heuristics_NAME) set for the call."""
-    def run():
-        shipped = {}
-        for name, value in constants.items():
-            module, attr = ((tb.heuristics, name[len("heuristics_"):])
-                            if name.startswith("heuristics_") else (tb, name))
-            shipped[(module, attr)] = getattr(module, attr)
-            setattr(module, attr, value)
-        try:
-            return fn()
-        finally:
-            for (module, attr), value in shipped.items():
-                setattr(module, attr, value)
-    return run
-
-
 # (label, constants) compared by dependent_launch_section against the shipped dispatch:
 # the main kernel releasing its epilogue at its exit always, or at its start up to 16
 # rows (frozen layers), and every layer preparing x in a launch of its own (the nibble
@@ -1297,8 +1269,9 @@ def dependent_launch_section(t_us, rank=16, lora_scaling=2.0, stack=8):
             cublas, frozen, lora = layers.cublas(x), layers.frozen(x), layers.lora(x)
             for label, fn in (("frozen", frozen), ("lora", lora)):
                 times = {"cublas": t_us(cublas)}
-                want = replayed_outputs(serialized(fn))
-                times["serialized"] = t_us(serialized(fn))
+                serialized = pinned(fn, DEPENDENT_LAUNCH=False)
+                want = replayed_outputs(serialized)
+                times["serialized"] = t_us(serialized)
                 for variant, constants in [("shipped", {})] + DEPENDENT_VARIANTS:
                     run = pinned(fn, **constants)
                     got = replayed_outputs(run)

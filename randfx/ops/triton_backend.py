@@ -114,9 +114,10 @@ PMV_GRAD_PROGRAMS = 2048  # splits of the j range so the grid fills the GPU
 # for the main kernel when its epilogue is heavy (an adapter's term, or more than
 # DEPENDENT_EARLY_MAX_ROWS rows): there the epilogue placed early slowed the main kernel
 # and it is released at the main kernel's exit. H200, eight layers per graph, us per
-# layer against serialized launches: frozen 4096^2 one row 6.37 -> 5.06, 16 rows 8.30 ->
-# 7.33; LoRA 4096^2 16 rows released at start 17.45, at exit 10.05, serialized 10.90
-# (scripts/decode_lab.py --sections dependent_launch, docs/performance.md)
+# layer against serialized launches (shipped configurations): frozen 4096^2 one row 5.86
+# -> 4.65, 16 rows 8.54 -> 7.28; an earlier run, LoRA 4096^2 16 rows released at start
+# 17.45, at exit 10.05, serialized 10.90 (scripts/decode_lab.py --sections
+# dependent_launch, docs/performance.md)
 DEPENDENT_LAUNCH = True
 DEPENDENT_EARLY_MAX_ROWS = 8
 
