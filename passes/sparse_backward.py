@@ -212,6 +212,7 @@ class _TracedDraw:
     construction, so its identity stands for its state."""
 
     __name__ = "randfx_walk_draw"  # the FX graph's node name
+    randfx_op_name = "randfx::walk_draw"  # what the "randfx" backend lists as randfx's work
 
     def __init__(self, sampler: RandomWalkSampler, names, counts):
         self.sampler = sampler

@@ -48,9 +48,15 @@ class NothingRewrittenWarning(UserWarning):
 
 def randfx_op_names(graph: torch.fx.Graph) -> list:
     """Qualified names ("randfx::seeded_linear") of the randfx ops called in `graph`, in
-    graph order, one entry per call."""
+    graph order, one entry per call, including those in the subgraphs its module holds
+    (the bodies of higher-order ops: Dynamo traces a row-sparse layer's autograd.Function
+    into a forward and a backward body)."""
     names = []
     for node in graph.nodes:
+        if node.op == "get_attr" and graph.owning_module is not None:
+            held = functools.reduce(getattr, node.target.split("."), graph.owning_module)
+            if isinstance(held, torch.fx.GraphModule):
+                names += randfx_op_names(held.graph)
         if node.op != "call_function":
             continue
         name = _qualified_op_name(node.target)
@@ -61,12 +67,13 @@ def randfx_op_names(graph: torch.fx.Graph) -> list:
 
 def _qualified_op_name(target):
     # OpOverload ("randfx::seeded_linear") and OpOverloadPacket both name their schema;
-    # plain Python callables (operator.mul, builtins) have neither
+    # a randfx callable that Dynamo keeps as one call (the sparse backward's draw of the
+    # walks) declares `randfx_op_name`; other Python callables have none of these
     if isinstance(target, torch._ops.OpOverload):
         return target.name()
     if isinstance(target, torch._ops.OpOverloadPacket):
         return target._qualified_op_name
-    return None
+    return getattr(target, "randfx_op_name", None)
 
 
 # frames already told that nothing was rewritten: recompiles and backward graphs of the

@@ -280,16 +280,21 @@ def _kernel_case(device, dtype, m=37, out=41, inp=35):
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("compiled", [False, True])
 @pytest.mark.parametrize("side_stream", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_cuda_op_matches_cpu_reference(dtype, side_stream, monkeypatch):
-    """side_stream: grad_W on the side stream (row_sparse.SIDE_STREAM_MIN_MACS)."""
+def test_cuda_op_matches_cpu_reference(dtype, side_stream, compiled, monkeypatch):
+    """side_stream: grad_W on the side stream (row_sparse.SIDE_STREAM_MIN_MACS) when run
+    eagerly; compiled (Dynamo traces the op's autograd.Function), the streams are left to
+    Inductor and the values must not change."""
     monkeypatch.setattr(row_sparse, "SIDE_STREAM_MIN_MACS", 0 if side_stream else 1 << 62)
     g, x, w, rows = _kernel_case("cuda", dtype, m=300, out=257, inp=190)
     x.requires_grad_(True)
     w.requires_grad_(True)
     b = torch.zeros(w.shape[0], device="cuda", dtype=dtype, requires_grad=True)
-    got = torch.autograd.grad(row_sparse_linear(x, w, b, rows), (x, w, b), g)
+    torch._dynamo.reset()
+    layer = torch.compile(row_sparse_linear, fullgraph=True) if compiled else row_sparse_linear
+    got = torch.autograd.grad(layer(x, w, b, rows), (x, w, b), g)
     xc, wc, bc = (t.detach().cpu().double().requires_grad_(True) for t in (x, w, b))
     want = torch.autograd.grad(row_sparse_linear(xc, wc, bc, rows.cpu()), (xc, wc, bc),
                                g.cpu().double())
