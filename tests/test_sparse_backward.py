@@ -465,7 +465,7 @@ def test_compiled_step_guards_little_more_than_the_plain_model():
     # added ~250 guards to this MLP's ~90 (torch 2.13); kept out, 68, and 91 since the
     # row-sparse ops' bodies and backwards are traced too (identity checks of the
     # backward's helpers, in C++: seed 004's MLP's cache lookup 17-19 -> 19-20 us per
-    # call, its compiled step 60 us faster). And no randfx module may be reached by two
+    # call, its compiled step 4-8 % faster). And no randfx module may be reached by two
     # names (`torch` read as a global of randfx modules as well as torch.nn's): each such
     # pair is an identity guard evaluated in Python
     model, x = _mlp((12, 16, 8, 4)), torch.randn(2, 12, dtype=torch.float64)

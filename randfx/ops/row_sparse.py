@@ -44,8 +44,9 @@ torch.compile they run as an autograd.Function with the same body and backward
 (`_op_with_eager_twin`): Dynamo traces it, so the compiled graph holds the dense
 forward's own aten ops, which Inductor fuses with their neighbours (as an opaque op, each
 forward was a call back into Python every step: 2-core CPU, seed 004's MLP at 10 / 50 /
-200 paths, a compiled step 1.10 / 1.01 / 0.83x full backprop's speed as an op, 1.17-1.19 /
-1.06-1.08 / 0.87x transparent, same run).
+200 paths, `python -m randfx.bench mnist --compile --epochs 2` alternated twice, a
+compiled step 1.05-1.06 / 1.01-1.03 / 0.86-0.87x full backprop's speed as an op,
+1.11-1.14 / 1.05-1.07 / 0.89x traced).
 """
 
 from typing import List, Optional, Tuple
