@@ -4,7 +4,7 @@ the training, PMV and row-sparse paths.
 
     python scripts/decode_lab.py [--quick]
                                  [--sections decode,training,pmv,sparse,eager,stress,timeline,
-                                             mnist_host,whole_k,adapter,epilogue,
+                                             chain,mnist_host,whole_k,adapter,epilogue,
                                              dependent_launch,launch_sweep,
                                              launch_sweep_lora,launch_sweep_fp8]
                                  [--candidates mma,tc,group,gemv,nibble,packed,fp8]
@@ -879,6 +879,26 @@ def timeline_section(t_us):
         del ws
 
 
+def chain_section(t_us, stack=8):
+    """Where a multi-row decode layer's time goes at 4096^2 (eight frozen layers per
+    graph): each chain's kernels serialized (their own times are their work) and launched
+    dependently, the fp8 chain (x's e4m3 terms, main kernel, epilogue) against the 16-bit
+    one (no x launch), beside cuBLAS."""
+    dev = torch.device("cuda")
+    layers = LayerStack(4096, 4096, stack)
+    for rows in (1, 2, 4, 8, 16):
+        x = torch.randn(rows, 4096, device=dev, dtype=torch.bfloat16)
+        print_timeline(f"chain 4096x4096 rows {rows} cublas", layers.cublas(x), stack)
+        for dependent in (False, True):
+            print_timeline(f"chain 4096x4096 rows {rows} dependent={dependent} shipped",
+                           pinned(layers.frozen(x), DEPENDENT_LAUNCH=dependent), stack)
+            if rows > 1:
+                print_timeline(f"chain 4096x4096 rows {rows} dependent={dependent} 16-bit",
+                               pinned(layers.frozen(x), DEPENDENT_LAUNCH=dependent,
+                                      heuristics_SIGN_FP8_MIN_WEIGHTS=1 << 62), stack)
+    del layers
+
+
 def print_timeline(label, fn, layers):
     """fn's graph replay timed, then profiled: per layer (fn runs `layers` of them), the
     graph's time, its kernels' GPU time by name, and the difference (launch gaps, tails)."""
@@ -1487,6 +1507,7 @@ def main():
         for name, fn in (("training", training_section), ("pmv", pmv_section),
                          ("sparse", sparse_section), ("eager", eager_section),
                          ("stress", stress_section), ("timeline", timeline_section),
+                         ("chain", chain_section),
                          ("mnist_host", mnist_host_section), ("whole_k", whole_k_section),
                          ("adapter", adapter_section), ("epilogue", epilogue_section),
                          ("dependent_launch", dependent_launch_section),
