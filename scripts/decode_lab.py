@@ -4,7 +4,8 @@ the training, PMV and row-sparse paths.
 
     python scripts/decode_lab.py [--quick]
                                  [--sections decode,training,pmv,sparse,eager,stress,timeline,
-                                             chain,mnist_host,whole_k,adapter,epilogue,
+                                             chain,fused_fp8,mnist_host,whole_k,adapter,
+                                             epilogue,
                                              dependent_launch,launch_sweep,
                                              launch_sweep_lora,launch_sweep_fp8]
                                  [--candidates mma,tc,group,gemv,nibble,packed,fp8]
@@ -52,8 +53,10 @@ import triton
 import triton.language as tl
 
 from randfx.generators import device as streams
-from randfx.kernels.seeded_matmul import _dot, rademacher32_gemv_partial
-from randfx.kernels.tiles import (group_hashes, launch_key, rademacher32_pair_tile,
+from randfx.kernels.dependent_launch import await_previous_kernel
+from randfx.kernels.seeded_matmul import _dot, _top_four_bits, rademacher32_gemv_partial
+from randfx.kernels.tiles import (group_hashes, launch_key, rademacher32_operand_columns,
+                                  rademacher32_pair_tile, rademacher32_quad_tile,
                                   stream_tile)
 from randfx.ops import triton_backend as tb
 
@@ -879,6 +882,141 @@ def timeline_section(t_us):
         del ws
 
 
+@triton.jit(do_not_specialize=["M", "N", "K", "k_per_split", "window"])
+def fused_fp8_mma_kernel(x_ptr, key_ptr, partial_ptr, M, N, K, k_per_split, window,
+                         stride_xm, stride_xk, GENERATOR: tl.constexpr, BLOCK_M: tl.constexpr,
+                         BLOCK_N: tl.constexpr, GROUPS: tl.constexpr,
+                         PER_STEP: tl.constexpr, DEPENDENT_LAUNCH: tl.constexpr = ""):
+    """The shipped fp8 decode (rademacher32_mma_kernel, FP8_X, PROMOTE) with x's two e4m3
+    terms made by each program from x itself instead of a launch of their own: per K
+    split (the pack kernel's scale, so the same sums) or, PER_STEP, per step of 32 *
+    GROUPS columns (one pass over x, each step's sum scaled as it is added). The hi and
+    lo terms are two dots of BLOCK_M (>= 16) columns each: one dot over the terms
+    interleaved (tl.join) does not compile (Triton 3.6 and 3.9: an illegal shared layout
+    in TritonGPUOptimizeDotOperands)."""
+    await_previous_kernel(DEPENDENT_LAUNCH)
+    pid_n = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    key = launch_key(key_ptr, window, True)
+    n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    m = tl.arange(0, BLOCK_M)
+    group = tl.arange(0, GROUPS)
+    STEP: tl.constexpr = 32 * GROUPS
+    row_group = ((n.to(tl.int64) * K.to(tl.int64)) >> 5).to(tl.uint32)
+    k_begin = pid_s * k_per_split
+    k_end = tl.minimum(K, k_begin + k_per_split)
+    columns = rademacher32_operand_columns(GROUPS, 4)
+    x_rows = x_ptr + m[None, :] * stride_xm
+    row_ok = (m < M)[None, :]
+    if not PER_STEP:
+        top = tl.zeros((STEP, BLOCK_M), dtype=tl.float32)
+        for k0 in range(k_begin, k_end, STEP):
+            k = k0 + tl.arange(0, STEP)
+            magnitude = tl.abs(tl.load(x_rows + k[:, None] * stride_xk,
+                                       mask=row_ok & (k < K)[:, None], other=0.0).to(tl.float32))
+            top = tl.maximum(top, tl.where(magnitude < float("inf"), magnitude, float("inf")))
+        largest = tl.max(top, 0)
+        exponent = tl.where(largest > 0,
+                            8.0 - tl.ceil(tl.log2(tl.maximum(largest, 1e-30))), 0.0)
+        scale = tl.exp2(tl.minimum(exponent, 100.0))
+        sum_hi = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+        sum_lo = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+    else:
+        acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+    for k0 in range(k_begin, k_end, STEP):
+        h = streams.hash_lo(row_group[:, None] + (k0 // 32 + group).to(tl.uint32)[None, :],
+                            key, GENERATOR)
+        k = k0 + columns
+        xk = tl.load(x_rows + k[:, None] * stride_xk, mask=row_ok & (k < K)[:, None],
+                     other=0.0).to(tl.float32)
+        if PER_STEP:
+            magnitude = tl.abs(xk)
+            largest = tl.max(tl.where(magnitude < float("inf"), magnitude, float("inf")), 0)
+            exponent = tl.where(largest > 0,
+                                8.0 - tl.ceil(tl.log2(tl.maximum(largest, 1e-30))), 0.0)
+            scale = tl.exp2(tl.minimum(exponent, 100.0))
+        xs = xk * scale[None, :]
+        hi = _top_four_bits(xs)
+        lo = _top_four_bits((xs - hi) * 16.0)
+        w = rademacher32_quad_tile(h, BLOCK_N, GROUPS)
+        step_hi = tl.dot(w, hi.to(tl.float8e4nv))
+        step_lo = tl.dot(w, lo.to(tl.float8e4nv))
+        if PER_STEP:
+            acc += (step_hi + step_lo * 0.0625) * (1.0 / scale)[None, :]
+        else:
+            sum_hi += step_hi
+            sum_lo += step_lo
+    if not PER_STEP:
+        acc = (sum_hi + sum_lo * 0.0625) * tl.where(largest < float("inf"), 1.0 / scale,
+                                                    float("nan"))[None, :]
+    tl.store(partial_ptr + pid_s * M * N + m[None, :] * N + n[:, None], acc,
+             mask=(m < M)[None, :] & (n < N)[:, None])
+
+
+def fused_fp8_layers(layers, x, block_n, groups, warps, max_splits, per_step,
+                     programs_per_sm=None):
+    """`layers`' frozen layers through fused_fp8_mma_kernel and the shipped epilogue."""
+    dev = x.device
+    m, cols = x.shape
+    rows = layers.out_f
+    block_m = max(16, tb._pow2_at_least(m))
+    n_blocks = triton.cdiv(rows, block_n)
+    step = 32 * groups
+    k_steps = triton.cdiv(cols, step)
+    per_sm = programs_per_sm or tb.SIGN_MMA_PROGRAMS_PER_SM
+    splits = max(1, min(k_steps, max_splits, per_sm * tb._sm_count(dev) // n_blocks))
+    k_per_split = triton.cdiv(k_steps, splits) * step
+    splits = triton.cdiv(cols, k_per_split)
+    _, _, window = tb.tile_plan("rademacher32", 0, rows * cols - 1, cols, 32)
+
+    def run():
+        out = []
+        for key in layers.keys:
+            partial = torch.empty(splits, m, rows, dtype=torch.float32, device=dev)
+            y = torch.empty(m, rows, dtype=x.dtype, device=dev)
+            fused_fp8_mma_kernel[(n_blocks, splits)](
+                x, key, partial, m, rows, cols, k_per_split, window, x.stride(0), x.stride(1),
+                GENERATOR=streams.GENERATOR_IDS["pcg"], BLOCK_M=block_m, BLOCK_N=block_n,
+                GROUPS=groups, PER_STEP=per_step, num_warps=warps, num_stages=1,
+                **tb._dependent_launch(dev, m <= tb.DEPENDENT_EARLY_MAX_ROWS))
+            out.append(tb.split_k_epilogue(partial, None, None, None, y, layers.scale))
+        return out
+    return run
+
+
+def fused_fp8_section(t_us, stack=8):
+    """x's e4m3 terms made inside the fp8 main kernel (no launch of their own): frozen
+    layers, eight per graph, us per layer against cuBLAS and the shipped chain, every
+    variant checked against the shipped layers."""
+    dev = torch.device("cuda")
+    variants = [(bn, g, w, s, ps) for ps in (False, True)
+                for bn, g, w, s in ((128, 8, 4, 8), (256, 8, 8, 8), (128, 4, 4, 8),
+                                    (128, 8, 4, 4), (256, 8, 4, 8), (64, 8, 4, 8),
+                                    (128, 8, 8, 8), (256, 4, 8, 16))]
+    for (out_f, in_f), rows_list in (((4096, 4096), (2, 4, 8, 16)), ((8192, 8192), (8, 16))):
+        layers = LayerStack(out_f, in_f, stack, first_key=99)
+        for rows in rows_list:
+            x = torch.randn(rows, in_f, device=dev, dtype=torch.bfloat16)
+            shipped = layers.frozen(x)
+            want = [y.float() for y in shipped()]
+            times = {"cublas": t_us(layers.cublas(x)), "shipped": t_us(shipped)}
+            for bn, g, w, s, ps in variants:
+                label = f"n{bn} g{g} w{w} s{s}{' step' if ps else ''}"
+                try:
+                    run = fused_fp8_layers(layers, x, bn, g, w, s, ps)
+                    err = max(((a.float() - b).abs().max() / b.abs().max()).item()
+                              for a, b in zip(run(), want))
+                except Exception as error:  # a configuration Triton cannot compile
+                    times[label] = f"FAILED {type(error).__name__}"
+                    continue
+                times[label] = t_us(run) if err < 1e-2 else f"WRONG {err:.1e}"
+            cu = times["cublas"]
+            print(f"fused fp8 {out_f}x{in_f} rows {rows}, us per layer (x cuBLAS): "
+                  + ", ".join(f"{k} {v / stack:.2f} ({cu / v:.2f}x)" if isinstance(v, float)
+                              else f"{k} {v}" for k, v in times.items()), flush=True)
+        del layers
+
+
 def chain_section(t_us, stack=8):
     """Where a multi-row decode layer's time goes at 4096^2 (eight frozen layers per
     graph): each chain's kernels serialized (their own times are their work) and launched
@@ -1507,7 +1645,7 @@ def main():
         for name, fn in (("training", training_section), ("pmv", pmv_section),
                          ("sparse", sparse_section), ("eager", eager_section),
                          ("stress", stress_section), ("timeline", timeline_section),
-                         ("chain", chain_section),
+                         ("chain", chain_section), ("fused_fp8", fused_fp8_section),
                          ("mnist_host", mnist_host_section), ("whole_k", whole_k_section),
                          ("adapter", adapter_section), ("epilogue", epilogue_section),
                          ("dependent_launch", dependent_launch_section),
