@@ -412,6 +412,19 @@ def test_a_deep_copy_walks_on_its_own_weights():
     assert (t.randfx_sparse_backward.last_sample.rows["2"] >= 0).sum() > 1
 
 
+def _assert_compiled_step_matches(eager, twin, compiled, x):
+    """One training step of `eager` and of `compiled` (torch.compile of `twin`, a deep copy
+    of it): the same loss and gradients."""
+    eager.zero_grad()
+    twin.zero_grad()
+    expected, got = _loss(eager, x), _loss(compiled, x)
+    expected.backward()
+    got.backward()
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    _assert_grads_equal({n: p.grad for n, p in twin.named_parameters()},
+                        {n: p.grad for n, p in eager.named_parameters()})
+
+
 def test_compiles_fullgraph_and_matches_eager_step_for_step():
     """The walks' randomness is counter-based (key, step buffer), so the pre-hook traces:
     one graph, no break, and the compiled twin draws the same walks as eager each step."""
@@ -437,20 +450,13 @@ def test_compiles_fullgraph_and_matches_eager_step_for_step():
     compiled = torch.compile(twin, backend="randfx", fullgraph=True)
     draws = []
     for step in (1, 2):  # the second step redraws inside the same compiled graph
-        t.zero_grad()
-        twin.zero_grad()
-        expected, got = _loss(t, x), _loss(compiled, x)
-        expected.backward()
-        got.backward()
-        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+        _assert_compiled_step_matches(t, twin, compiled, x)
         plan, twin_plan = t.randfx_sparse_backward, twin.randfx_sparse_backward
         assert plan.step.item() == twin_plan.step.item() == step
         rows = plan.last_sample.rows
         assert rows.keys() == twin_plan.last_sample.rows.keys()
         for name in rows:
             assert torch.equal(twin_plan.last_sample.rows[name], rows[name]), name
-        _assert_grads_equal({n: p.grad for n, p in twin.named_parameters()},
-                            {n: p.grad for n, p in t.named_parameters()})
         assert 0 < t[0].lora_B.grad.abs().sum(1).gt(0).sum() <= 4  # the walked rows only
         draws.append({name: r.clone() for name, r in rows.items()})
     assert any(not torch.equal(draws[0][n], draws[1][n]) for n in draws[0])
@@ -467,14 +473,7 @@ def test_compiled_convnet_matches_eager():
     torch._dynamo.reset()
     compiled = torch.compile(twin, backend="aot_eager", fullgraph=True)
     for _ in range(2):
-        t.zero_grad()
-        twin.zero_grad()
-        expected, got = _loss(t, x), _loss(compiled, x)
-        expected.backward()
-        got.backward()
-        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
-        _assert_grads_equal({n: p.grad for n, p in twin.named_parameters()},
-                            {n: p.grad for n, p in t.named_parameters()})
+        _assert_compiled_step_matches(t, twin, compiled, x)
     torch._dynamo.reset()
 
 
