@@ -59,11 +59,12 @@ import torch
 from torch import Tensor, int64, where, zeros, zeros_like
 from torch.compiler import is_compiling
 from torch.nn.functional import linear
-from torch.ops import aten, randfx
 
 from ..generators import reference as _stream
 from ..generators.spec import DEFAULT_DISTRIBUTION
 from . import eager
+
+aten, randfx_ops = torch.ops.aten, torch.ops.randfx
 
 # above this fraction of a layer's rows (the capacity of its rows tensor) the backward
 # masks grad and runs dense GEMMs (masks_densely)
@@ -219,7 +220,8 @@ def _linear_backward_body(grad: Tensor, x: Tensor, weight: Tensor, rows: Tensor,
     # streams are real only when the backward runs as written: a traced backward (Dynamo,
     # or AOTAutograd's tracing on fake tensors) leaves the schedule to its compiler
     beside = not is_compiling() and need_input and need_weight and grad.is_cuda \
-        and type(grad) is Tensor and grad.shape[0] * rows.shape[0] * x.shape[1] >= SIDE_STREAM_MIN_MACS
+        and type(grad) is Tensor \
+        and grad.shape[0] * rows.shape[0] * x.shape[1] >= SIDE_STREAM_MIN_MACS
     if beside:  # grad_W's zero-fill, GEMM and row copy beside grad_x's GEMM
         main, side = torch.cuda.current_stream(grad.device), _side_stream(grad.device)
         side.wait_stream(main)
@@ -277,7 +279,7 @@ def _op_with_eager_twin(name: str, body, fake, setup_context, backward):
     op = torch.library.custom_op(f"randfx::{name}", mutates_args=())(body)
     op.register_fake(fake)
     op.register_autograd(backward, setup_context=setup_context)
-    return eager.twin(name, getattr(torch.ops.randfx, name).default, body, setup_context,
+    return eager.twin(name, getattr(randfx_ops, name).default, body, setup_context,
                       backward, transparent=True)
 
 
@@ -329,7 +331,7 @@ def _seeded_body(x: Tensor, key: Tensor, scale: float, bias: Optional[Tensor], r
                  out_features: int, generator: str, dist: str,
                  propagate_all_rows: bool) -> Tensor:
     # the ops' fused generate-and-multiply forward (the weight never exists in full)
-    return randfx.seeded_linear(x, key, out_features, scale, bias, generator, dist)
+    return randfx_ops.seeded_linear(x, key, out_features, scale, bias, generator, dist)
 
 
 def _seeded_fake(x, key, scale, bias, rows, out_features, generator, dist,
@@ -354,9 +356,9 @@ def _seeded_backward(ctx, grad):
     grad_x = grad_b = None
     if ctx.needs_input_grad[0] and (all_rows or masked is not None):
         # the seeded ops' fused g @ W over every row of W
-        grad_x = randfx.seeded_matmul(grad2 if all_rows else masked, key,
-                                                out_features, x_shape[-1], scale, True, None,
-                                                None, None, generator, dist).reshape(x_shape)
+        grad_x = randfx_ops.seeded_matmul(grad2 if all_rows else masked, key, out_features,
+                                          x_shape[-1], scale, True, None, None, None,
+                                          generator, dist).reshape(x_shape)
     elif ctx.needs_input_grad[0]:
         grad_x = row_sparse_seeded_grad_input(grad2, key, scale, out_features, x_shape[-1],
                                               rows, generator, dist).reshape(x_shape)
