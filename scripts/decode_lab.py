@@ -4,7 +4,8 @@ the training, PMV and row-sparse paths.
 
     python scripts/decode_lab.py [--quick]
                                  [--sections decode,training,pmv,sparse,eager,stress,timeline,
-                                             chain,fused_fp8,mnist_host,whole_k,adapter,
+                                             chain,fused_fp8,lora_chain,lora_table,
+                                             lora_epilogue,mnist_host,whole_k,adapter,
                                              epilogue,
                                              dependent_launch,launch_sweep,
                                              launch_sweep_lora,launch_sweep_fp8]
@@ -54,7 +55,8 @@ import triton.language as tl
 
 from randfx.generators import device as streams
 from randfx.kernels.dependent_launch import await_previous_kernel
-from randfx.kernels.seeded_matmul import _dot, _top_four_bits, rademacher32_gemv_partial
+from randfx.kernels.seeded_matmul import (_dot, _lowrank_down_split, _top_four_bits,
+                                          rademacher32_gemv_partial)
 from randfx.kernels.tiles import (group_hashes, launch_key, rademacher32_operand_columns,
                                   rademacher32_pair_tile, rademacher32_quad_tile,
                                   stream_tile)
@@ -1037,6 +1039,160 @@ def chain_section(t_us, stack=8):
     del layers
 
 
+@triton.jit(do_not_specialize=["M", "K", "rank", "k_per_split", "down_splits"])
+def nibble_table_down_kernel(x_ptr, table_ptr, a_ptr, down_ptr, M, K, rank, k_per_split,
+                             down_splits, stride_xm, stride_xk, stride_ar, stride_ak,
+                             BLOCK_Q: tl.constexpr, BLOCK_M: tl.constexpr,
+                             DOWN_K: tl.constexpr, DEPENDENT_LAUNCH: tl.constexpr = ""):
+    """x's nibble tables (rademacher32_nibble_table_kernel's programs (q, m)) and, in
+    programs placed past them, an adapter's down projection split over K
+    (`_lowrank_down_split`, program (tables + r, split)): the LoRA layer's x-side work in
+    the launch that already reads x, so the nibble kernel runs as for a frozen layer.
+    Grid: (cdiv(K / 4, BLOCK_Q) + rank, max(M, down_splits))."""
+    await_previous_kernel(DEPENDENT_LAUNCH)
+    if tl.program_id(0) < tl.cdiv(K // 4, BLOCK_Q):
+        m = tl.program_id(1)
+        if m < M:
+            q = tl.program_id(0) * BLOCK_Q + tl.arange(0, BLOCK_Q)
+            entry = tl.arange(0, 16)
+            acc = tl.zeros((BLOCK_Q, 16), dtype=tl.float32)
+            for t in tl.static_range(4):
+                k = 4 * q + t
+                xk = tl.load(x_ptr + m * stride_xm + k * stride_xk, mask=k < K, other=0.0)
+                xk = xk.to(tl.float32)[:, None]
+                acc += tl.where(((entry >> t) & 1)[None, :] != 0, -xk, xk)
+            tl.store(table_ptr + (m * (K // 4) + q[:, None]) * 16 + entry[None, :], acc,
+                     mask=(q < K // 4)[:, None])
+    elif tl.program_id(1) < down_splits:
+        _lowrank_down_split(x_ptr, a_ptr, down_ptr, M, K // 4, K, rank, k_per_split,
+                            stride_xm, stride_xk, stride_ar, stride_ak, BLOCK_M, BLOCK_Q,
+                            DOWN_K)
+
+
+def lora_table_down_layers(layers, x, down_splits, early, max_splits=None):
+    """`layers`' LoRA layers at one row: nibble_table_down_kernel, the shipped nibble
+    kernel as for a frozen layer (no programs of the adapter's, the frozen split cap),
+    the shipped epilogue summing the down projection's splits. early: the nibble kernel
+    lets the epilogue be placed right after its wait."""
+    dev = x.device
+    m, cols = x.shape
+    rows = layers.out_f
+    block_m = tb._pow2_at_least(m)
+    block_n, groups, warps = tb.SIGN_NIBBLE_CONFIGS[block_m]
+    n_blocks = triton.cdiv(rows, block_n)
+    step = 32 * groups
+    k_steps = triton.cdiv(cols, step)
+    splits = max(1, min(k_steps, max_splits or tb.SIGN_GEMV_MAX_SPLITS,
+                        tb.SIGN_GEMV_PROGRAMS_PER_SM * tb._sm_count(dev) // n_blocks))
+    k_per_split = triton.cdiv(k_steps, splits) * step
+    splits = triton.cdiv(cols, k_per_split)
+    down_k = tb.LORA_DOWN_K
+    k_per_down = triton.cdiv(triton.cdiv(cols, down_k), down_splits) * down_k
+    down_splits = triton.cdiv(cols, k_per_down)
+    n_tables = triton.cdiv(cols // 4, tb.SIGN_NIBBLE_TABLE_BLOCK)
+    _, _, window = tb.tile_plan("rademacher32", 0, rows * cols - 1, cols, 32)
+
+    def run():
+        out = []
+        for key, (a, b) in zip(layers.keys, layers.adapters):
+            rank = a.shape[0]
+            table = torch.empty(m, 4 * cols, dtype=torch.float32, device=dev)
+            u = torch.empty(down_splits, m, rank, dtype=torch.float32, device=dev)
+            nibble_table_down_kernel[(n_tables + rank, max(m, down_splits))](
+                x, table, a, u, m, cols, rank, k_per_down, down_splits, x.stride(0),
+                x.stride(1), a.stride(0), a.stride(1), BLOCK_Q=tb.SIGN_NIBBLE_TABLE_BLOCK,
+                BLOCK_M=block_m, DOWN_K=down_k, **tb._dependent_launch(dev))
+            partial = torch.empty(splits, m, rows, dtype=torch.float32, device=dev)
+            y = torch.empty(m, rows, dtype=x.dtype, device=dev)
+            tb.rademacher32_nibble_kernel[(n_blocks, splits)](
+                table, key, partial, m, rows, cols, k_per_split, window, y, y, y, 0, 0, 0, 0,
+                0, GENERATOR=streams.GENERATOR_IDS["pcg"], BLOCK_M=block_m, BLOCK_N=block_n,
+                GROUPS=groups, num_warps=warps, **tb._dependent_launch(dev, early))
+            out.append(tb.split_k_epilogue(partial, None, u, b, y, layers.scale,
+                                           layers.lora_scaling))
+        return out
+    return run
+
+
+def lora_table_section(t_us, stack=8):
+    """LoRA layers at one row with the down projection in the table launch
+    (lora_table_down_layers) against the shipped ones, eight per graph, us per layer;
+    each variant checked against the shipped layers."""
+    dev = torch.device("cuda")
+    for out_f, in_f in ((4096, 4096), (11008, 4096), (4096, 11008), (8192, 8192),
+                        (14336, 4096), (4096, 14336)):
+        layers = LayerStack(out_f, in_f, stack)
+        x = torch.randn(1, in_f, device=dev, dtype=torch.bfloat16)
+        shipped = layers.lora(x)
+        want = [y.float() for y in shipped()]
+        times = {"cublas": t_us(layers.cublas(x)), "frozen": t_us(layers.frozen(x)),
+                 "shipped": t_us(shipped)}
+        for down_splits in (4, 8, 16):
+            for early in (True, False):
+                for max_splits in (None, 8):
+                    label = (f"d{down_splits} {'early' if early else 'exit'}"
+                             f"{' s8' if max_splits else ''}")
+                    run = lora_table_down_layers(layers, x, down_splits, early, max_splits)
+                    err = max(((a.float() - b).abs().max() / b.abs().max()).item()
+                              for a, b in zip(run(), want))
+                    times[label] = t_us(run) if err < 1e-2 else f"WRONG {err:.1e}"
+        cu = times["cublas"]
+        print(f"lora table {out_f}x{in_f} one row, us per layer (x cuBLAS): "
+              + ", ".join(f"{k} {v / stack:.2f} ({cu / v:.2f}x)" if isinstance(v, float)
+                          else f"{k} {v}" for k, v in times.items()), flush=True)
+        del layers
+
+
+def lora_epilogue_section(t_us, stack=8):
+    """Whether a LoRA layer's epilogue may be placed early once it has fewer, wider
+    programs: lora_table_down_layers (8 down splits) with the epilogue's columns per
+    program pinned, released early and at exit, eight layers per graph, one row."""
+    dev = torch.device("cuda")
+    for out_f, in_f in ((4096, 4096), (11008, 4096), (8192, 8192), (4096, 11008)):
+        layers = LayerStack(out_f, in_f, stack)
+        x = torch.randn(1, in_f, device=dev, dtype=torch.bfloat16)
+        shipped = layers.lora(x)
+        want = [y.float() for y in shipped()]
+        times = {"cublas": t_us(layers.cublas(x)), "frozen": t_us(layers.frozen(x)),
+                 "shipped": t_us(shipped)}
+        for width in (32, 64, 128, 256, 512):
+            for early in (True, False):
+                label = f"n{width} {'early' if early else 'exit'}"
+                run = pinned(lora_table_down_layers(layers, x, 8, early),
+                             EPILOGUE_BLOCK_N=(width, width))
+                err = max(((a.float() - b).abs().max() / b.abs().max()).item()
+                          for a, b in zip(run(), want))
+                times[label] = t_us(run) if err < 1e-2 else f"WRONG {err:.1e}"
+        cu = times["cublas"]
+        print(f"lora epilogue {out_f}x{in_f} one row, us per layer (x cuBLAS): "
+              + ", ".join(f"{k} {v / stack:.2f} ({cu / v:.2f}x)" if isinstance(v, float)
+                          else f"{k} {v}" for k, v in times.items()), flush=True)
+        del layers
+
+
+def lora_chain_section(t_us, stack=8):
+    """Where a LoRA layer's one-row decode time goes against a frozen one's (eight layers
+    per graph, serialized and dependent): the frozen layer on its CUDA-core kernel and on
+    the nibble kernel, the LoRA layer as shipped (nibble, the down projection's programs
+    in the same launch, at most SIGN_LORA_MAX_SPLITS splits) and at the frozen split cap."""
+    dev = torch.device("cuda")
+    for out_f, in_f in ((4096, 4096), (11008, 4096)):
+        layers = LayerStack(out_f, in_f, stack)
+        x = torch.randn(1, in_f, device=dev, dtype=torch.bfloat16)
+        print_timeline(f"lora chain {out_f}x{in_f} cublas", layers.cublas(x), stack)
+        for dependent in (False, True):
+            for label, fn in (
+                    ("frozen", layers.frozen(x)),
+                    ("frozen nibble",
+                     pinned(layers.frozen(x), heuristics_SIGN_PREP_MIN_WEIGHTS=0)),
+                    ("lora", layers.lora(x)),
+                    ("lora 16 splits",
+                     pinned(layers.lora(x), SIGN_LORA_MAX_SPLITS=tb.SIGN_GEMV_MAX_SPLITS))):
+                print_timeline(f"lora chain {out_f}x{in_f} dependent={dependent} {label}",
+                               pinned(fn, DEPENDENT_LAUNCH=dependent), stack)
+        del layers
+
+
 def print_timeline(label, fn, layers):
     """fn's graph replay timed, then profiled: per layer (fn runs `layers` of them), the
     graph's time, its kernels' GPU time by name, and the difference (launch gaps, tails)."""
@@ -1646,6 +1802,9 @@ def main():
                          ("sparse", sparse_section), ("eager", eager_section),
                          ("stress", stress_section), ("timeline", timeline_section),
                          ("chain", chain_section), ("fused_fp8", fused_fp8_section),
+                         ("lora_chain", lora_chain_section),
+                         ("lora_table", lora_table_section),
+                         ("lora_epilogue", lora_epilogue_section),
                          ("mnist_host", mnist_host_section), ("whole_k", whole_k_section),
                          ("adapter", adapter_section), ("epilogue", epilogue_section),
                          ("dependent_launch", dependent_launch_section),
