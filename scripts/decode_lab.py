@@ -1678,8 +1678,9 @@ def main():
     p.add_argument("--quick", action="store_true")
     p.add_argument("--sections", default="decode,training,pmv,sparse",
                    help="comma-separated: decode, training, pmv, sparse, eager, stress, "
-                        "timeline, mnist_host (MNIST files under .carry/mnist), whole_k, "
-                        "adapter, epilogue, dependent_launch, launch_sweep, "
+                        "timeline, chain, fused_fp8, lora_chain, lora_table, "
+                        "lora_epilogue, mnist_host (MNIST files under .carry/mnist), "
+                        "whole_k, adapter, epilogue, dependent_launch, launch_sweep, "
                         "launch_sweep_lora, launch_sweep_fp8")
     p.add_argument("--candidates",
                    default="mma,contig,join,flip,tc,group,gemv,nibble,packed,fp8",
