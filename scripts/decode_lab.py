@@ -1051,18 +1051,9 @@ def nibble_table_down_kernel(x_ptr, table_ptr, a_ptr, down_ptr, M, K, rank, k_pe
     Grid: (cdiv(K / 4, BLOCK_Q) + rank, max(M, down_splits))."""
     await_previous_kernel(DEPENDENT_LAUNCH)
     if tl.program_id(0) < tl.cdiv(K // 4, BLOCK_Q):
-        m = tl.program_id(1)
-        if m < M:
-            q = tl.program_id(0) * BLOCK_Q + tl.arange(0, BLOCK_Q)
-            entry = tl.arange(0, 16)
-            acc = tl.zeros((BLOCK_Q, 16), dtype=tl.float32)
-            for t in tl.static_range(4):
-                k = 4 * q + t
-                xk = tl.load(x_ptr + m * stride_xm + k * stride_xk, mask=k < K, other=0.0)
-                xk = xk.to(tl.float32)[:, None]
-                acc += tl.where(((entry >> t) & 1)[None, :] != 0, -xk, xk)
-            tl.store(table_ptr + (m * (K // 4) + q[:, None]) * 16 + entry[None, :], acc,
-                     mask=(q < K // 4)[:, None])
+        if tl.program_id(1) < M:  # the shipped kernel's program, inlined
+            tb.rademacher32_nibble_table_kernel(x_ptr, table_ptr, M, K, stride_xm, stride_xk,
+                                                BLOCK_Q)
     elif tl.program_id(1) < down_splits:
         _lowrank_down_split(x_ptr, a_ptr, down_ptr, M, K // 4, K, rank, k_per_split,
                             stride_xm, stride_xk, stride_ar, stride_ak, BLOCK_M, BLOCK_Q,
@@ -1114,60 +1105,54 @@ def lora_table_down_layers(layers, x, down_splits, early, max_splits=None):
     return run
 
 
-def lora_table_section(t_us, stack=8):
-    """LoRA layers at one row with the down projection in the table launch
-    (lora_table_down_layers) against the shipped ones, eight per graph, us per layer;
-    each variant checked against the shipped layers."""
+def lora_one_row_sweep(title, shapes, variants, t_us, stack=8):
+    """For each (out, in) of `shapes`: eight LoRA layers at one row, us per layer against
+    cuBLAS, the frozen layers and the shipped LoRA layers, then every variant of
+    `variants(layers, x)` (label -> callable over the layers) checked against the shipped
+    outputs and timed."""
     dev = torch.device("cuda")
-    for out_f, in_f in ((4096, 4096), (11008, 4096), (4096, 11008), (8192, 8192),
-                        (14336, 4096), (4096, 14336)):
+    for out_f, in_f in shapes:
         layers = LayerStack(out_f, in_f, stack)
         x = torch.randn(1, in_f, device=dev, dtype=torch.bfloat16)
         shipped = layers.lora(x)
         want = [y.float() for y in shipped()]
         times = {"cublas": t_us(layers.cublas(x)), "frozen": t_us(layers.frozen(x)),
                  "shipped": t_us(shipped)}
-        for down_splits in (4, 8, 16):
-            for early in (True, False):
-                for max_splits in (None, 8):
-                    label = (f"d{down_splits} {'early' if early else 'exit'}"
-                             f"{' s8' if max_splits else ''}")
-                    run = lora_table_down_layers(layers, x, down_splits, early, max_splits)
-                    err = max(((a.float() - b).abs().max() / b.abs().max()).item()
-                              for a, b in zip(run(), want))
-                    times[label] = t_us(run) if err < 1e-2 else f"WRONG {err:.1e}"
+        for label, run in variants(layers, x).items():
+            err = max(((a.float() - b).abs().max() / b.abs().max()).item()
+                      for a, b in zip(run(), want))
+            times[label] = t_us(run) if err < 1e-2 else f"WRONG {err:.1e}"
         cu = times["cublas"]
-        print(f"lora table {out_f}x{in_f} one row, us per layer (x cuBLAS): "
+        print(f"{title} {out_f}x{in_f} one row, us per layer (x cuBLAS): "
               + ", ".join(f"{k} {v / stack:.2f} ({cu / v:.2f}x)" if isinstance(v, float)
                           else f"{k} {v}" for k, v in times.items()), flush=True)
         del layers
 
 
-def lora_epilogue_section(t_us, stack=8):
+def lora_table_section(t_us):
+    """LoRA layers at one row with the down projection in the table launch
+    (lora_table_down_layers): 4 / 8 / 16 down splits, the nibble kernel released early or
+    at exit, at the frozen split cap or at 8."""
+    def variants(layers, x):
+        return {f"d{down_splits} {'early' if early else 'exit'}{' s8' if cap else ''}":
+                lora_table_down_layers(layers, x, down_splits, early, cap)
+                for down_splits in (4, 8, 16) for early in (True, False) for cap in (None, 8)}
+    lora_one_row_sweep("lora table", ((4096, 4096), (11008, 4096), (4096, 11008),
+                                      (8192, 8192), (14336, 4096), (4096, 14336)),
+                       variants, t_us)
+
+
+def lora_epilogue_section(t_us):
     """Whether a LoRA layer's epilogue may be placed early once it has fewer, wider
     programs: lora_table_down_layers (8 down splits) with the epilogue's columns per
-    program pinned, released early and at exit, eight layers per graph, one row."""
-    dev = torch.device("cuda")
-    for out_f, in_f in ((4096, 4096), (11008, 4096), (8192, 8192), (4096, 11008)):
-        layers = LayerStack(out_f, in_f, stack)
-        x = torch.randn(1, in_f, device=dev, dtype=torch.bfloat16)
-        shipped = layers.lora(x)
-        want = [y.float() for y in shipped()]
-        times = {"cublas": t_us(layers.cublas(x)), "frozen": t_us(layers.frozen(x)),
-                 "shipped": t_us(shipped)}
-        for width in (32, 64, 128, 256, 512):
-            for early in (True, False):
-                label = f"n{width} {'early' if early else 'exit'}"
-                run = pinned(lora_table_down_layers(layers, x, 8, early),
-                             EPILOGUE_BLOCK_N=(width, width))
-                err = max(((a.float() - b).abs().max() / b.abs().max()).item()
-                          for a, b in zip(run(), want))
-                times[label] = t_us(run) if err < 1e-2 else f"WRONG {err:.1e}"
-        cu = times["cublas"]
-        print(f"lora epilogue {out_f}x{in_f} one row, us per layer (x cuBLAS): "
-              + ", ".join(f"{k} {v / stack:.2f} ({cu / v:.2f}x)" if isinstance(v, float)
-                          else f"{k} {v}" for k, v in times.items()), flush=True)
-        del layers
+    program pinned, released early and at exit."""
+    def variants(layers, x):
+        return {f"n{width} {'early' if early else 'exit'}":
+                pinned(lora_table_down_layers(layers, x, 8, early),
+                       EPILOGUE_BLOCK_N=(width, width))
+                for width in (32, 64, 128, 256, 512) for early in (True, False)}
+    lora_one_row_sweep("lora epilogue", ((4096, 4096), (11008, 4096), (8192, 8192),
+                                         (4096, 11008)), variants, t_us)
 
 
 def lora_chain_section(t_us, stack=8):
