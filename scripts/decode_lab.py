@@ -963,12 +963,9 @@ def fused_fp8_layers(layers, x, block_n, groups, warps, max_splits, per_step,
     rows = layers.out_f
     block_m = max(16, tb._pow2_at_least(m))
     n_blocks = triton.cdiv(rows, block_n)
-    step = 32 * groups
-    k_steps = triton.cdiv(cols, step)
     per_sm = programs_per_sm or tb.SIGN_MMA_PROGRAMS_PER_SM
-    splits = max(1, min(k_steps, max_splits, per_sm * tb._sm_count(dev) // n_blocks))
-    k_per_split = triton.cdiv(k_steps, splits) * step
-    splits = triton.cdiv(cols, k_per_split)
+    splits, k_per_split = tb.k_splits(cols, 32 * groups, max_splits,
+                                      per_sm * tb._sm_count(dev) // n_blocks)
     _, _, window = tb.tile_plan("rademacher32", 0, rows * cols - 1, cols, 32)
 
     def run():
@@ -1071,15 +1068,10 @@ def lora_table_down_layers(layers, x, down_splits, early, max_splits=None):
     block_m = tb._pow2_at_least(m)
     block_n, groups, warps = tb.SIGN_NIBBLE_CONFIGS[block_m]
     n_blocks = triton.cdiv(rows, block_n)
-    step = 32 * groups
-    k_steps = triton.cdiv(cols, step)
-    splits = max(1, min(k_steps, max_splits or tb.SIGN_GEMV_MAX_SPLITS,
-                        tb.SIGN_GEMV_PROGRAMS_PER_SM * tb._sm_count(dev) // n_blocks))
-    k_per_split = triton.cdiv(k_steps, splits) * step
-    splits = triton.cdiv(cols, k_per_split)
-    down_k = tb.LORA_DOWN_K
-    k_per_down = triton.cdiv(triton.cdiv(cols, down_k), down_splits) * down_k
-    down_splits = triton.cdiv(cols, k_per_down)
+    splits, k_per_split = tb.k_splits(
+        cols, 32 * groups, max_splits or tb.SIGN_GEMV_MAX_SPLITS,
+        tb.SIGN_GEMV_PROGRAMS_PER_SM * tb._sm_count(dev) // n_blocks)
+    down_splits, k_per_down = tb.k_splits(cols, tb.LORA_DOWN_K, down_splits, down_splits)
     n_tables = triton.cdiv(cols // 4, tb.SIGN_NIBBLE_TABLE_BLOCK)
     _, _, window = tb.tile_plan("rademacher32", 0, rows * cols - 1, cols, 32)
 
@@ -1092,7 +1084,7 @@ def lora_table_down_layers(layers, x, down_splits, early, max_splits=None):
             nibble_table_down_kernel[(n_tables + rank, max(m, down_splits))](
                 x, table, a, u, m, cols, rank, k_per_down, down_splits, x.stride(0),
                 x.stride(1), a.stride(0), a.stride(1), BLOCK_Q=tb.SIGN_NIBBLE_TABLE_BLOCK,
-                BLOCK_M=block_m, DOWN_K=down_k, **tb._dependent_launch(dev))
+                BLOCK_M=block_m, DOWN_K=tb.LORA_DOWN_K, **tb._dependent_launch(dev))
             partial = torch.empty(splits, m, rows, dtype=torch.float32, device=dev)
             y = torch.empty(m, rows, dtype=x.dtype, device=dev)
             tb.rademacher32_nibble_kernel[(n_blocks, splits)](

@@ -294,6 +294,16 @@ def _rademacher32_decode_kernel(x, rows, cols, transpose, dist, lora=False):
     return None
 
 
+def k_splits(cols: int, step: int, max_splits: int, programs: int):
+    """(splits, k_per_split): K cut into at most max_splits and at most `programs`
+    ranges (the programs per split the grid has room for), each a whole number of steps;
+    no split left empty."""
+    k_steps = triton.cdiv(cols, step)
+    splits = max(1, min(k_steps, max_splits, programs))
+    k_per_split = triton.cdiv(k_steps, splits) * step
+    return triton.cdiv(cols, k_per_split), k_per_split
+
+
 def _rademacher32_decode(kernel, x, key, rows, cols, scale, bias, u, v, y, generator,
                          lora_down=None):
     """y = x @ (scale R)^T (+ u v^T) (+ bias): `rademacher32_nibble_kernel` ("nibble",
@@ -343,10 +353,8 @@ def _rademacher32_decode(kernel, x, key, rows, cols, scale, bias, u, v, y, gener
     n_blocks = triton.cdiv(rows, block_n)
     step = 32 * groups
     k_steps = triton.cdiv(cols, step)
-    splits = max(1, min(k_steps, max_splits,
-                        programs_per_sm * _sm_count(x.device) // n_blocks))
-    k_per_split = triton.cdiv(k_steps, splits) * step
-    splits = triton.cdiv(cols, k_per_split)
+    splits, k_per_split = k_splits(cols, step, max_splits,
+                                   programs_per_sm * _sm_count(x.device) // n_blocks)
     if kernel == "packed_mma":
         packed = torch.empty(block_m, k_steps * step, dtype=x.dtype, device=x.device)
         rademacher32_pack_x_kernel[(k_steps, block_m)](
