@@ -280,7 +280,9 @@ class RandomWalkSampler:
         if self.weighting == "uniform" or self.epsilon == 1.0:
             column = _below(draws["column"], columns)
         else:
-            weight = layer.weight_rows(row, *inputs).detach().abs().float()
+            whole = _sums_every_row(layer.out_features, self.num_paths)
+            summed = torch.arange(layer.out_features, device=row.device) if whole else row
+            weight = layer.weight_rows(summed, *inputs).detach().abs().float()
             if weight.dim() > 2:  # conv: one weight per input channel, summed over the window
                 weight = weight.flatten(2).sum(2)
             tiny = torch.finfo(weight.dtype).tiny
@@ -290,8 +292,13 @@ class RandomWalkSampler:
             # every weight at least the smallest normal float: a row of zeros draws
             # uniformly, a zero among normal weights keeps probability ~1e-38 / row sum
             cdf = weight.clamp_min(tiny).cumsum(1)
+            if whole:
+                cdf = cdf.index_select(0, row)
             target = _uniform(draws["column"])[:, None] * cdf[:, -1:]
-            column = torch.searchsorted(cdf, target, right=True).squeeze(1).clamp_(max=columns - 1)
+            # the columns whose cumulative weight is at most the target: searchsorted's
+            # right insertion point on a nondecreasing cdf, as one fused compare-and-sum
+            # (searchsorted is an extra library call on the CPU and a kernel of its own)
+            column = (cdf <= target).sum(1).clamp_(max=columns - 1)
             if self.epsilon > 0.0:
                 column = torch.where(_uniform(draws["epsilon"]) < self.epsilon,
                                      _below(draws["epsilon column"], columns), column)
@@ -299,6 +306,14 @@ class RandomWalkSampler:
             column = column + torch.div(row, layer.out_features // layer.groups,
                                         rounding_mode="floor") * columns
         return column
+
+
+def _sums_every_row(out_features: int, num_paths: int) -> bool:
+    """Whether a draw turns every row of a layer into cumulative sums once, each walk then
+    reading its row's (no more rows than walks: 200 walks through a 128-row layer sum 128
+    rows, not 200), rather than each walk summing its own row. Both give the same sums bit
+    for bit, so the same walks."""
+    return out_features <= num_paths
 
 
 def _sliced(pred_out: int, in_features: int) -> bool:

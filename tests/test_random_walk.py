@@ -286,6 +286,35 @@ def test_a_draw_is_a_pure_function_of_key_and_step():
     assert not all(torch.equal(first[n], other_key[n]) for n in layers)
 
 
+@pytest.mark.parametrize("temperature,epsilon", [(1.0, 0.0), (0.6, 0.25)])
+def test_summing_every_row_once_draws_the_walks_of_summing_each_walks_row(
+        monkeypatch, temperature, epsilon):
+    """A layer with no more rows than walks turns all its rows into cumulative sums once;
+    the walks must be those of each walk summing its own row, bit for bit."""
+    graph, layers = _mlp_layers([30, 20, 12, 6], seed=3)
+    torch.manual_seed(4)
+    conv_weight = torch.randn(8, 3, 3, 3)  # grouped conv feeding fc0: 8 channels, groups 2
+    layers["conv"] = WalkLayer(weight_rows=lambda rows: conv_weight[rows], out_features=8,
+                               in_features=6, groups=2)
+    layers["fc0"] = _dense(torch.randn(20, 8))
+    layers["stem"] = _dense(torch.randn(6, 5))
+    graph.add_edges_from([("stem", "conv"), ("conv", "fc0")])
+
+    def draws(rule):
+        monkeypatch.setattr(random_walk, "_sums_every_row", rule)
+        sampler = RandomWalkSampler(graph, layers, num_paths=10, temperature=temperature,
+                                    epsilon=epsilon, key=13)
+        return [sampler.sample(step) for step in range(6)]
+
+    assert random_walk._sums_every_row(6, 10) and not random_walk._sums_every_row(12, 10)
+    mixed = draws(random_walk._sums_every_row)  # fc2 and conv once, fc1 and fc0 per walk
+    for rule in (lambda out, paths: True, lambda out, paths: False):
+        for got, want in zip(draws(rule), mixed):
+            for name in layers:
+                assert torch.equal(got.visits[name], want.visits[name]), name
+                assert torch.equal(got.rows[name], want.rows[name]), name
+
+
 def test_cpu_draws_hash_their_words_in_blocks_of_steps_with_the_same_bits():
     """On the CPU a draw's words come from a block hashed for a run of steps; every
     step's words equal hashing that step alone, across block boundaries, in any order."""
