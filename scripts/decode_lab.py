@@ -1048,9 +1048,10 @@ def nibble_table_down_kernel(x_ptr, table_ptr, a_ptr, down_ptr, M, K, rank, k_pe
     Grid: (cdiv(K / 4, BLOCK_Q) + rank, max(M, down_splits))."""
     await_previous_kernel(DEPENDENT_LAUNCH)
     if tl.program_id(0) < tl.cdiv(K // 4, BLOCK_Q):
-        if tl.program_id(1) < M:  # the shipped kernel's program, inlined
+        if tl.program_id(1) < M:  # the shipped kernel's program, inlined; it must not
+            # wait again, and Triton 3.6 passes a called kernel's default "" as a raw str
             tb.rademacher32_nibble_table_kernel(x_ptr, table_ptr, M, K, stride_xm, stride_xk,
-                                                BLOCK_Q)
+                                                BLOCK_Q, "")
     elif tl.program_id(1) < down_splits:
         _lowrank_down_split(x_ptr, a_ptr, down_ptr, M, K // 4, K, rank, k_per_split,
                             stride_xm, stride_xk, stride_ar, stride_ak, BLOCK_M, BLOCK_Q,
