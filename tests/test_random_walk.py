@@ -286,25 +286,28 @@ def test_a_draw_is_a_pure_function_of_key_and_step():
     assert not all(torch.equal(first[n], other_key[n]) for n in layers)
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
 @pytest.mark.parametrize("temperature,epsilon", [(1.0, 0.0), (0.6, 0.25)])
 def test_summing_every_row_once_draws_the_walks_of_summing_each_walks_row(
-        monkeypatch, temperature, epsilon):
+        monkeypatch, temperature, epsilon, device):
     """A layer with no more rows than walks turns all its rows into cumulative sums once;
     the walks must be those of each walk summing its own row, bit for bit."""
     graph, layers = _mlp_layers([30, 20, 12, 6], seed=3)
+    layers = {n: _dense(l.weight_rows(torch.arange(l.out_features)).to(device))
+              for n, l in layers.items()}
     torch.manual_seed(4)
-    conv_weight = torch.randn(8, 3, 3, 3)  # grouped conv feeding fc0: 8 channels, groups 2
+    conv_weight = torch.randn(8, 3, 3, 3, device=device)  # grouped: 8 channels, groups 2
     layers["conv"] = WalkLayer(weight_rows=lambda rows: conv_weight[rows], out_features=8,
                                in_features=6, groups=2)
-    layers["fc0"] = _dense(torch.randn(20, 8))
-    layers["stem"] = _dense(torch.randn(6, 5))
+    layers["fc0"] = _dense(torch.randn(20, 8, device=device))
+    layers["stem"] = _dense(torch.randn(6, 5, device=device))
     graph.add_edges_from([("stem", "conv"), ("conv", "fc0")])
 
     def draws(rule):
         monkeypatch.setattr(random_walk, "_sums_every_row", rule)
         sampler = RandomWalkSampler(graph, layers, num_paths=10, temperature=temperature,
-                                    epsilon=epsilon, key=13)
-        return [sampler.sample(step) for step in range(6)]
+                                    epsilon=epsilon, device=device, key=13)
+        return [sampler.sample(torch.tensor(step, device=device)) for step in range(6)]
 
     assert random_walk._sums_every_row(6, 10) and not random_walk._sums_every_row(12, 10)
     mixed = draws(random_walk._sums_every_row)  # fc2 and conv once, fc1 and fc0 per walk
