@@ -3,7 +3,8 @@ cuBLAS and the shipped kernels (METHOD.md: one script, many variants), plus prof
 the training, PMV and row-sparse paths.
 
     python scripts/decode_lab.py [--quick]
-                                 [--sections decode,training,pmv,sparse,eager,stress,timeline,
+                                 [--sections decode,training,pmv,sparse,sparse_pipeline,
+                                             eager,stress,timeline,
                                              chain,fused_fp8,lora_chain,lora_table,
                                              lora_epilogue,mnist_host,whole_k,adapter,
                                              epilogue,
@@ -787,6 +788,93 @@ def sparse_section(t_us):
         profile_kernels(shipped, f"row_sparse_linear_backward 1/{n}")
         profile_kernels(triton_moves(), f"triton moves 1/{n}")
         profile_kernels(staged(), f"staged 1/{n}")
+
+
+def sparse_pipeline_section(t_us):
+    """The row-sparse backward (8192 tokens x 4096^2 bf16) with the gather of g's kept
+    columns cut into token chunks on its own stream, so that grad_x's GEMM of chunk c
+    (another stream) runs while chunk c + 1 is gathered: the memory-bound gather under
+    the compute-bound GEMMs instead of before them. grad_W (zero-fill, GEMM over all
+    tokens, row copy) on a third stream once every chunk is gathered; the zero-fill
+    either at once or after the first chunk. Checked against the shipped op, timed as a
+    CUDA graph, x dense backward."""
+    from randfx.ops.row_sparse import row_sparse_linear_backward
+    dev, dtype = torch.device("cuda"), torch.bfloat16
+    tokens, feat = 8192, 4096
+    x = torch.randn(tokens, feat, device=dev, dtype=dtype)
+    w = torch.randn(feat, feat, device=dev, dtype=dtype)
+    g = torch.randn(tokens, feat, device=dev, dtype=dtype)
+    dense = t_us(lambda: (g @ w, g.t() @ x))
+    gather_stream, gx_stream, gw_stream = (torch.cuda.Stream() for _ in range(3))
+    for n in (16, 8, 4):
+        keep = feat // n
+        rows = torch.randperm(feat, device=dev)[:keep].sort().values
+        rows_padded = torch.cat([rows, torch.full((keep // 8,), -1, device=dev)])
+
+        def shipped():
+            return row_sparse_linear_backward(g, x, w, rows_padded, True, True, False,
+                                              False)[:2]
+
+        def pipelined(chunks, zero_first=True, weight_rows_first=True):
+            def run():
+                main = torch.cuda.current_stream()
+                valid = rows_padded >= 0
+                index = rows_padded.clamp(min=0)
+                width = index.numel()
+                kept = torch.empty(tokens, width, device=dev, dtype=dtype)
+                grad_x = torch.empty(tokens, feat, device=dev, dtype=dtype)
+                grad_w = torch.empty(feat + 1, feat, device=dev, dtype=dtype)
+                for stream in (gather_stream, gx_stream, gw_stream):
+                    stream.wait_stream(main)
+                if zero_first:
+                    with torch.cuda.stream(gw_stream):
+                        grad_w.zero_()
+                with torch.cuda.stream(gx_stream):
+                    if weight_rows_first:
+                        weight_rows = w.index_select(0, index).masked_fill_(~valid[:, None], 0)
+                step = tokens // chunks
+                gathered = []
+                with torch.cuda.stream(gather_stream):
+                    for c in range(chunks):
+                        part = slice(c * step, (c + 1) * step)
+                        torch.index_select(g[part], 1, index, out=kept[part])
+                        event = torch.cuda.Event()
+                        event.record(gather_stream)
+                        gathered.append(event)
+                with torch.cuda.stream(gx_stream):
+                    if not weight_rows_first:
+                        weight_rows = w.index_select(0, index).masked_fill_(~valid[:, None], 0)
+                    for c in range(chunks):
+                        part = slice(c * step, (c + 1) * step)
+                        gx_stream.wait_event(gathered[c])
+                        torch.mm(kept[part], weight_rows, out=grad_x[part])
+                with torch.cuda.stream(gw_stream):
+                    gw_stream.wait_event(gathered[-1])
+                    if not zero_first:
+                        grad_w.zero_()
+                    grad_w.index_copy_(0, torch.where(valid, index, feat), kept.t() @ x)
+                for stream in (gather_stream, gx_stream, gw_stream):
+                    main.wait_stream(stream)
+                return grad_x, grad_w[:feat]
+            return run
+
+        ref = shipped()
+        variants = [(f"c{c}{'' if z else ' late zero'}{'' if r else ' late rows'}",
+                     pipelined(c, z, r))
+                    for c in (1, 2, 4, 8, 16) for z in (True, False) for r in (True, False)]
+        for name, fn in variants:
+            got = fn()
+            torch.cuda.synchronize()
+            for a, b in zip(got, ref):
+                assert torch.equal(a, b) or (a - b).abs().max() < 1e-1, name
+        line = {"keep": f"1/{n}", "dense_us": dense, "shipped": dense / t_us(shipped)}
+        for name, fn in variants:
+            line[name] = dense / t_us(fn)
+        print("sparse pipeline x dense: " + ", ".join(
+            f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in line.items()),
+            flush=True)
+        best = max((name for name, _ in variants), key=line.get)
+        profile_kernels(dict(variants)[best], f"pipelined {best} 1/{n}")
 
 
 def eager_section(t_us):
@@ -1655,8 +1743,8 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true")
     p.add_argument("--sections", default="decode,training,pmv,sparse",
-                   help="comma-separated: decode, training, pmv, sparse, eager, stress, "
-                        "timeline, chain, fused_fp8, lora_chain, lora_table, "
+                   help="comma-separated: decode, training, pmv, sparse, sparse_pipeline, "
+                        "eager, stress, timeline, chain, fused_fp8, lora_chain, lora_table, "
                         "lora_epilogue, mnist_host (MNIST files under .carry/mnist), "
                         "whole_k, adapter, epilogue, dependent_launch, launch_sweep, "
                         "launch_sweep_lora, launch_sweep_fp8")
@@ -1778,7 +1866,9 @@ def main():
     results = []
     if cuda:
         for name, fn in (("training", training_section), ("pmv", pmv_section),
-                         ("sparse", sparse_section), ("eager", eager_section),
+                         ("sparse", sparse_section),
+                         ("sparse_pipeline", sparse_pipeline_section),
+                         ("eager", eager_section),
                          ("stress", stress_section), ("timeline", timeline_section),
                          ("chain", chain_section), ("fused_fp8", fused_fp8_section),
                          ("lora_chain", lora_chain_section),
