@@ -634,25 +634,36 @@ def gather_columns_staged_kernel(g_ptr, index_ptr, out_ptr, T, C, J, stride_gt,
                  mask=(j < J) & ((t + tl.zeros_like(j)) < T))
 
 
-def sparse_section(t_us):
-    from randfx.ops.row_sparse import (_gather_kept, _grad_input,
-                                       row_sparse_linear_backward)
+def sparse_case(t_us):
+    """The row-sparse backward's lab case: x, w, g (8192 tokens x 4096^2 bf16) and the
+    dense backward's time over them (grad_x and grad_W, cuBLAS)."""
     dev, dtype = torch.device("cuda"), torch.bfloat16
-    tokens, feat = 8192, 4096
-    x = torch.randn(tokens, feat, device=dev, dtype=dtype)
-    w = torch.randn(feat, feat, device=dev, dtype=dtype)
-    g = torch.randn(tokens, feat, device=dev, dtype=dtype)
-    dense = t_us(lambda: (g @ w, g.t() @ x))
+    x, w, g = (torch.randn(shape, device=dev, dtype=dtype)
+               for shape in ((8192, 4096), (4096, 4096), (8192, 4096)))
+    return x, w, g, t_us(lambda: (g @ w, g.t() @ x))
+
+
+def sparse_keep(x, w, g, n):
+    """1/n of w's rows as the sampler hands them over (a sorted random subset padded with
+    keep / 8 slots of -1), and the shipped row-sparse backward over them."""
+    from randfx.ops.row_sparse import row_sparse_linear_backward
+    keep = w.shape[0] // n
+    rows = torch.randperm(w.shape[0], device=w.device)[:keep].sort().values
+    rows_padded = torch.cat([rows, torch.full((keep // 8,), -1, device=w.device)])
+
+    def shipped():
+        return row_sparse_linear_backward(g, x, w, rows_padded, True, True, False, False)[:2]
+    return rows_padded, shipped
+
+
+def sparse_section(t_us):
+    from randfx.ops.row_sparse import _gather_kept, _grad_input
+    x, w, g, dense = sparse_case(t_us)
+    dev, dtype, (tokens, feat) = x.device, x.dtype, x.shape
     print(f"sparse: dense backward {dense:.1f} us; GEMM 8192x4096x4096 "
           f"{t_us(lambda: g @ w):.1f} us")
     for n in (64, 8, 4):
-        keep = feat // n
-        rows = torch.randperm(feat, device=dev)[:keep].sort().values
-        rows_padded = torch.cat([rows, torch.full((keep // 8,), -1, device=dev)])
-
-        def shipped():
-            return row_sparse_linear_backward(g, x, w, rows_padded, True, True, False,
-                                              False)[:2]
+        rows_padded, shipped = sparse_keep(x, w, g, n)
 
         def one_gather(index_fn):
             def run():
@@ -798,22 +809,11 @@ def sparse_pipeline_section(t_us):
     tokens, row copy) on a third stream once every chunk is gathered; the zero-fill
     either at once or after the first chunk. Checked against the shipped op, timed as a
     CUDA graph, x dense backward."""
-    from randfx.ops.row_sparse import row_sparse_linear_backward
-    dev, dtype = torch.device("cuda"), torch.bfloat16
-    tokens, feat = 8192, 4096
-    x = torch.randn(tokens, feat, device=dev, dtype=dtype)
-    w = torch.randn(feat, feat, device=dev, dtype=dtype)
-    g = torch.randn(tokens, feat, device=dev, dtype=dtype)
-    dense = t_us(lambda: (g @ w, g.t() @ x))
+    x, w, g, dense = sparse_case(t_us)
+    dev, dtype, (tokens, feat) = x.device, x.dtype, x.shape
     gather_stream, gx_stream, gw_stream = (torch.cuda.Stream() for _ in range(3))
     for n in (16, 8, 4):
-        keep = feat // n
-        rows = torch.randperm(feat, device=dev)[:keep].sort().values
-        rows_padded = torch.cat([rows, torch.full((keep // 8,), -1, device=dev)])
-
-        def shipped():
-            return row_sparse_linear_backward(g, x, w, rows_padded, True, True, False,
-                                              False)[:2]
+        rows_padded, shipped = sparse_keep(x, w, g, n)
 
         def pipelined(chunks, zero_first=True, weight_rows_first=True):
             def run():
