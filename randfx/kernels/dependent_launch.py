@@ -1,4 +1,4 @@
-"""Programmatic dependent launch (Hopper and later GPUs, Triton 3.3 and later).
+"""Programmatic dependent launch (Hopper and later GPUs, Triton 3.5 and later).
 
 A kernel launched with it (`launch_pdl=True`) may be placed on the GPU while the kernel
 before it in the stream is still running, so that its launch and ramp-up hide under the
@@ -16,10 +16,18 @@ without the attribute) runs as always.
 import triton
 import triton.language as tl
 
-
-@triton.jit
-def await_previous_kernel(DEPENDENT_LAUNCH: tl.constexpr):
-    if DEPENDENT_LAUNCH != "":
-        tl.extra.cuda.gdc_wait()
-    if DEPENDENT_LAUNCH == "release_at_start":
-        tl.extra.cuda.gdc_launch_dependents()
+if hasattr(getattr(tl.extra, "cuda", None), "gdc_wait"):
+    @triton.jit
+    def await_previous_kernel(DEPENDENT_LAUNCH: tl.constexpr):
+        if DEPENDENT_LAUNCH != "":
+            tl.extra.cuda.gdc_wait()
+        if DEPENDENT_LAUNCH == "release_at_start":
+            tl.extra.cuda.gdc_launch_dependents()
+else:
+    # Triton before 3.4 has no grid dependency control, and compiling a kernel resolves
+    # every name in its callees' source, a branch not taken included: so no mention of
+    # it here. The host never asks for dependent launch there
+    # (ops/triton_backend.py, triton_has_dependent_launch).
+    @triton.jit
+    def await_previous_kernel(DEPENDENT_LAUNCH: tl.constexpr):
+        tl.static_assert(DEPENDENT_LAUNCH == "", "this Triton has no dependent launch")

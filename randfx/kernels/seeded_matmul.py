@@ -76,7 +76,8 @@ def _add_lowrank(acc, u_ptr, v_ptr, i, I, j, J, rank, u_splits, lowrank_scale, s
         r = r0 + tl.arange(0, RANK_BLOCK)
         u_at = u_ptr + i[:, None] * stride_ui + r[None, :] * stride_ur
         u_mask = (i < I)[:, None] & (r < rank)[None, :]
-        if BLOCK_I == 1 or (BLOCK_I >= 16 and BLOCK_J >= 16 and RANK_BLOCK >= 16):
+        # (the parentheses: Triton 3.2 and 3.3 refuse a chain of three boolean operands)
+        if BLOCK_I == 1 or ((BLOCK_I >= 16 and BLOCK_J >= 16) and RANK_BLOCK >= 16):
             # a load per share, unrolled: faster here than the 3-D tile below (H200, 8
             # shares: 2.5 against 2.8 us per epilogue at one row, 4.0 against 4.7 at 16)
             u = tl.load(u_at, mask=u_mask, other=0.0).to(tl.float32)
@@ -93,7 +94,7 @@ def _add_lowrank(acc, u_ptr, v_ptr, i, I, j, J, rank, u_splits, lowrank_scale, s
             u = tl.sum(u.to(tl.float32), axis=0)
         v = tl.load(v_ptr + j[:, None] * stride_vj + r[None, :] * stride_vr,
                     mask=(j < J)[:, None] & (r < rank)[None, :], other=0.0).to(tl.float32)
-        if BLOCK_I >= 16 and BLOCK_J >= 16 and RANK_BLOCK >= 16:
+        if (BLOCK_I >= 16 and BLOCK_J >= 16) and RANK_BLOCK >= 16:
             acc = tl.dot(u * lowrank_scale, tl.trans(v), acc, input_precision="ieee")
         else:
             acc += tl.sum((u * lowrank_scale)[:, None, :] * v[None, :, :], axis=2)

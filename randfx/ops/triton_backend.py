@@ -34,6 +34,7 @@ Shape heuristic for y = x @ W^T with W generated (`seeded_matmul`):
 
 import functools
 import math
+import re
 
 import torch
 import triton
@@ -48,8 +49,13 @@ from ..kernels.seeded_matmul import (materialize_kernel, rademacher32_gemv_kerne
 from ..kernels.subspace import pmv_grad_kernel, pmv_kernel
 from . import checks, heuristics, reference
 
-# the nibble decode kernel looks its tables up with tl.gather (Triton 3.2 and later)
+_TRITON_VERSION = tuple(int(part) for part in re.findall(r"\d+", triton.__version__)[:2])
+# the nibble decode kernel looks its tables up with tl.gather (Triton 3.3 and later)
 _HAS_GATHER = hasattr(triton.language, "gather")
+# Triton 3.3's compiler fails on the nibble kernel carrying an adapter's down projection
+# at its one-row tile (TritonGPUOptimizeThreadLocality; scripts/compile_check.py): there
+# LoRA layers take the CUDA-core kernel
+_NIBBLE_CARRIES_DOWN = _TRITON_VERSION >= (3, 4)
 
 # rows-of-x bucket -> (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, USE_DOT) of the fused
 # kernel, forward layout; the transposed layout (grad_x) swaps the roles of N and K, same
@@ -223,22 +229,28 @@ def _has_fp8_tensor_cores(device: torch.device) -> bool:
 
 
 @functools.lru_cache(maxsize=None)
-def _has_dependent_launch(device: torch.device) -> bool:
-    """Grid dependency control: compute capability 9.0 (Hopper) or later, and a Triton that
-    has both `tl.extra.cuda.gdc_wait` and the `launch_pdl` launch option (3.3 and later).
-    Never under the interpreter (CPU tensors) nor on ROCm, whose "cuda" devices have no
-    grid dependency control."""
-    if device.type != "cuda" or torch.version.hip is not None:
-        return False
+def triton_has_dependent_launch() -> bool:
+    """Whether this Triton compiles and launches kernels with grid dependency control:
+    `tl.extra.cuda.gdc_wait` and the `launch_pdl` launch option, from 3.5 on (3.4.0 has
+    both, but its gdc_wait takes `_builder` where its compiler passes `_semantic`, so no
+    kernel calling it compiles)."""
     try:
         from triton.backends.nvidia.compiler import CUDAOptions
     except ImportError:
         return False
     cuda_extras = getattr(triton.language.extra, "cuda", None)
-    if not hasattr(cuda_extras, "gdc_wait") \
-            or "launch_pdl" not in CUDAOptions.__dataclass_fields__:
+    return (_TRITON_VERSION >= (3, 5) and hasattr(cuda_extras, "gdc_wait")
+            and "launch_pdl" in CUDAOptions.__dataclass_fields__)
+
+
+@functools.lru_cache(maxsize=None)
+def _has_dependent_launch(device: torch.device) -> bool:
+    """Grid dependency control on this device: compute capability 9.0 (Hopper) or later,
+    and a Triton that has it. Never under the interpreter (CPU tensors) nor on ROCm, whose
+    "cuda" devices have no grid dependency control."""
+    if device.type != "cuda" or torch.version.hip is not None:
         return False
-    return torch.cuda.get_device_capability(device) >= (9, 0)
+    return triton_has_dependent_launch() and torch.cuda.get_device_capability(device) >= (9, 0)
 
 
 def _dependent_launch(device: torch.device, release_at_start: bool = True) -> dict:
@@ -282,7 +294,7 @@ def _rademacher32_decode_kernel(x, rows, cols, transpose, dist, lora=False):
         return None
     fp8 = _has_fp8_tensor_cores(x.device)
     if heuristics.uses_nibble_kernel(x.shape[0], rows, cols, x.dtype, fp8, lora) \
-            and _HAS_GATHER:
+            and _HAS_GATHER and (_NIBBLE_CARRIES_DOWN or not lora):
         return "nibble"
     if x.shape[0] <= heuristics.SIGN_GEMV_MAX_ROWS:
         return "gemv"
