@@ -265,6 +265,21 @@ def test_triton_matches_reference_property(device, generator, dist, key, offset,
     _compare(generator, dist, key, offset, n, device)
 
 
+@pytestmark_triton
+@pytest.mark.parametrize("device", TRITON_DEVICES)
+def test_benchmark_philox_baseline_sums_uniform_values(device):
+    """The generator benchmark's baseline, Triton's tl.rand summed per program: each
+    program's sum of BLOCK * ITERS uniforms in [0, 1) lies within 5 standard deviations
+    of half their count, and no two programs draw the same values."""
+    from randfx.kernels.generate import philox_sum_kernel
+    programs, block, iters = 4, 64, 2
+    partials = torch.zeros(programs, dtype=torch.float32, device=device)
+    philox_sum_kernel[(programs,)](partials, 7, BLOCK=block, ITERS=iters)
+    count = block * iters
+    assert ((partials.cpu() - count / 2).abs() < 5 * (count / 12) ** 0.5).all(), partials
+    assert partials.unique().numel() == programs
+
+
 @pytest.mark.cuda
 def test_cuda_bits_equal_cpu_bits_large():
     for generator in GENERATORS:
