@@ -161,7 +161,10 @@ def train(args) -> dict:
     preset = PRESETS[args.preset]
     block = preset["block"] if args.block is None else args.block
 
-    model = randfx.transform(build_model(args.preset), config_from(args)).to(device)
+    # example inputs (one row of token ids): torch 2.6's symbolic trace cannot follow the
+    # GPT's arange over a traced length, and capture then falls back to torch.export
+    example = torch.zeros(1, block, dtype=torch.long)
+    model = randfx.transform(build_model(args.preset), config_from(args), example).to(device)
     rdist.verify_seeds(model)  # before DDP broadcasts rank 0's buffers over any mismatch
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     model = wrap(model, args, device)
@@ -189,7 +192,8 @@ def train(args) -> dict:
     losses = (losses / world).tolist()
 
     if args.save:
-        rdist.save_on_rank0(model, args.save, like=lambda: build_model(args.preset))
+        rdist.save_on_rank0(model, args.save, like=lambda: build_model(args.preset),
+                            example_inputs=example)
     timed = step_s[args.warmup:] or step_s
     return {
         "ranks": world, "wrap": args.wrap, "scheme": args.scheme, "scope": args.scope,

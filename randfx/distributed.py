@@ -299,9 +299,10 @@ def _full_state_dict(root: nn.Module) -> Optional[dict]:
     return state
 
 
-def _rebuilt(root: nn.Module, state: dict, like) -> nn.Module:
+def _rebuilt(root: nn.Module, state: dict, like, example_inputs) -> nn.Module:
     """A plain transformed model holding `state`: `like` (the untransformed model or a
-    zero-argument factory, as randfx.load takes) transformed with the model's Config."""
+    zero-argument factory, as randfx.load takes) transformed with the model's Config
+    (and `example_inputs`, for models transform captures only with inputs)."""
     from .pipeline import transform
 
     config = getattr(root, "randfx_config", None)
@@ -316,19 +317,22 @@ def _rebuilt(root: nn.Module, state: dict, like) -> nn.Module:
     if not isinstance(source, nn.Module):
         _fail("save_on_rank0", f"like must be an nn.Module or a zero-argument function "
                                f"returning one, got {type(source).__name__}", TypeError)
-    model = transform(source, config)  # a copy: the caller's `like` is never modified
+    model = transform(source, config, example_inputs)  # a copy: `like` stays as it is
     model.load_state_dict(state, strict=True)
     return model
 
 
-def save_on_rank0(model: nn.Module, path, like=None, group=None) -> bool:
+def save_on_rank0(model: nn.Module, path, like=None, group=None, *,
+                  example_inputs=None) -> bool:
     """Write `model` as one randfx artifact at `path` from rank 0 of `group`; return True
     on the rank that wrote. A collective: every rank calls it, and returns once the file
     exists. The model may be plain or wrapped in DDP / torch.compile; a model sharded
     with FSDP2 (fully_shard) or `shard_subspace_basis` also needs `like`, the
     untransformed model (or a function building it, as for randfx.load): its full state
     is gathered and rank 0 saves `like` transformed with the same Config and holding that
-    state, so the file is exactly what randfx.save writes on one process."""
+    state, so the file is exactly what randfx.save writes on one process. `example_inputs`
+    go to that transform, as randfx.load's do, for models it can capture only with
+    inputs."""
     from .artifact import save
 
     _require_process_group("save_on_rank0")
@@ -336,6 +340,6 @@ def save_on_rank0(model: nn.Module, path, like=None, group=None) -> bool:
     state = _full_state_dict(root)
     writer = dist.get_rank(group) == 0
     if writer:
-        save(root if state is None else _rebuilt(root, state, like), path)
+        save(root if state is None else _rebuilt(root, state, like, example_inputs), path)
     dist.barrier(group=group)
     return writer

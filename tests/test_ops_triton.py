@@ -10,7 +10,7 @@ floating-point tolerance.
 import pytest
 import torch
 
-from conftest import TRITON_DEVICES
+from conftest import INTERPRETER_FAULT, TRITON_DEVICES
 from randfx.ops import heuristics, library, triton_backend
 
 KEY = 0x9E3779B9 + 12345  # above 2^31: exercises the uint32 key conversion in the kernels
@@ -166,7 +166,11 @@ def test_rademacher32_decode_kernels(device, rows, kernel, dtype, in_f, monkeypa
         want, got = both("seeded_lora_linear", x, key_on(device), lora_A, lora_B, 0.2, 0.3,
                          bias, "pcg", "rademacher32")
         assert_close(got, want, dtype)
-    assert calls == [(kernel, False), (kernel, False), (kernel, True), (kernel, True)]
+    assert calls[:2] == [(kernel, False)] * 2 and [down for _, down in calls[2:]] == [True] * 2
+    if kernel == "nibble" and not triton_backend._NIBBLE_CARRIES_DOWN:
+        assert "nibble" not in [k for k, _ in calls[2:]]  # Triton 3.3: not with an adapter
+    else:
+        assert [k for k, _ in calls[2:]] == [kernel] * 2
     # in_features not a multiple of 32: the general kernel serves it
     want, got = both("seeded_matmul", x[:, :300], key_on(device), 24, 300, 0.2, False, None,
                      None, None, "pcg", "rademacher32")
@@ -206,8 +210,11 @@ def test_rademacher32_decode_kernel_choice(monkeypatch):
             == choice(2, torch.float32, **big) == "nibble"
         assert choice(1, **smaller) == "gemv"
         # a LoRA layer: the nibble kernel up to SIGN_LORA_NIBBLE_MAX_ROWS rows, any size
+        # (Triton 3.3, whose compiler fails on that launch: the CUDA-core kernel)
         lora_rows = heuristics.SIGN_LORA_NIBBLE_MAX_ROWS
-        assert choice(lora_rows, lora=True) == choice(1, torch.float32, lora=True) == "nibble"
+        lora_kernel = "nibble" if triton_backend._NIBBLE_CARRIES_DOWN else "gemv"
+        assert choice(lora_rows, lora=True) == choice(1, torch.float32, lora=True) \
+            == lora_kernel
         assert choice(lora_rows + 1, torch.float16, lora=True) == "mma"
     # a GPU without fp8 tensor cores (compute capability before 8.9): the 16-bit kernels
     monkeypatch.setattr(triton_backend, "_has_fp8_tensor_cores", lambda device: False)
@@ -302,6 +309,7 @@ def test_rademacher32_decode_large_layer(rows, dtype, kernel, monkeypatch):
     assert calls == [kernel, kernel]
 
 
+@pytest.mark.skipif(INTERPRETER_FAULT is not None, reason=str(INTERPRETER_FAULT))
 def test_dependent_launch_release_points(monkeypatch):
     """Every kernel of the decode chain asks for dependent launch; each lets the next be
     placed right after its wait, except the main kernel of a LoRA layer or of more than
