@@ -104,8 +104,8 @@ def _variants(spec, capability):
     """The GPU launches a recorded (interpreter) launch stands for on this capability."""
     from randfx.ops import triton_backend as tb
     arguments = spec["arguments"]
-    if spec["kernel"] == "rademacher32_nibble_kernel" and not (
-            tb._HAS_GATHER and (tb._NIBBLE_CARRIES_DOWN or not arguments["HAS_DOWN"][1])):
+    if spec["kernel"] == "rademacher32_nibble_kernel" \
+            and not tb.nibble_kernel_usable(arguments["HAS_DOWN"][1]):
         return []  # the dispatch never picks it on this Triton
     constexprs = {n: a[1] for n, a in arguments.items() if a[0] == "constexpr"}
     pointer = {n: a[1] for n, a in arguments.items() if a[0] == "pointer"}
@@ -128,9 +128,10 @@ def _source(fn, spec, constexprs):
     """An ASTSource for this Triton. 3.3 and later: every argument in the signature
     (constexprs as "constexpr", None too), constants keyed by a tuple of argument indices;
     3.2: only the others in the signature (None as "*i8"), constants keyed by name."""
-    import triton
     from triton.compiler import ASTSource
-    indexed = tuple(int(p) for p in triton.__version__.split(".")[:2]) >= (3, 3)
+
+    from randfx.ops.triton_backend import _TRITON_VERSION
+    indexed = _TRITON_VERSION >= (3, 3)
     signature, constants = {}, {}
     for index, (name, (kind, value)) in enumerate(spec["arguments"].items()):
         if kind in ("constexpr", "none"):

@@ -167,7 +167,7 @@ def test_rademacher32_decode_kernels(device, rows, kernel, dtype, in_f, monkeypa
                          bias, "pcg", "rademacher32")
         assert_close(got, want, dtype)
     assert calls[:2] == [(kernel, False)] * 2 and [down for _, down in calls[2:]] == [True] * 2
-    if kernel == "nibble" and not triton_backend._NIBBLE_CARRIES_DOWN:
+    if kernel == "nibble" and not triton_backend.nibble_kernel_usable(lora=True):
         assert "nibble" not in [k for k, _ in calls[2:]]  # Triton 3.3: not with an adapter
     else:
         assert [k for k, _ in calls[2:]] == [kernel] * 2
@@ -212,7 +212,7 @@ def test_rademacher32_decode_kernel_choice(monkeypatch):
         # a LoRA layer: the nibble kernel up to SIGN_LORA_NIBBLE_MAX_ROWS rows, any size
         # (Triton 3.3, whose compiler fails on that launch: the CUDA-core kernel)
         lora_rows = heuristics.SIGN_LORA_NIBBLE_MAX_ROWS
-        lora_kernel = "nibble" if triton_backend._NIBBLE_CARRIES_DOWN else "gemv"
+        lora_kernel = "nibble" if triton_backend.nibble_kernel_usable(lora=True) else "gemv"
         assert choice(lora_rows, lora=True) == choice(1, torch.float32, lora=True) \
             == lora_kernel
         assert choice(lora_rows + 1, torch.float16, lora=True) == "mma"
@@ -351,11 +351,9 @@ def test_dependent_launch_chain_matches_serialized(size, rows, dtype, monkeypatc
     (gemv, tensor cores, nibble table, packed and fp8 x). On Hopper with Triton 3.6 or
     later (the versions this was measured on) dependent launch must be what the dispatch
     uses; before Hopper it must not be."""
-    import triton
     device = torch.device("cuda")
     capability = torch.cuda.get_device_capability(device)
-    version = tuple(int(part) for part in triton.__version__.split(".")[:2])
-    if capability >= (9, 0) and version >= (3, 6):
+    if capability >= (9, 0) and triton_backend._TRITON_VERSION >= (3, 6):
         assert triton_backend._has_dependent_launch(device)
     if capability < (9, 0):
         assert not triton_backend._has_dependent_launch(device)

@@ -57,6 +57,12 @@ _HAS_GATHER = hasattr(triton.language, "gather")
 # LoRA layers take the CUDA-core kernel
 _NIBBLE_CARRIES_DOWN = _TRITON_VERSION >= (3, 4)
 
+
+def nibble_kernel_usable(lora: bool) -> bool:
+    """Whether this Triton can run the nibble-table decode kernel (for a LoRA layer: with
+    its adapter's down projection)."""
+    return _HAS_GATHER and (_NIBBLE_CARRIES_DOWN or not lora)
+
 # rows-of-x bucket -> (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, USE_DOT) of the fused
 # kernel, forward layout; the transposed layout (grad_x) swaps the roles of N and K, same
 # tile budget. USE_DOT (tensor cores) needs BLOCK_M >= 16. Buckets above FUSED_MAX_ROWS
@@ -294,7 +300,7 @@ def _rademacher32_decode_kernel(x, rows, cols, transpose, dist, lora=False):
         return None
     fp8 = _has_fp8_tensor_cores(x.device)
     if heuristics.uses_nibble_kernel(x.shape[0], rows, cols, x.dtype, fp8, lora) \
-            and _HAS_GATHER and (_NIBBLE_CARRIES_DOWN or not lora):
+            and nibble_kernel_usable(lora):
         return "nibble"
     if x.shape[0] <= heuristics.SIGN_GEMV_MAX_ROWS:
         return "gemv"
