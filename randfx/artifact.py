@@ -34,6 +34,7 @@ import json
 import math
 import os
 import uuid
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -502,9 +503,19 @@ def load(path, like, *, example_inputs=None) -> nn.Module:
         state[name] = tensors[target]
     _cast_as_stored(model, state)
     _check_state_layout(model, state, where)
-    model.load_state_dict(state, strict=True)
+    load_whole_state(model, state)
     _check_generated(model, header, where)
     return model
+
+
+def load_whole_state(model: nn.Module, state: dict) -> None:
+    """model.load_state_dict(state, strict=True) for a state saved from a model of this
+    very architecture. A state read from a file lacks the `_metadata` a state_dict() carries
+    (each module's version), and modules that check it refuse to load without it
+    (torchvision's MNASNet); the versions are the built model's own."""
+    with_versions = OrderedDict(state)
+    with_versions._metadata = model.state_dict()._metadata
+    model.load_state_dict(with_versions, strict=True)
 
 
 def _check_seeds(model: nn.Module, header: dict, tensors: dict, where: str) -> None:

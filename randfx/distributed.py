@@ -303,6 +303,7 @@ def _rebuilt(root: nn.Module, state: dict, like, example_inputs) -> nn.Module:
     """A plain transformed model holding `state`: `like` (the untransformed model or a
     zero-argument factory, as randfx.load takes) transformed with the model's Config
     (and `example_inputs`, for models transform captures only with inputs)."""
+    from .artifact import load_whole_state
     from .pipeline import transform
 
     config = getattr(root, "randfx_config", None)
@@ -318,7 +319,7 @@ def _rebuilt(root: nn.Module, state: dict, like, example_inputs) -> nn.Module:
         _fail("save_on_rank0", f"like must be an nn.Module or a zero-argument function "
                                f"returning one, got {type(source).__name__}", TypeError)
     model = transform(source, config, example_inputs)  # a copy: `like` stays as it is
-    model.load_state_dict(state, strict=True)
+    load_whole_state(model, state)
     return model
 
 

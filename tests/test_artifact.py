@@ -137,6 +137,33 @@ def test_a_model_cast_after_transform_loads_in_its_dtype(case, tmp_path):
             assert torch.equal(loaded(x), model(x))
 
 
+
+class VersionedNet(nn.Module):
+    """Checks its state's module version on load, as torchvision's MNASNet does."""
+    _version = 2
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.fc(x)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args):
+        if local_metadata.get("version") != 2:
+            raise ValueError(f"version should be 2, got {local_metadata.get('version')}")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args)
+
+
+def test_modules_that_check_their_state_version_load(tmp_path):
+    model = randfx.transform(VersionedNet(), randfx.Config("random_base_lora", rank=2))
+    path = tmp_path / "versioned.rfx"
+    randfx.save(model, path)
+    loaded = randfx.load(path, like=VersionedNet)
+    x = torch.randn(3, 8)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
 def test_tied_tensor_is_stored_once_and_stays_tied(tmp_path):
     factory, config, inputs = CASES["tied_dense"]
     model = trained(factory, config, inputs)

@@ -150,6 +150,28 @@ def test_train_step_round_trip_and_materialize(case, scheme, device):
         torch.testing.assert_close(output_of(dense, inputs), reference, atol=2e-5, rtol=1e-4)
 
 
+
+def in_place_mlp(in_place):
+    return nn.Sequential(nn.Linear(16, 48), nn.ReLU(inplace=in_place), nn.Linear(48, 48),
+                         nn.Hardswish(inplace=in_place), nn.Linear(48, 10))
+
+
+@pytest.mark.parametrize("scheme", sorted(SCHEMES))
+def test_in_place_activation_after_a_seeded_layer(scheme):
+    """nn.ReLU(inplace=True) right after a seeded Linear (torchvision's AlexNet, VGG,
+    MobileNetV3) trains, with the gradients of the out-of-place model: autograd refuses
+    in-place changes to an op output that is a view made inside the op."""
+    x = torch.randn(4, 16, generator=torch.Generator().manual_seed(1))
+    grads = []
+    for in_place in (False, True):
+        torch.manual_seed(0)
+        model = randfx.transform(in_place_mlp(in_place), SCHEMES[scheme])
+        model(x).pow(2).mean().backward()
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+    assert grads[0].keys() == grads[1].keys()
+    for name, grad in grads[0].items():
+        assert torch.equal(grads[1][name], grad), name
+
 def test_hugging_face_model_keeps_its_api():
     source = gpt2()
     model = randfx.transform(source, randfx.Config("random_base_lora", rank=2))

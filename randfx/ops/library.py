@@ -13,6 +13,7 @@ adapter folded into W when W is materialised), subspace_weight_backward (P^T g),
 subspace_linear_weight (W0 + reshape(P alpha) materialised in one pass).
 """
 
+import functools
 from typing import Optional, Sequence
 
 import torch
@@ -118,12 +119,28 @@ def _check_subspace(op, alpha, key, numel, basis_offset, generator, dist, dist_a
 
 # ---------------------------------------------------------------- op bodies, per backend
 
+def _not_a_view(body):
+    """`body`, handing out its output as a tensor that is not a view. The bodies reshape
+    their kernels' outputs, and autograd refuses in-place changes to a custom op's or
+    autograd.Function's output that is a view made inside it, as an nn.ReLU(inplace=True)
+    after a seeded layer makes (torchvision's AlexNet, VGG, MobileNetV3). detach() keeps
+    the memory and drops the view: the bodies run below autograd (inside the op, or in an
+    autograd.Function's forward)."""
+    @functools.wraps(body)
+    def run(*args, **kwargs):
+        output = body(*args, **kwargs)
+        return output.detach() if output._base is not None else output
+    return run
+
+
+@_not_a_view
 def _generate_weight(backend, key, shape, scale, generator, dist, dtype):
     _check_generate_weight(key, shape, generator, dist, dtype)
     return backend.generate_weight(_key(backend, "generate_weight", key), tuple(shape), scale,
                                    generator, dist, dtype, key.device)
 
 
+@_not_a_view
 def _seeded_matmul(backend, x, key, rows, cols, scale, transpose, bias, lowrank_u, lowrank_v,
                    generator, dist, op="seeded_matmul"):
     _check_seeded_matmul(op, x, key, rows, cols, transpose, bias, lowrank_u, lowrank_v,
@@ -142,6 +159,7 @@ def _lora_dtype(x, lora_A, lora_B):
     return torch.promote_types(torch.promote_types(x.dtype, lora_A.dtype), lora_B.dtype)
 
 
+@_not_a_view
 def _seeded_lora_linear(backend, x, key, lora_A, lora_B, scale, lora_scaling, bias,
                         generator, dist):
     _check_lora(x, key, lora_A, lora_B, bias, generator, dist)
@@ -151,6 +169,7 @@ def _seeded_lora_linear(backend, x, key, lora_A, lora_B, scale, lora_scaling, bi
     return y.view(*x.shape[:-1], y.shape[-1])
 
 
+@_not_a_view
 def _seeded_lora_grad_input(backend, grad_y, key, scale, lora_A, lora_B, lora_scaling,
                             generator, dist):
     op = "seeded_lora_grad_input"
@@ -160,6 +179,7 @@ def _seeded_lora_grad_input(backend, grad_y, key, scale, lora_A, lora_B, lora_sc
     return grad_x.view(*grad_y.shape[:-1], grad_x.shape[-1])
 
 
+@_not_a_view
 def _subspace_weight(backend, alpha, key, numel, basis_offset, basis_scale, generator, dist,
                      row_stride=None):
     _check_subspace("subspace_weight", alpha, key, numel, basis_offset, generator, dist,
@@ -168,6 +188,7 @@ def _subspace_weight(backend, alpha, key, numel, basis_offset, basis_scale, gene
                                    basis_offset, basis_scale, generator, dist, row_stride)
 
 
+@_not_a_view
 def _subspace_weight_backward(backend, grad, key, d, basis_offset, basis_scale, generator,
                               dist, row_stride=None):
     op = "subspace_weight_backward"
@@ -182,6 +203,7 @@ def _subspace_weight_backward(backend, grad, key, d, basis_offset, basis_scale, 
                                             basis_scale, generator, dist, row_stride)
 
 
+@_not_a_view
 def _subspace_linear_weight(backend, base_key, base_scale, alpha, basis_key, basis_offset,
                             basis_scale, out_features, in_features, generator, base_dist,
                             basis_dist, dtype, op="subspace_linear_weight"):
@@ -204,6 +226,7 @@ def _subspace_matmul_dtype(x, alpha):
     return x.dtype if x.is_cuda else torch.float32
 
 
+@_not_a_view
 def _subspace_linear(backend, x, base_key, base_scale, alpha, basis_key, basis_offset,
                      basis_scale, out_features, bias, generator, base_dist, basis_dist):
     op = "subspace_linear"
