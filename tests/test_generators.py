@@ -143,6 +143,24 @@ def test_any_slice_generates_alone(generator, dist):
         assert torch.equal(part, flat[start:stop])
 
 
+
+@pytest.mark.parametrize("generator", sorted(GENERATORS))
+@pytest.mark.parametrize("dist", sorted(DISTRIBUTIONS))
+def test_chunked_and_grouped_cpu_paths_give_the_elementwise_values(generator, dist,
+                                                                   monkeypatch):
+    """The CPU reference works in chunks and, over a counter range, hashes each group of a
+    packed distribution once: the values of sample() at arbitrary counters, at any
+    alignment, chunk boundary and across the 2^32 counter word."""
+    from randfx.generators import reference
+    monkeypatch.setattr(reference, "CPU_CHUNK", 64)  # many chunks, most unaligned
+    for first in (0, 5, 37, (1 << 32) - 101):
+        counters = torch.arange(first, first + 411)
+        one_pass = reference._sample(counters, 99, generator, dist)
+        assert torch.equal(reference.sample(counters, 99, generator, dist), one_pass)
+        assert torch.equal(reference.sample(counters.flip(0), 99, generator, dist),
+                           one_pass.flip(0))
+        assert torch.equal(reference.sample_range(first, 411, 99, generator, dist), one_pass)
+
 def test_value_sets_are_exact():
     r = generate((4096,), key=3, dist="rademacher")
     assert set(r.unique().tolist()) == {-1.0, 1.0}

@@ -121,8 +121,8 @@ def generate(shape, *, key: int, generator: str = DEFAULT_GENERATOR,
         if numel:
             launch_generate(out, key, offset, generator, dist)
         return out.view(shape)
-    counters = torch.arange(offset, offset + numel, dtype=torch.int64, device=device)
-    return reference.sample(counters, key, generator, dist).to(dtype).view(shape)
+    return reference.sample_range(offset, numel, key, generator, dist, device).to(dtype).view(
+        shape)
 
 
 def stream_versions() -> dict:

@@ -18,13 +18,14 @@ def stream_rows(key: int, first_counter: int, rows: int, cols: int, generator: s
     """[rows, cols] stream values at counters first_counter + r * row_stride + c, in dtype
     (row_stride None: cols, a contiguous block)."""
     if row_stride is None or row_stride == cols:
-        counters = torch.arange(first_counter, first_counter + rows * cols, dtype=torch.int64,
-                                device=device)
+        values = reference.sample_range(first_counter, rows * cols, key, generator, dist,
+                                        device)
     else:
         counters = (first_counter
                     + torch.arange(rows, dtype=torch.int64, device=device)[:, None] * row_stride
                     + torch.arange(cols, dtype=torch.int64, device=device)).reshape(-1)
-    return reference.sample(counters, key, generator, dist).to(dtype).view(rows, cols)
+        values = reference.sample(counters, key, generator, dist)
+    return values.to(dtype).view(rows, cols)
 
 
 def _row_chunks(rows: int, cols: int):
