@@ -27,6 +27,9 @@ class TransformReport:
     capture_path: str = ""
     rewritten: Dict[str, str] = field(default_factory=dict)  # module -> scheme
     left_dense: Dict[str, str] = field(default_factory=dict)  # module -> reason
+    # rewritten modules whose weight other code reads (module -> how): each read of
+    # `layer.weight` generates the whole weight, unfused
+    read_directly: Dict[str, str] = field(default_factory=dict)
     warnings: List[str] = field(default_factory=list)
     passes: List[Tuple[str, bool, float]] = field(default_factory=list)  # name, modified, s
     layer_graph: Any = None  # the networkx.DiGraph built by analyze

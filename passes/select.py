@@ -4,10 +4,14 @@ Requires: ctx.layers (analyze), ctx.config.
 Guarantees: ctx.selection lists the module names to rewrite, in module order. A layer is
 selected when it matches target_modules (default: every layer whose kind is rewritten by
 default, i.e. Linear, HF Conv1D and Conv) and not exclude_modules, has a rule (a
-LayerKind), is not used outside its own forward, and every module tied to its weight is
-selected too (a tied weight becomes one seeded tensor, or stays dense everywhere).
-Every matched layer left dense is in ctx.report.left_dense with the reason, and a
-warning is issued for layers with no rule or broken ties. Raises ValueError when nothing
+LayerKind), and every module tied to its weight is selected too (a tied weight becomes
+one seeded tensor, or stays dense everywhere). A layer whose weight other code reads
+(functionally, or a parent that reads it instead of calling it, as nn.MultiheadAttention
+does with out_proj) is selected and listed in ctx.report.read_directly: the seeded layer's
+`weight` generates the weight at each read. Under a sparse backward such a layer stays
+dense, since the walks follow layers' forwards only. Every matched layer left dense is in
+ctx.report.left_dense with the reason, and a warning is issued for layers with no rule,
+read directly under a sparse backward, or with broken ties. Raises ValueError when nothing
 is selected, naming the patterns and some candidates.
 
 Pattern entries: "all-linear" (every Linear-like layer), "re:<regex>" (full match of the
@@ -34,17 +38,34 @@ def matches(name: str, patterns, kind) -> bool:
     return False
 
 
+def _no_rule(info) -> str:
+    return (f"no randfx rule for {info.type_name} "
+            f"(its parameter {info.weight_name.rsplit('.', 1)[-1]})")
+
+
+def _read_directly(name: str, info) -> str:
+    """Why code other than the layer's own forward reads its weight, or "" when none
+    does (as the layer's `weight`, which the seeded layer generates at each read)."""
+    if info.functional_use:
+        return f"its weight {info.weight_name} is also used outside {name}'s forward"
+    if not info.nodes:
+        return ("it is never applied through its own forward in the captured graph (a "
+                "parent may read its weight directly, as nn.MultiheadAttention does with "
+                "out_proj, or it is unused)")
+    return ""
+
+
 class Select(PassBase):
     name = "select"
     requires = ("layers", "config")
 
     def run(self, ctx):
         config, report = ctx.config, ctx.report
-        wanted = []
+        wanted, read_directly = [], {}
         for name, info in ctx.layers.items():
             if config.target_modules is None:
                 if info.kind is None:
-                    report.left_dense[name] = f"no randfx rule for {info.type_name}"
+                    report.left_dense[name] = _no_rule(info)
                     continue
                 if not LAYER_KINDS[info.kind].default_selected:
                     continue  # embeddings are rewritten only when named
@@ -53,18 +74,15 @@ class Select(PassBase):
             if matches(name, config.exclude_modules, info.kind):
                 report.left_dense[name] = "excluded by exclude_modules"
                 continue
+            read = _read_directly(name, info)
             if info.kind is None:
-                report.left_dense[name] = f"no randfx rule for {info.type_name}"
-            elif info.functional_use:
-                report.left_dense[name] = (f"its weight {info.weight_name} is also used "
-                                           f"outside {name}'s forward")
-            elif not info.nodes:
-                report.left_dense[name] = (
-                    "it is never applied through its own forward in the captured graph "
-                    "(a parent may read its weight directly, as nn.MultiheadAttention "
-                    "does with out_proj, or it is unused)")
+                report.left_dense[name] = _no_rule(info)
+            elif read and config.sparse_backward is not None:
+                report.left_dense[name] = f"{read}, which a sparse backward cannot follow"
             else:
                 wanted.append(name)
+                if read:
+                    read_directly[name] = read
         chosen = set(wanted)
         for name in wanted:
             missing = [t for t in ctx.layers[name].tied_with if t not in chosen]
@@ -72,6 +90,8 @@ class Select(PassBase):
                 report.left_dense[name] = (f"its weight is tied to {', '.join(missing)}, "
                                            f"which is not rewritten")
         ctx.selection = [name for name in wanted if name not in report.left_dense]
+        report.read_directly.update((name, read_directly[name]) for name in ctx.selection
+                                    if name in read_directly)
         for name, reason in report.left_dense.items():
             if reason.startswith(("no randfx rule", "its weight", "it is never applied")):
                 report.warn(f"randfx: {name} stays dense: {reason}")

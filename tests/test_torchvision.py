@@ -104,13 +104,19 @@ def test_torchvision_model_trains_materializes_and_round_trips(name, device, tmp
         assert torch.equal(loaded(x), reference)
 
 
-def test_layers_torchvision_applies_functionally_are_reported_dense():
-    """ViT's nn.MultiheadAttention reads out_proj's weight (and its own in_proj_weight)
-    inside F.multi_head_attention_forward; those stay dense and say why."""
-    model = randfx.transform(models.VisionTransformer(**SMALL_VIT, num_classes=10),
-                             randfx.Config("frozen"))
-    left = model.randfx_report.left_dense
+def test_weights_torchvision_reads_directly_are_generated_at_the_read():
+    """ViT's nn.MultiheadAttention reads out_proj's weight inside
+    F.multi_head_attention_forward and Swin's attention passes qkv's and proj's weights
+    to a function: those layers are seeded and generate their weight at the read. MHA's
+    own in_proj_weight has no rule: dense, and reported."""
+    vit = randfx.transform(models.VisionTransformer(**SMALL_VIT, num_classes=10),
+                           randfx.Config("frozen"))
     attention = "encoder.layers.encoder_layer_0.self_attention"
-    assert "MultiheadAttention" in left[attention]
-    assert "never applied through its own forward" in left[attention + ".out_proj"]
-    assert isinstance(model.encoder.layers[0].mlp[0], SeededLayer)
+    assert "in_proj_weight" in vit.randfx_report.left_dense[attention]
+    assert attention + ".out_proj" in vit.randfx_report.read_directly
+    assert isinstance(vit.encoder.layers[0].self_attention.out_proj, SeededLayer)
+    swin = randfx.transform(models.SwinTransformer(**SMALL_SWIN, num_classes=10),
+                            randfx.Config("frozen"))
+    assert {"features.1.0.attn.qkv", "features.1.0.attn.proj"} <= set(
+        swin.randfx_report.read_directly)
+    assert isinstance(swin.features[1][0].attn.qkv, SeededLayer)

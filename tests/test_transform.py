@@ -169,29 +169,55 @@ def test_unsupported_layers_stay_dense_with_a_warning(capture):
                 return x
             return self.fc(self.attn(x, x, x)[0])
     x = torch.randn(3, 2, 8)
-    with pytest.warns(UserWarning, match="attn stays dense: no randfx rule for MultiheadAttention"):
+    with pytest.warns(UserWarning, match="attn stays dense: no randfx rule for "
+                                         "MultiheadAttention \\(its parameter in_proj_weight"):
         model = randfx.transform(WithAttention(), randfx.Config("frozen"), example_inputs=x)
     assert model.randfx_report.capture_path == capture
     assert isinstance(model.attn, nn.MultiheadAttention)
-    # MHA passes out_proj.weight to a functional instead of calling out_proj: keep it
-    assert "attn.out_proj" in model.randfx_report.left_dense
-    assert isinstance(model.attn.out_proj, nn.Linear)
-    assert sorted(model.randfx_report.rewritten) == ["fc"]
-    assert model(x).shape == (3, 2, 8)
+    assert "attn" in model.randfx_report.left_dense
+    # MHA passes out_proj.weight to a functional instead of calling out_proj (a leaf
+    # call to symbolic_trace, a functional use to export): the seeded out_proj generates
+    # its weight at that read
+    assert sorted(model.randfx_report.rewritten) == ["attn.out_proj", "fc"]
+    assert list(model.randfx_report.read_directly) == ["attn.out_proj"]
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), randfx.materialize(model)(x))
 
 
-def test_functional_weight_use_keeps_the_weight_dense():
-    class Functional(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.fc = nn.Linear(8, 8)
-            self.out = nn.Linear(8, 4)
+class Functional(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+        self.out = nn.Linear(8, 4)
 
-        def forward(self, x):
-            return self.out(torch.nn.functional.linear(self.fc(x), self.fc.weight))
-    with pytest.warns(UserWarning, match="fc stays dense"):
-        model = randfx.transform(Functional(), randfx.Config("frozen"))
+    def forward(self, x):
+        return self.out(torch.nn.functional.linear(self.fc(x), self.fc.weight))
+
+
+def test_a_weight_read_functionally_is_generated_at_the_read():
+    torch.manual_seed(0)
+    model = randfx.transform(Functional(), randfx.Config("random_base_lora", rank=2))
+    assert sorted(model.randfx_report.rewritten) == ["fc", "out"]
+    assert "also used outside fc's forward" in model.randfx_report.read_directly["fc"]
+    x = torch.randn(5, 8)
+    # both uses of fc's weight, in fc's forward and the functional read, train its adapter
+    dense = randfx.materialize(model)
+    torch.testing.assert_close(model(x), dense(x))
+    model(x).pow(2).sum().backward()
+    dense(x).pow(2).sum().backward()
+    grad_w = dense.fc.weight.grad  # dL/dW; W = s R + c B A, so dL/dB = c dL/dW A^T
+    want_B = model.fc.lora_scaling * grad_w @ model.fc.lora_A.detach().T
+    torch.testing.assert_close(model.fc.lora_B.grad, want_B)
+
+
+def test_a_weight_read_functionally_stays_dense_under_a_sparse_backward():
+    config = randfx.Config("random_base_lora", rank=2,
+                           sparse_backward=randfx.SparseBackward(num_paths=4))
+    with pytest.warns(UserWarning, match="fc stays dense: its weight fc.weight is also used "
+                                         "outside fc's forward, which a sparse backward"):
+        model = randfx.transform(Functional(), config)
     assert sorted(model.randfx_report.rewritten) == ["out"]
+    assert not model.randfx_report.read_directly
 
 
 def test_graph_dumps_and_provenance(tmp_path):
