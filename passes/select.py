@@ -7,8 +7,8 @@ default, i.e. Linear, HF Conv1D and Conv) and not exclude_modules, has a rule (a
 LayerKind), and every module tied to its weight is selected too (a tied weight becomes
 one seeded tensor, or stays dense everywhere). A layer whose weight other code reads
 (functionally, or a parent that reads it instead of calling it, as nn.MultiheadAttention
-does with out_proj) is selected and listed in ctx.report.read_directly: the seeded layer's
-`weight` generates the weight at each read. Under a sparse backward such a layer stays
+does with out_proj, or whose kind is applied by its owner) is selected and listed in
+ctx.report.read_directly: the seeded layer's `weight` generates the weight at each read. Under a sparse backward such a layer stays
 dense, since the walks follow layers' forwards only. Every matched layer left dense is in
 ctx.report.left_dense with the reason, and a warning is issued for layers with no rule,
 read directly under a sparse backward, or with broken ties. Raises ValueError when nothing
@@ -46,12 +46,15 @@ def _no_rule(info) -> str:
 def _read_directly(name: str, info) -> str:
     """Why code other than the layer's own forward reads its weight, or "" when none
     does (as the layer's `weight`, which the seeded layer generates at each read)."""
+    if LAYER_KINDS[info.kind].applied_by_owner:
+        return f"{info.type_name} applies it in its own forward"
     if info.functional_use:
         return f"its weight {info.weight_name} is also used outside {name}'s forward"
     if not info.nodes:
-        return ("it is never applied through its own forward in the captured graph (a "
-                "parent may read its weight directly, as nn.MultiheadAttention does with "
-                "out_proj, or it is unused)")
+        return ("the captured graph never applies it through its own forward: a parent "
+                "applies it or reads its weight inside a module the capture does not "
+                "enter (nn.MultiheadAttention reads out_proj's weight; "
+                "nn.TransformerEncoderLayer calls its linears), or it is unused")
     return ""
 
 
@@ -74,7 +77,7 @@ class Select(PassBase):
             if matches(name, config.exclude_modules, info.kind):
                 report.left_dense[name] = "excluded by exclude_modules"
                 continue
-            read = _read_directly(name, info)
+            read = _read_directly(name, info) if info.kind is not None else ""
             if info.kind is None:
                 report.left_dense[name] = _no_rule(info)
             elif read and config.sparse_backward is not None:

@@ -1,7 +1,8 @@
 """The modules `randfx.transform` puts in place of the layers it rewrites.
 
 A seeded layer replaces one Linear, Conv1d/2d/3d, Hugging Face Conv1D or (when asked)
-Embedding. It keeps the layer's bias as a parameter, its weight's key as a persistent
+Embedding, or sits inside an nn.MultiheadAttention as the generator of its
+`in_proj_weight` (SeededMultiheadAttention). It keeps the layer's bias as a parameter, its weight's key as a persistent
 int64 buffer `seed`, and only the scheme's coefficients as parameters (DESIGN.md
 contract 4); the weight itself is regenerated on every forward:
 
@@ -22,6 +23,7 @@ default init variance); the scheme is the class. Linear-like kinds run the fused
 regenerate W once per forward and call the layer's own functional form.
 """
 
+import copy
 import math
 from dataclasses import dataclass, replace
 from typing import ClassVar, Optional, Tuple
@@ -39,21 +41,61 @@ from .ops import (generate_weight, seeded_linear, seeded_lora_linear, subspace_l
 
 # ---------------------------------------------------------------------------- layer kinds
 
+def meta_parameter(param: torch.Tensor) -> nn.Parameter:
+    """A stand-in for `param` on the meta device: its shape, dtype and requires_grad."""
+    return nn.Parameter(torch.empty(param.shape, dtype=param.dtype, device="meta"),
+                        requires_grad=param.requires_grad)
+
+
+def meta_template(module: nn.Module) -> nn.Module:
+    """`module` with its own parameters moved to the meta device: what is left is its
+    class and hyper-parameters, kept by a seeded layer for apply() and materialize()."""
+    for name, param in list(module._parameters.items()):
+        if param is not None:
+            module._parameters[name] = meta_parameter(param)
+    return module
+
+
 class LayerKind:
     """How one layer type holds and applies its weight. The canonical weight shape is
-    (out, in, *kernel) for every kind, so a scheme needs no per-kind code."""
+    (out, in, *kernel) for every kind, so a scheme needs no per-kind code. By default
+    the seeded layer takes the module's place; a kind whose module applies the weight
+    in a forward of its own (`applied_by_owner`) keeps the module and installs the
+    seeded layer inside it."""
 
     name: ClassVar[str]
     base: ClassVar[type]
     linear: ClassVar[bool] = False  # y = x @ W.T + b: the fused seeded linear ops apply
     default_selected: ClassVar[bool] = True  # rewritten without being named in target_modules
+    weight_attribute: ClassVar[str] = "weight"
+    applied_by_owner: ClassVar[bool] = False
 
     def matches(self, module: nn.Module) -> bool:
         # a subclass with its own forward may use the weight in ways the rule does not know
         return isinstance(module, self.base) and type(module).forward is self.base.forward
 
     def weight_shape(self, module: nn.Module) -> Tuple[int, ...]:
-        return tuple(module.weight.shape)
+        return tuple(getattr(module, self.weight_attribute).shape)
+
+    def split(self, module: nn.Module) -> Tuple[nn.Module, Optional[nn.Parameter]]:
+        """(template, bias) for the seeded layer replacing `module` (a copy, whose weight
+        is already a meta stand-in): its meta template and the bias it keeps."""
+        bias = module._parameters.get("bias")
+        return meta_template(module), bias
+
+    def install(self, module: nn.Module, layer: "SeededLayer") -> nn.Module:
+        """What takes `module`'s place in the model once `layer` is built for it."""
+        return layer
+
+    def restore(self, layer: "SeededLayer", weight: nn.Parameter, places) -> None:
+        """materialize: plain torch modules holding the dense `weight` at the
+        (parent, attribute) places where `layer` is registered."""
+        template = layer._template
+        template._parameters["weight"] = weight
+        if "bias" in template._parameters:
+            template._parameters["bias"] = layer.bias
+        for parent, attribute in places:
+            setattr(parent, attribute, template)
 
     def init_variance(self, shape) -> float:
         """PyTorch's default init: kaiming_uniform(a=sqrt(5)) has variance 1/(3 fan_in)."""
@@ -133,9 +175,58 @@ class _EmbeddingKind(LayerKind):
                            template.norm_type, template.scale_grad_by_freq, template.sparse)
 
 
+class _MultiheadAttentionKind(LayerKind):
+    """nn.MultiheadAttention's packed query/key/value projection `in_proj_weight`
+    (3E, E), present when query, key and value share the embedding size. The module's
+    own forward applies it (F.multi_head_attention_forward, or the fused fast path), so
+    the module stays: it becomes a SeededMultiheadAttention, whose in_proj_weight is
+    generated at each read by the seeded layer it holds as child `in_proj`. Its
+    in_proj_bias stays its own; out_proj is an nn.Linear for the Linear rule."""
+
+    name, base = "multihead_attention", nn.MultiheadAttention
+    weight_attribute, applied_by_owner = "in_proj_weight", True
+
+    def matches(self, module):
+        return (super().matches(module) and module._qkv_same_embed_dim
+                and module.in_proj_weight is not None)
+
+    def init_variance(self, shape):
+        # MultiheadAttention._reset_parameters: xavier_uniform_, variance 2/(fan_in+fan_out)
+        return 2.0 / (shape[0] + shape[1])
+
+    def apply(self, template, x, weight, bias):
+        raise TypeError("a multihead_attention seeded layer only generates in_proj_weight; "
+                        "its nn.MultiheadAttention applies it: call that module")
+
+    def split(self, module):
+        weight = module.in_proj_weight
+        template = nn.Linear(weight.shape[1], weight.shape[0], bias=False, device="meta",
+                             dtype=weight.dtype)
+        return template, None
+
+    def install(self, module, layer):
+        # the architecture it came from, for artifact fingerprints (a copy: the module's
+        # own parameters and children stay)
+        original = copy.deepcopy(module)
+        for part in original.modules():
+            meta_template(part)
+        module.__class__ = SeededMultiheadAttention
+        object.__setattr__(module, "_template", original)
+        del module._parameters["in_proj_weight"]
+        module.in_proj = layer
+        return module
+
+    def restore(self, layer, weight, places):
+        for owner, attribute in places:
+            owner.__class__ = nn.MultiheadAttention
+            del owner._modules[attribute]
+            object.__delattr__(owner, "_template")
+            owner._parameters["in_proj_weight"] = weight
+
+
 LAYER_KINDS = {kind.name: kind for kind in (
     _LinearKind(), _HFConv1DKind(), _Conv1dKind(), _Conv2dKind(), _Conv3dKind(),
-    _EmbeddingKind())}
+    _EmbeddingKind(), _MultiheadAttentionKind())}
 
 
 def layer_kind(module: nn.Module) -> Optional[LayerKind]:
@@ -372,6 +463,18 @@ class SeededSubspace(SeededLayer):
     def extra_repr(self):
         return (f"{super().extra_repr()}, dim={self.dim}, basis_offset={self.basis_offset}, "
                 f"basis_scale={self.basis_scale:.4g}")
+
+
+class SeededMultiheadAttention(nn.MultiheadAttention):
+    """An nn.MultiheadAttention whose `in_proj_weight` is generated, at each read, by its
+    child `in_proj` (a seeded layer of kind "multihead_attention": the seed and the
+    scheme's coefficients). Made from an existing module by that rule (emit), never
+    constructed; `_template` keeps the original on the meta device, the architecture
+    it came from. Everything else is the module's own forward."""
+
+    @property
+    def in_proj_weight(self) -> torch.Tensor:
+        return self.in_proj.weight
 
 
 class GlobalSubspace(nn.Module):

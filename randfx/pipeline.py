@@ -100,17 +100,12 @@ def materialize(model: nn.Module) -> nn.Module:
                 (result.get_submodule(parent_name), attribute))
     dense = {}  # (weight name, layout) -> Parameter, so tied layers stay tied
     for layer, places in paths.values():
-        template = layer._template
         shared = (layer.weight_name, type(layer.kind).to_module_layout)
         if shared not in dense:
             with torch.no_grad():
                 weight = layer.dense_weight()
             dense[shared] = nn.Parameter(layer.kind.to_module_layout(weight).contiguous())
-        template._parameters["weight"] = dense[shared]
-        if "bias" in template._parameters:
-            template._parameters["bias"] = layer.bias
-        for parent, attribute in places:
-            setattr(parent, attribute, template)
+        layer.kind.restore(layer, dense[shared], places)
     for attribute in ("randfx_config", "randfx_report"):
         if hasattr(result, attribute):
             delattr(result, attribute)

@@ -224,7 +224,10 @@ def inspect(model: nn.Module, example_inputs=None, *, batch_size: int = 1, seq_l
                                                extra_flops=extra)
         else:
             kernel = "materialize"  # no fused conv / embedding op: W is built per forward
-            if name in seen:
+            if module.kind.applied_by_owner:  # its owner multiplies every token by W
+                m = roofline.B * roofline.T
+                flops = 2 * m * n * k
+            elif name in seen:
                 m = _rows_expression(seen[name][0], example_batch, example_seq)
                 flops = 0 if module.kind.name == "embedding" else 2 * m * seen[name][1] * n * k
             else:

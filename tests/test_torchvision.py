@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import randfx
-from randfx.modules import SeededLayer
+from randfx.modules import SeededLayer, SeededMultiheadAttention
 
 models = pytest.importorskip("torchvision.models")
 
@@ -105,16 +105,17 @@ def test_torchvision_model_trains_materializes_and_round_trips(name, device, tmp
 
 
 def test_weights_torchvision_reads_directly_are_generated_at_the_read():
-    """ViT's nn.MultiheadAttention reads out_proj's weight inside
-    F.multi_head_attention_forward and Swin's attention passes qkv's and proj's weights
-    to a function: those layers are seeded and generate their weight at the read. MHA's
-    own in_proj_weight has no rule: dense, and reported."""
+    """ViT's nn.MultiheadAttention applies its in_proj_weight in its own forward and reads
+    out_proj's weight inside F.multi_head_attention_forward; Swin's attention passes
+    qkv's and proj's weights to a function. All are seeded and generate their weight at
+    the read."""
     vit = randfx.transform(models.VisionTransformer(**SMALL_VIT, num_classes=10),
                            randfx.Config("frozen"))
     attention = "encoder.layers.encoder_layer_0.self_attention"
-    assert "in_proj_weight" in vit.randfx_report.left_dense[attention]
-    assert attention + ".out_proj" in vit.randfx_report.read_directly
+    assert {attention, attention + ".out_proj"} <= set(vit.randfx_report.read_directly)
+    assert isinstance(vit.encoder.layers[0].self_attention, SeededMultiheadAttention)
     assert isinstance(vit.encoder.layers[0].self_attention.out_proj, SeededLayer)
+    assert not any(k.endswith("in_proj_weight") for k in vit.state_dict())
     swin = randfx.transform(models.SwinTransformer(**SMALL_SWIN, num_classes=10),
                             randfx.Config("frozen"))
     assert {"features.1.0.attn.qkv", "features.1.0.attn.proj"} <= set(

@@ -10,7 +10,7 @@ from torch import nn
 
 import randfx
 from randfx.generators import DISTRIBUTIONS, derive_key, generate
-from randfx.modules import SeededLayer
+from randfx.modules import SeededLayer, SeededMultiheadAttention
 
 
 class Net(nn.Module):
@@ -156,32 +156,79 @@ def test_export_path_gives_the_same_layer_graph():
         ("embed", "fc1"), ("fc1", "fc2"), ("fc2", "head"), ("embed", "head")}
 
 
+class WithAttention(nn.Module):
+    def __init__(self, capture, **attention):
+        super().__init__()
+        self.capture = capture
+        self.attn = nn.MultiheadAttention(8, 2, **attention)
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x):
+        if self.capture == "export" and x.shape[0] == 0:  # symbolic_trace refuses this
+            return x
+        return self.fc(self.attn(x, x, x)[0])
+
+
+class CrossAttention(WithAttention):
+    def forward(self, x):
+        if self.capture == "export" and x.shape[0] == 0:
+            return x
+        return self.fc(self.attn(x, x[..., :6], x[..., :6])[0])
+
+
 @pytest.mark.parametrize("capture", ["symbolic_trace", "export"])
 def test_unsupported_layers_stay_dense_with_a_warning(capture):
-    class WithAttention(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.attn = nn.MultiheadAttention(8, 2)
-            self.fc = nn.Linear(8, 8)
-
-        def forward(self, x):
-            if capture == "export" and x.shape[0] == 0:  # symbolic_trace refuses this
-                return x
-            return self.fc(self.attn(x, x, x)[0])
     x = torch.randn(3, 2, 8)
+    # key and value of another size: q_proj_weight, k_proj_weight, v_proj_weight, no rule
     with pytest.warns(UserWarning, match="attn stays dense: no randfx rule for "
-                                         "MultiheadAttention \\(its parameter in_proj_weight"):
-        model = randfx.transform(WithAttention(), randfx.Config("frozen"), example_inputs=x)
+                                         "MultiheadAttention \\(its parameter q_proj_weight"):
+        model = randfx.transform(CrossAttention(capture, kdim=6, vdim=6),
+                                 randfx.Config("frozen"), example_inputs=x)
     assert model.randfx_report.capture_path == capture
-    assert isinstance(model.attn, nn.MultiheadAttention)
+    assert type(model.attn) is nn.MultiheadAttention
     assert "attn" in model.randfx_report.left_dense
-    # MHA passes out_proj.weight to a functional instead of calling out_proj (a leaf
-    # call to symbolic_trace, a functional use to export): the seeded out_proj generates
-    # its weight at that read
-    assert sorted(model.randfx_report.rewritten) == ["attn.out_proj", "fc"]
-    assert list(model.randfx_report.read_directly) == ["attn.out_proj"]
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), randfx.materialize(model)(x))
+    assert model(x).shape == (3, 2, 8)
+
+
+@pytest.mark.parametrize("capture", ["symbolic_trace", "export"])
+@pytest.mark.parametrize("scheme", ["random_base_lora", "subspace"])
+def test_multihead_attention_in_projection_is_seeded(capture, scheme, tmp_path):
+    """MHA applies in_proj_weight in its own forward and passes out_proj.weight to a
+    functional (a leaf call to symbolic_trace, a functional use to export): the module
+    stays a MultiheadAttention whose in_proj_weight its seeded child generates, and the
+    seeded out_proj generates its weight at the read."""
+    x = torch.randn(3, 2, 8)
+    torch.manual_seed(0)
+    config = (randfx.Config(scheme, rank=2) if scheme == "random_base_lora"
+              else randfx.Config(scheme, dim=4))
+    model = randfx.transform(WithAttention(capture), config, example_inputs=x)
+    report = model.randfx_report
+    assert report.capture_path == capture
+    assert sorted(report.rewritten) == ["attn", "attn.out_proj", "fc"]
+    assert sorted(report.read_directly) == ["attn", "attn.out_proj"] and not report.left_dense
+    assert isinstance(model.attn, SeededMultiheadAttention)
+    assert isinstance(model.attn, nn.MultiheadAttention)
+    assert not any(k.endswith("in_proj_weight") for k in model.state_dict())
+    model(x).pow(2).sum().backward()
+    coefficients = [p for n, p in model.attn.in_proj.named_parameters() if n != "bias"]
+    assert coefficients and all(p.grad is not None for p in coefficients)
+
+    dense = randfx.materialize(model)
+    assert type(dense.attn) is nn.MultiheadAttention
+    assert dense.attn.in_proj_weight.shape == (24, 8)
+    torch.testing.assert_close(dense(x), model(x))
+    randfx.save(model, tmp_path / "attention.rfx")
+    loaded = randfx.load(tmp_path / "attention.rfx", like=lambda: WithAttention(capture),
+                         example_inputs=x)
+    assert torch.equal(loaded(x), model(x))
+
+
+def test_a_fresh_in_projection_has_the_variance_of_multihead_attentions_init():
+    """xavier_uniform_ over (3E, E): variance 2 / (3E + E)."""
+    model = randfx.transform(WithAttention("symbolic_trace"), randfx.Config("frozen"))
+    weight = model.attn.in_proj_weight  # +-scale, rademacher32
+    assert weight.shape == (24, 8)
+    assert weight.pow(2).mean().item() == pytest.approx(2 / 32, rel=1e-6)
 
 
 class Functional(nn.Module):
