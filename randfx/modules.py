@@ -282,6 +282,15 @@ class SeededTensor:
 
 # ------------------------------------------------------------------------------- modules
 
+def _autocast_input(x: torch.Tensor) -> torch.Tensor:
+    """x in the autocast dtype where autocast is on for its device, as F.linear's input
+    would be: the fused linear ops are custom ops, which autocast does not cast. (Conv and
+    embedding kinds call F.conv* / F.embedding, which autocast handles itself.)"""
+    if x.is_floating_point() and torch.is_autocast_enabled(x.device.type):
+        return x.to(torch.get_autocast_dtype(x.device.type))
+    return x
+
+
 class SeededLayer(nn.Module):
     """Base of every emitted layer. Subclasses define `scheme`, `scheme_weight(dtype)` and
     `fused_linear(x)`; everything else (bias, key buffer, forward dispatch, records,
@@ -353,7 +362,7 @@ class SeededLayer(nn.Module):
 
     def forward(self, x):
         if self.execution == "fused":
-            return self.fused_linear(x)
+            return self.fused_linear(_autocast_input(x))
         return self.kind.apply(self._template, x, self.dense_weight(self._dtype(x)), self.bias)
 
     def seeded_tensors(self):

@@ -172,6 +172,25 @@ def test_in_place_activation_after_a_seeded_layer(scheme):
     for name, grad in grads[0].items():
         assert torch.equal(grads[1][name], grad), name
 
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("scheme", ["frozen", "lora", "subspace"])
+def test_autocast_runs_seeded_linears_in_its_dtype(scheme, device):
+    """Under torch.autocast a seeded Linear computes in the autocast dtype, as the
+    nn.Linear it replaced does (its fused op is a custom op, which autocast leaves
+    alone), and its coefficients keep float32 gradients."""
+    torch.manual_seed(0)
+    model = randfx.transform(mlp(), SCHEMES[scheme]).to(device)
+    dense = randfx.materialize(model)
+    x = torch.randn(8, 16, device=device)
+    with torch.autocast(device, dtype=torch.bfloat16):
+        got, want = model(x), dense(x)
+    assert got.dtype == want.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), want.float(), atol=3e-2, rtol=3e-2)
+    got.float().pow(2).mean().backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(g.dtype == torch.float32 for g in grads)
+
 def test_hugging_face_model_keeps_its_api():
     source = gpt2()
     model = randfx.transform(source, randfx.Config("random_base_lora", rank=2))

@@ -6,4 +6,4 @@ the same run. Shared plumbing (timing, tables, JSON, device facts) is in `common
 """
 
 BENCHMARKS = ("generators", "linear", "decode", "sparse_backward", "transform", "passes",
-              "mnist", "artifact")
+              "mnist", "artifact", "train")
