@@ -113,13 +113,21 @@ def _lower_then_inductor(gm, example_inputs, *args, inductor_compile, **kwargs):
     return inductor_compile(gm, example_inputs, *args, **kwargs)
 
 
-def randfx_backend(gm: torch.fx.GraphModule, example_inputs, options=None):
+def randfx_backend(gm: torch.fx.GraphModule, example_inputs, options=None, mode=None):
     """Dynamo backend: lower randfx ops in the forward and backward aten graphs, then
     compile with Inductor. `options` (torch.compile(..., options={...})) are Inductor
-    config settings, applied to this compile as Inductor applies its own."""
+    config settings, applied to this compile as Inductor applies its own; `mode`
+    (torch.compile(..., mode="reduce-overhead")) is one of Inductor's modes, whose
+    settings `options` may override."""
     if options is not None and not isinstance(options, dict):
         raise TypeError(f"randfx backend: options must be a dict of Inductor config "
                         f"settings, got {type(options).__name__}")
+    if mode is not None:
+        from torch._inductor import list_mode_options
+        try:
+            options = {**list_mode_options(mode), **(options or {})}
+        except RuntimeError as error:  # an unknown mode names the known ones
+            raise ValueError(f"randfx backend: {error}") from None
     if not randfx_op_names(gm.graph):
         _say_nothing_rewritten()
     else:

@@ -230,6 +230,28 @@ def test_lora_backward_through_the_backend_matches_eager():
     assert grad_input and all(n.meta["randfx"][-1]["kernel"] == "op" for n in grad_input)
 
 
+def test_compile_modes_reach_inductor_config(monkeypatch):
+    """torch.compile(..., backend="randfx", mode=...) applies Inductor's settings for
+    that mode (reduce-overhead: CUDA graphs, which CPU tensors skip), and an unknown mode
+    names the known ones."""
+    import torch._inductor.compile_fx as compile_fx_module
+    original, patches = compile_fx_module.compile_fx, []
+
+    def spy(*args, **kwargs):
+        patches.append(kwargs.get("config_patches"))
+        return original(*args, **kwargs)
+    monkeypatch.setattr(compile_fx_module, "compile_fx", spy)
+    model = _lora_mlp("cpu")
+    x = torch.randn(2, 16)
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend="randfx", mode="reduce-overhead")
+    torch.testing.assert_close(compiled(x), model(x))
+    assert {"triton.cudagraphs": True} in patches
+    torch._dynamo.reset()
+    with pytest.raises(Exception, match="Unrecognized mode=bogus"):
+        torch.compile(model, backend="randfx", mode="bogus")(x)
+
+
 def test_options_reach_inductor_config():
     model = _lora_mlp("cpu")
     torch._dynamo.reset()

@@ -78,11 +78,12 @@ def _artifact_bytes(model, folder) -> int:
     return os.path.getsize(path)
 
 
-def _step_time(model, batch, loss_of, device, compile_backend):
+def _step_time(model, batch, loss_of, device, compile_backend, compile_mode=None):
     """(median ms of one training step, peak bytes, loss) for `model` on `batch`."""
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-4)
-    run = torch.compile(model, backend=compile_backend) if compile_backend else model
+    run = (torch.compile(model, backend=compile_backend, mode=compile_mode)
+           if compile_backend else model)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     losses = []
 
@@ -119,6 +120,8 @@ def main(argv=None) -> int:
     p.add_argument("--gpt2-embd", type=int, default=768)
     p.add_argument("--compile", action="store_true",
                    help="both models under torch.compile (seeded: backend 'randfx')")
+    p.add_argument("--compile-mode", default=None,
+                   help="torch.compile mode with --compile, e.g. reduce-overhead (CUDA graphs)")
     args = p.parse_args(argv)
     import randfx
 
@@ -136,7 +139,8 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory(prefix="randfx-bench-") as folder:
             dense_bytes = _checkpoint_bytes(dense, folder)
             dense_ms, dense_peak, dense_loss = _step_time(
-                dense, batch, loss_of, device, "inductor" if args.compile else None)
+                dense, batch, loss_of, device, "inductor" if args.compile else None,
+                args.compile_mode)
             rows.append({"model": name, "batch": batch_size, "scheme": "dense (baseline)",
                          "ms_per_step": dense_ms, "x_dense": 1.0,
                          "samples_per_s": batch_size * 1e3 / dense_ms,
@@ -151,7 +155,8 @@ def main(argv=None) -> int:
                 model = randfx.transform(dense, config)
                 artifact = _artifact_bytes(model, folder)
                 ms, peak, loss = _step_time(model, batch, loss_of, device,
-                                            "randfx" if args.compile else None)
+                                            "randfx" if args.compile else None,
+                                            args.compile_mode)
                 rows.append({"model": name, "batch": batch_size, "scheme": scheme,
                              "ms_per_step": ms, "x_dense": dense_ms / ms,
                              "samples_per_s": batch_size * 1e3 / ms,
@@ -171,6 +176,7 @@ def main(argv=None) -> int:
                                 "samples_per_s", "peak_mb", "trainable", "checkpoint_bytes",
                                 "bytes_ratio"],
                 device=device, json_path=args.json,
-                notes={"compile": args.compile, "rank": args.rank,
+                notes={"compile": args.compile, "compile_mode": args.compile_mode,
+                       "rank": args.rank,
                        "image_size": args.image_size, "seq": args.seq})
     return 0
