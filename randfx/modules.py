@@ -353,9 +353,18 @@ class SeededLayer(nn.Module):
     @property
     def weight(self) -> torch.Tensor:
         """The dense weight in the original module's layout, computed on each access (one
-        full generation): for code that reads `layer.weight` (its dtype, device, or the
-        values). Not a parameter or buffer, so not in state_dict; forward never uses it."""
+        full generation) unless held (`hold_weight`): for code that reads `layer.weight`
+        (its dtype, device, or the values). Not a parameter or buffer, so not in
+        state_dict; forward never uses it."""
+        held = self.__dict__.get("_held_weight")
+        if held is not None:
+            return held
         return self.kind.to_module_layout(self.dense_weight())
+
+    def hold_weight(self, weight: Optional[torch.Tensor]) -> None:
+        """Serve reads of `weight` from this tensor (None: generate at each read again),
+        for an owner that reads it several times in one call."""
+        object.__setattr__(self, "_held_weight", weight)
 
     def fused_linear(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -484,6 +493,19 @@ class SeededMultiheadAttention(nn.MultiheadAttention):
     @property
     def in_proj_weight(self) -> torch.Tensor:
         return self.in_proj.weight
+
+    def forward(self, *args, **kwargs):
+        # MultiheadAttention.forward reads in_proj_weight several times (its fast-path
+        # checks: 4 generations per training forward, 7 per eval forward, where 2 do):
+        # each seeded projection generates its weight once per call
+        layers = [m for m in (self.in_proj, self.out_proj) if isinstance(m, SeededLayer)]
+        for layer in layers:
+            layer.hold_weight(layer.weight)
+        try:
+            return super().forward(*args, **kwargs)
+        finally:
+            for layer in layers:
+                layer.hold_weight(None)
 
 
 class GlobalSubspace(nn.Module):

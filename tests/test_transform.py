@@ -223,6 +223,23 @@ def test_multihead_attention_in_projection_is_seeded(capture, scheme, tmp_path):
     assert torch.equal(loaded(x), model(x))
 
 
+
+@pytest.mark.parametrize("training", [True, False])
+def test_multihead_attention_generates_each_projection_once_per_call(training, monkeypatch):
+    """MultiheadAttention.forward reads in_proj_weight in its fast-path checks too: the
+    seeded module still generates in_proj's and out_proj's weights once per call."""
+    model = randfx.transform(WithAttention("symbolic_trace"), randfx.Config("frozen"))
+    model.train(training)
+    generated = []
+    dense_weight = SeededLayer.dense_weight
+    monkeypatch.setattr(SeededLayer, "dense_weight",
+                        lambda self, *a: generated.append(self) or dense_weight(self, *a))
+    with torch.no_grad():
+        model(torch.randn(3, 2, 8))
+    assert sorted(id(layer) for layer in generated) == sorted(
+        [id(model.attn.in_proj), id(model.attn.out_proj)])
+    assert model.attn.in_proj.__dict__["_held_weight"] is None
+
 def test_a_fresh_in_projection_has_the_variance_of_multihead_attentions_init():
     """xavier_uniform_ over (3E, E): variance 2 / (3E + E)."""
     model = randfx.transform(WithAttention("symbolic_trace"), randfx.Config("frozen"))
