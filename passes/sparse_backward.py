@@ -54,7 +54,7 @@ from torch.nn.functional import linear
 from randfx.generators import derive_key
 from randfx.generators import reference as stream
 from randfx.graphed_walks import GraphedWalks
-from randfx.modules import SeededLayer, SeededLoRA, SeededSubspace
+from randfx.modules import SeededLayer, SeededLoRA, SeededSubspace, autocast_input
 from randfx.ops.row_sparse import (row_sparse_conv, row_sparse_linear,
                                    row_sparse_seeded_linear)
 from randfx.random_walk import RandomWalkSampler, WalkLayer, WalkSample
@@ -91,19 +91,24 @@ def _conv_args(module):
 
 def _sparse_forward(rule: str, module: nn.Module, x: torch.Tensor, rows: torch.Tensor,
                     all_rows: bool):
+    # under autocast the row-sparse ops (custom ops) compute in its dtype, as the
+    # F.linear / F.conv* they stand for would: x, and a dense layer's weight and bias
+    x = autocast_input(x)
+    bias = None if module.bias is None else module.bias.to(x.dtype)
+    if rule in ("linear", "hf_conv1d", "conv"):
+        weight = module.weight.to(x.dtype)
     if rule == "linear":
-        return row_sparse_linear(x, module.weight, module.bias, rows, all_rows)
+        return row_sparse_linear(x, weight, bias, rows, all_rows)
     if rule == "hf_conv1d":  # weight is (in, out)
-        return row_sparse_linear(x, module.weight.t(), module.bias, rows, all_rows)
+        return row_sparse_linear(x, weight.t(), bias, rows, all_rows)
     if rule == "conv":
-        return row_sparse_conv(x, module.weight, module.bias, rows, *_conv_args(module),
-                               all_rows)
+        return row_sparse_conv(x, weight, bias, rows, *_conv_args(module), all_rows)
     if rule == "seeded_conv":
         weight = module.dense_weight(module._dtype(x))
-        return row_sparse_conv(x, weight, module.bias, rows, *_conv_args(module._template),
+        return row_sparse_conv(x, weight, bias, rows, *_conv_args(module._template),
                                all_rows)
     out = module.out_features
-    y = row_sparse_seeded_linear(x, module.seed, module.scale, module.bias, rows, out,
+    y = row_sparse_seeded_linear(x, module.seed, module.scale, bias, rows, out,
                                  module.generator, module.dist, all_rows)
     if isinstance(module, SeededLoRA):
         hidden = linear(x, module.lora_A.to(x.dtype))

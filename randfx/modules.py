@@ -30,7 +30,9 @@ from typing import ClassVar, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+# bound once: traced code reading `torch` here and under other names elsewhere would get
+# a Python-evaluated identity guard on every compiled call (see randfx/ops/eager.py)
+from torch import get_autocast_dtype, is_autocast_enabled, nn
 
 # the ops' wrappers by name, not as ops.x: traced, `randfx.ops` would be reached both as this
 # module's `ops` and as the wrappers' own globals, and Dynamo checks such a pair's identity
@@ -282,12 +284,12 @@ class SeededTensor:
 
 # ------------------------------------------------------------------------------- modules
 
-def _autocast_input(x: torch.Tensor) -> torch.Tensor:
+def autocast_input(x: torch.Tensor) -> torch.Tensor:
     """x in the autocast dtype where autocast is on for its device, as F.linear's input
     would be: the fused linear ops are custom ops, which autocast does not cast. (Conv and
     embedding kinds call F.conv* / F.embedding, which autocast handles itself.)"""
-    if x.is_floating_point() and torch.is_autocast_enabled(x.device.type):
-        return x.to(torch.get_autocast_dtype(x.device.type))
+    if x.is_floating_point() and is_autocast_enabled(x.device.type):
+        return x.to(get_autocast_dtype(x.device.type))
     return x
 
 
@@ -371,7 +373,7 @@ class SeededLayer(nn.Module):
 
     def forward(self, x):
         if self.execution == "fused":
-            return self.fused_linear(_autocast_input(x))
+            return self.fused_linear(autocast_input(x))
         return self.kind.apply(self._template, x, self.dense_weight(self._dtype(x)), self.bias)
 
     def seeded_tensors(self):

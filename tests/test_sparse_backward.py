@@ -256,6 +256,23 @@ def test_conv_model(scheme):
     _assert_grads_equal(_sparse_grads(t, x), _masked_reference(t, x))
 
 
+
+@pytest.mark.parametrize("scheme", ["dense", "random_base_lora"])
+def test_autocast_runs_row_sparse_layers_in_its_dtype(scheme):
+    """Under torch.autocast the row-sparse layers compute in the autocast dtype, as the
+    F.linear / F.conv2d they stand for do; parameters keep float32 gradients."""
+    torch.manual_seed(2)
+    model, x = ConvNet(), torch.randn(2, 3, 6, 6)
+    t = _transform(model, x, scheme, paths=3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, plain = t(x), model(x)
+    assert out.dtype == plain.dtype == torch.bfloat16
+    if scheme == "dense":  # same weights, so the same forward
+        torch.testing.assert_close(out, plain)
+    out.float().sum().backward()
+    grads = [p.grad for p in t.parameters() if p.grad is not None]
+    assert grads and all(g.dtype == torch.float32 for g in grads)
+
 def test_unreachable_layers_are_reported_and_stay_dense():
     class Gated(nn.Module):  # a Bilinear layer has no row-sparse rule
         def __init__(self):
