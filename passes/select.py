@@ -8,11 +8,11 @@ LayerKind), and every module tied to its weight is selected too (a tied weight b
 one seeded tensor, or stays dense everywhere). A layer whose weight other code reads
 (functionally, or a parent that reads it instead of calling it, as nn.MultiheadAttention
 does with out_proj, or whose kind is applied by its owner) is selected and listed in
-ctx.report.read_directly: the seeded layer's `weight` generates the weight at each read. Under a sparse backward such a layer stays
-dense, since the walks follow layers' forwards only. Every matched layer left dense is in
-ctx.report.left_dense with the reason, and a warning is issued for layers with no rule,
-read directly under a sparse backward, or with broken ties. Raises ValueError when nothing
-is selected, naming the patterns and some candidates.
+ctx.report.read_directly: the seeded layer's `weight` generates the weight at each read.
+Under a sparse backward such a layer stays dense, since the walks follow layers'
+forwards only. Every matched layer left dense is in ctx.report.left_dense with the
+reason, and a warning is issued for each, except those excluded by exclude_modules.
+Raises ValueError when nothing is selected, naming the patterns and some candidates.
 
 Pattern entries: "all-linear" (every Linear-like layer), "re:<regex>" (full match of the
 qualified name), or an exact qualified name or dot-separated suffix of one.
@@ -36,6 +36,9 @@ def matches(name: str, patterns, kind) -> bool:
         elif name == pattern or name.endswith("." + pattern):
             return True
     return False
+
+
+EXCLUDED = "excluded by exclude_modules"
 
 
 def _no_rule(info) -> str:
@@ -75,7 +78,7 @@ class Select(PassBase):
             elif not matches(name, config.target_modules, info.kind):
                 continue
             if matches(name, config.exclude_modules, info.kind):
-                report.left_dense[name] = "excluded by exclude_modules"
+                report.left_dense[name] = EXCLUDED
                 continue
             read = _read_directly(name, info) if info.kind is not None else ""
             if info.kind is None:
@@ -96,7 +99,7 @@ class Select(PassBase):
         report.read_directly.update((name, read_directly[name]) for name in ctx.selection
                                     if name in read_directly)
         for name, reason in report.left_dense.items():
-            if reason.startswith(("no randfx rule", "its weight", "it is never applied")):
+            if reason != EXCLUDED:
                 report.warn(f"randfx: {name} stays dense: {reason}")
         if not ctx.selection:
             candidates = [n for n, i in ctx.layers.items() if i.kind is not None]

@@ -2,9 +2,9 @@
 
 A seeded layer replaces one Linear, Conv1d/2d/3d, Hugging Face Conv1D or (when asked)
 Embedding, or sits inside an nn.MultiheadAttention as the generator of its
-`in_proj_weight` (SeededMultiheadAttention). It keeps the layer's bias as a parameter, its weight's key as a persistent
-int64 buffer `seed`, and only the scheme's coefficients as parameters (DESIGN.md
-contract 4); the weight itself is regenerated on every forward:
+`in_proj_weight` (SeededMultiheadAttention). It keeps the layer's bias as a parameter,
+its weight's key as a persistent int64 buffer `seed`, and only the scheme's coefficients
+as parameters (DESIGN.md contract 4); the weight itself is regenerated on every forward:
 
     SeededFrozen          W = scale * R(seed)
     SeededLoRA            W = scale * R(seed) + lora_scaling * (lora_B @ lora_A)
@@ -490,7 +490,8 @@ class SeededMultiheadAttention(nn.MultiheadAttention):
     child `in_proj` (a seeded layer of kind "multihead_attention": the seed and the
     scheme's coefficients). Made from an existing module by that rule (emit), never
     constructed; `_template` keeps the original on the meta device, the architecture
-    it came from. Everything else is the module's own forward."""
+    it came from. Its forward is MultiheadAttention's, with each seeded projection's
+    weight generated once per call."""
 
     @property
     def in_proj_weight(self) -> torch.Tensor:

@@ -282,6 +282,11 @@ def test_a_weight_read_functionally_stays_dense_under_a_sparse_backward():
         model = randfx.transform(Functional(), config)
     assert sorted(model.randfx_report.rewritten) == ["out"]
     assert not model.randfx_report.read_directly
+    with pytest.warns(UserWarning, match="attn stays dense: MultiheadAttention applies it in "
+                                         "its own forward, which a sparse backward"):
+        model = randfx.transform(WithAttention("symbolic_trace"), config)
+    assert sorted(model.randfx_report.left_dense) == ["attn", "attn.out_proj"]
+    assert type(model.attn) is nn.MultiheadAttention
 
 
 def test_graph_dumps_and_provenance(tmp_path):

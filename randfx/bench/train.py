@@ -14,6 +14,7 @@ samples per second, peak memory (CUDA), trainable parameters, and the bytes of
 randfx.save's artifact against the dense model's safetensors checkpoint.
 """
 
+import math
 import os
 import tempfile
 
@@ -85,7 +86,7 @@ def _step_time(model, batch, loss_of, device, compile_backend, compile_mode=None
     run = (torch.compile(model, backend=compile_backend, mode=compile_mode)
            if compile_backend else model)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    losses = []
+    last_loss = []
 
     def step():
         optimizer.zero_grad(set_to_none=True)
@@ -93,7 +94,7 @@ def _step_time(model, batch, loss_of, device, compile_backend, compile_mode=None
             loss = loss_of(run, batch)
         loss.backward()
         optimizer.step()
-        losses.append(loss.detach())
+        last_loss[:] = [loss.detach()]
 
     step()  # allocates the optimizer's state; compiles under --compile
     if device.type == "cuda":
@@ -101,8 +102,8 @@ def _step_time(model, batch, loss_of, device, compile_backend, compile_mode=None
         torch.cuda.reset_peak_memory_stats(device)
     ms = common.time_ms(step, device=device, warmup=1, repeat=3)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-    last = float(losses[-1])
-    if last != last or last in (float("inf"), float("-inf")):
+    last = float(last_loss[0])
+    if not math.isfinite(last):
         raise RuntimeError(f"bench train: the training loss became {last}")
     return ms, peak, last
 

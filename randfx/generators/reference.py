@@ -98,6 +98,11 @@ def _uniform01(h: torch.Tensor) -> torch.Tensor:
     return (h >> 8).to(torch.float32) * (2.0 ** -24)
 
 
+# the distributions `_packed` decodes: log2 of their values per hash
+_LOG2_VALUES = {name: spec.DISTRIBUTIONS[name].values_per_hash.bit_length() - 1
+                for name in ("uniform8x4", "rademacher32")}
+
+
 def _packed(h: torch.Tensor, position: torch.Tensor, dist: str) -> torch.Tensor:
     """Value `position` (0 .. values_per_hash - 1) of hash h, for the packed distributions."""
     if dist == "uniform8x4":
@@ -125,8 +130,6 @@ def _sample(index: torch.Tensor, key: int, generator: str, dist: str) -> torch.T
         return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos((2.0 * math.pi) * u2)
     raise ValueError(f"dist={dist!r} is unknown; accepted: {sorted(spec.DISTRIBUTIONS)}")
 
-
-_LOG2_VALUES = {"uniform8x4": 2, "rademacher32": 5}
 
 
 def sample(index: torch.Tensor, key: int, generator: str, dist: str) -> torch.Tensor:
