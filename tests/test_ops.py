@@ -75,6 +75,24 @@ def test_seeded_lora_linear_is_dense_with_adapter():
     assert torch.allclose(y, x @ w.T + bias)
 
 
+
+def test_lora_adapter_grads_of_bf16_activations_are_fp32_and_close():
+    """bf16 x and grad_y with fp32 adapters (autocast's regime): the adapter gradients
+    come out in the adapters' dtype, computed in bf16 with fp32 accumulation, within bf16
+    rounding of the float64 gradients."""
+    torch.manual_seed(0)
+    x = torch.randn(64, 32).bfloat16()
+    a = torch.randn(4, 32, requires_grad=True)
+    b = torch.randn(16, 4, requires_grad=True)
+    grad_y = torch.randn(64, 16).bfloat16()
+    ops.seeded_lora_linear(x, key_tensor(), a, b, 0.5, 1.5, None).backward(grad_y)
+    g, z = grad_y.double(), x.double()
+    want_a = 1.5 * (g @ b.detach().double()).T @ z
+    want_b = 1.5 * g.T @ (z @ a.detach().double().T)
+    assert a.grad.dtype == b.grad.dtype == torch.float32
+    for got, want in ((a.grad, want_a), (b.grad, want_b)):
+        assert (got.double() - want).abs().max() <= 2e-2 * want.abs().max()
+
 def test_subspace_weight_is_basis_times_alpha():
     alpha = torch.randn(5, dtype=F64)
     out = ops.subspace_weight(alpha, key_tensor(), 13, 7, 0.2)

@@ -155,7 +155,12 @@ def _seeded_linear(backend, x, key, out_features, scale, bias, generator, dist):
                           False, bias, None, None, generator, dist, op="seeded_linear")
 
 
-def _lora_dtype(x, lora_A, lora_B):
+def _adapter_dtype(x, lora_A, lora_B):
+    """The adapter gradients' dtype: 16-bit activations keep theirs (the thin GEMMs
+    accumulate in fp32, as autocast's Linear computes its weight gradient; promoting
+    would copy x and grad_y whole into fp32), else the promoted dtype (fp64 gradcheck)."""
+    if x.dtype in (torch.float16, torch.bfloat16):
+        return x.dtype
     return torch.promote_types(torch.promote_types(x.dtype, lora_A.dtype), lora_B.dtype)
 
 
@@ -482,7 +487,7 @@ def _lora_setup(ctx, inputs, output):
 def _adapter_grads(g, z, lora_A, lora_B, lora_scaling, need_a, need_b):
     """(c (g B)^T z, c g^T (z A^T)), each only when asked: the adapter's gradients for
     y = z (s R + c B A)^T with upstream g, and, with z = gg, the double backward's."""
-    dtype = _lora_dtype(z, lora_A, lora_B)
+    dtype = _adapter_dtype(z, lora_A, lora_B)
     g2, z2 = _rows(g).to(dtype), _rows(z).to(dtype)
     grad_a = grad_b = None
     if need_a:
