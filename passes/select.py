@@ -3,9 +3,9 @@
 Requires: ctx.layers (analyze), ctx.config.
 Guarantees: ctx.selection lists the module names to rewrite, in module order. A layer is
 selected when it matches target_modules (default: every layer whose kind is rewritten by
-default, i.e. Linear, HF Conv1D and Conv) and not exclude_modules, has a rule (a
-LayerKind), and every module tied to its weight is selected too (a tied weight becomes
-one seeded tensor, or stays dense everywhere). A layer whose weight other code reads
+default, i.e. Linear, HF Conv1D, Conv and MultiheadAttention's in_proj_weight) and not
+exclude_modules, has a rule (a LayerKind), and every module tied to its weight is
+selected too (a tied weight becomes one seeded tensor, or stays dense everywhere). A layer whose weight other code reads
 (functionally, or a parent that reads it instead of calling it, as nn.MultiheadAttention
 does with out_proj, or whose kind is applied by its owner) is selected and listed in
 ctx.report.read_directly: the seeded layer's `weight` generates the weight at each read.
