@@ -124,10 +124,11 @@ def randfx_backend(gm: torch.fx.GraphModule, example_inputs, options=None, mode=
                         f"settings, got {type(options).__name__}")
     if mode is not None:
         from torch._inductor import list_mode_options
-        try:
-            options = {**list_mode_options(mode), **(options or {})}
-        except RuntimeError as error:  # an unknown mode names the known ones
-            raise ValueError(f"randfx backend: {error}") from None
+        modes = list_mode_options()  # every mode's settings
+        if mode not in modes:
+            raise ValueError(f"randfx backend: mode={mode!r} is not one of Inductor's "
+                             f"modes: {', '.join(sorted(modes))}")
+        options = {**modes[mode], **(options or {})}
     if not randfx_op_names(gm.graph):
         _say_nothing_rewritten()
     else:
