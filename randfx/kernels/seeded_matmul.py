@@ -40,7 +40,7 @@ Launch parameters and the shape heuristic live in randfx/ops/triton_backend.py.
 import triton
 import triton.language as tl
 
-from ..generators import device
+from ..generators.device import hash_lo
 from .dependent_launch import await_previous_kernel
 from .tiles import (accumulate_rows, launch_key, rademacher32_operand_columns,
                     rademacher32_pair_tile, rademacher32_quad_tile, stream_tile)
@@ -228,7 +228,7 @@ def rademacher32_gemv_partial(x_ptr, key_ptr, M, K, k_begin, k_end, window, stri
     acc = tl.zeros((BLOCK_M, BLOCK_N, GROUPS), dtype=tl.float32)
     for k0 in range(k_begin, k_end, 32 * GROUPS):
         g = k0 // 32 + group
-        h = device.hash_lo(row_group[:, None] + g.to(tl.uint32)[None, :], key, GENERATOR)
+        h = hash_lo(row_group[:, None] + g.to(tl.uint32)[None, :], key, GENERATOR)
         for position in tl.static_range(32):
             k = g * 32 + position
             xk = tl.load(x_ptr + m[:, None] * stride_xm + k[None, :] * stride_xk,
@@ -325,7 +325,7 @@ def rademacher32_mma_kernel(x_ptr, key_ptr, partial_ptr, M, N, K, k_per_split, w
         x_ptrs = x_ptr + x_rows[None, :] * stride_xm + (k_begin + columns)[:, None] * stride_xk
         mask = (m < M)[None, :]
         for k0 in range(k_begin, k_end, 32 * GROUPS):
-            h = device.hash_lo(row_group[:, None] + (k0 // 32 + group).to(tl.uint32)[None, :],
+            h = hash_lo(row_group[:, None] + (k0 // 32 + group).to(tl.uint32)[None, :],
                                key, GENERATOR)
             if PACKED_X or FP8_X:
                 x_t = tl.load(x_ptrs)
@@ -420,7 +420,7 @@ def rademacher32_nibble_kernel(table_ptr, key_ptr, partial_ptr, M, N, K, k_per_s
         first = tl.zeros((GROUPS * 8 * BLOCK_N,), dtype=tl.float32)
         second = tl.zeros((GROUPS * 8 * BLOCK_N,), dtype=tl.float32)
         for k0 in range(k_begin, k_end, 32 * GROUPS):
-            h = device.hash_lo(row_group[None, :] + (k0 // 32 + group).to(tl.uint32)[:, None],
+            h = hash_lo(row_group[None, :] + (k0 // 32 + group).to(tl.uint32)[:, None],
                                key, GENERATOR)
             index = ((h[:, None, :] >> nibble[None, :, None]) & 15).to(tl.int32)
             index = tl.reshape(tl.reshape(index, (GROUPS * 8, BLOCK_N)) + table_of,
@@ -571,7 +571,7 @@ def materialize_kernel(key_ptr, u_ptr, v_ptr, index_ptr, w_ptr, rows, cols, rank
     key = launch_key(key_ptr, window, NARROW)
     r = (pid_r * BLOCK_R + tl.arange(0, BLOCK_R)).to(tl.int64)
     c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    cols64 = cols.to(tl.int64)
+    cols64 = tl.cast(cols, tl.int64)  # cols may arrive as a constant (Inductor)
     source = r
     if HAS_ROW_INDEX:
         source = tl.load(index_ptr + r, mask=r < rows, other=0).to(tl.int64)

@@ -20,13 +20,19 @@ Two fast paths, chosen on the host (`tile_plan` in randfx/ops/triton_backend.py)
 - LOG2_VALUES > 0 (grouped): row bases, col_start and BLOCK_C are multiples of the values
   per hash, so one hash feeds VALUES neighbouring elements of a row. A multi-value
   distribution that cannot be grouped is passed LOG2_VALUES = 0 and NARROW off, and
-  hashes once per element (`device.sample`).
+  hashes once per element (`sample`).
 """
 
 import triton
 import triton.language as tl
 
-from ..generators import device
+# names, not `device.x`: Inductor copies a user kernel's helpers into its own module by
+# name when it compiles the kernel (randfx/ops/compiled_linear.py), without their modules
+from ..generators.device import (NORMAL, NORMAL_SECOND_KEY_XOR, RADEMACHER32, UNIFORM,
+                                 UNIFORM01, UNIFORM8X4, hash_at, hash_lo,
+                                 normal_from_hashes, rademacher32_from_hash,
+                                 rademacher_from_hash, sample, uniform01_from_hash,
+                                 uniform8x4_from_hash, uniform_from_hash, window_key)
 
 
 @triton.jit
@@ -35,7 +41,7 @@ def launch_key(key_ptr, window, NARROW: tl.constexpr):
     launch's 2^32 window once, so tiles hash 32-bit counters."""
     key = tl.load(key_ptr).to(tl.uint32)
     if NARROW:
-        key = device.window_key(key, window.to(tl.uint32))
+        key = window_key(key, tl.cast(window, tl.uint32))
     return key
 
 
@@ -54,9 +60,9 @@ def _counter_tile(row_base, col_start, BLOCK_C: tl.constexpr, NARROW: tl.constex
 @triton.jit
 def _hash(counter, key, GENERATOR: tl.constexpr, NARROW: tl.constexpr):
     if NARROW:
-        h = device.hash_lo(counter, key, GENERATOR)
+        h = hash_lo(counter, key, GENERATOR)
     else:
-        h = device.hash_at(counter, key, GENERATOR)
+        h = hash_at(counter, key, GENERATOR)
     return h
 
 
@@ -71,10 +77,10 @@ def group_hashes(row_base, col_start, key, GROUPS: tl.constexpr, GENERATOR: tl.c
 @triton.jit
 def value_in_hash(h, position, DIST: tl.constexpr):
     """Value `position` (a constexpr or a uint32 tensor) of a multi-value hash."""
-    if DIST == device.UNIFORM8X4:
-        out = device.uniform8x4_from_hash(h, position)
+    if DIST == UNIFORM8X4:
+        out = uniform8x4_from_hash(h, position)
     else:
-        out = device.rademacher32_from_hash(h, position)
+        out = rademacher32_from_hash(h, position)
     return out
 
 
@@ -91,20 +97,20 @@ def stream_tile(row_base, col_start, key, BLOCK_R: tl.constexpr, BLOCK_C: tl.con
         out = tl.reshape(value_in_hash(h[:, :, None], position, DIST), (BLOCK_R, BLOCK_C))
     else:
         counter = _counter_tile(row_base, col_start, BLOCK_C, NARROW)
-        if DIST == device.UNIFORM8X4 or DIST == device.RADEMACHER32:
-            out = device.sample(counter, key, GENERATOR, DIST)
-        elif DIST == device.NORMAL:
-            out = device.normal_from_hashes(
+        if DIST == UNIFORM8X4 or DIST == RADEMACHER32:
+            out = sample(counter, key, GENERATOR, DIST)
+        elif DIST == NORMAL:
+            out = normal_from_hashes(
                 _hash(counter, key, GENERATOR, NARROW),
-                _hash(counter, key ^ device.NORMAL_SECOND_KEY_XOR, GENERATOR, NARROW))
+                _hash(counter, key ^ NORMAL_SECOND_KEY_XOR, GENERATOR, NARROW))
         else:
             h = _hash(counter, key, GENERATOR, NARROW)
-            if DIST == device.UNIFORM:
-                out = device.uniform_from_hash(h)
-            elif DIST == device.UNIFORM01:
-                out = device.uniform01_from_hash(h)
+            if DIST == UNIFORM:
+                out = uniform_from_hash(h)
+            elif DIST == UNIFORM01:
+                out = uniform01_from_hash(h)
             else:
-                out = device.rademacher_from_hash(h)
+                out = rademacher_from_hash(h)
     return out
 
 
