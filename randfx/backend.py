@@ -18,7 +18,11 @@ The lowering passes are `randfx.passes.backend_*`:
 
     BEFORE_AUTOGRAD  backend_fuse_generation: generate_weight + linear -> seeded_linear, on
                      the Dynamo graph (after partitioning, the weight would already be
-                     saved for the backward and could not be fused away)
+                     saved for the backward and could not be fused away);
+                     backend_inline_generation: on CUDA, seeded linears that materialise
+                     W (more rows than the fused kernels take) -> an autograd.Function
+                     whose generator launch aot_autograd traces, so Inductor launches
+                     it (no Python op call per layer and step)
     AFTER_AUTOGRAD   backend_select_kernels: per seeded matmul, by its shape, the fused
                      GEMV / GEMM kernel or materialise-then-matmul (the ops' heuristic)
 
@@ -96,7 +100,7 @@ def _say_nothing_rewritten() -> None:
 
 # the lowering passes (modules of randfx.passes), in the order they run: on the Dynamo
 # graph before aot_autograd, then on each aten graph (forward, backward) it produces
-BEFORE_AUTOGRAD = ("backend_fuse_generation",)
+BEFORE_AUTOGRAD = ("backend_fuse_generation", "backend_inline_generation")
 AFTER_AUTOGRAD = ("backend_select_kernels",)
 
 

@@ -230,6 +230,47 @@ def test_lora_backward_through_the_backend_matches_eager():
     assert grad_input and all(n.meta["randfx"][-1]["kernel"] == "op" for n in grad_input)
 
 
+
+def _compare_training_step(model, run, x):
+    """run(x) and model(x): the same outputs and gradients (x's and every parameter's)."""
+    x_run, x_eager = (x.clone().requires_grad_(True) for _ in range(2))
+    model.zero_grad()
+    out = run(x_run)
+    out.square().sum().backward()
+    grads = _grads(model)
+    model.zero_grad()
+    expected = model(x_eager)
+    expected.square().sum().backward()
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(x_run.grad, x_eager.grad, rtol=1e-4, atol=1e-4)
+    for name, grad in _grads(model).items():
+        torch.testing.assert_close(grads[name], grad, rtol=1e-4, atol=1e-4, msg=name)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("scheme", ["frozen", "random_base_lora"])
+def test_materialising_layers_launch_generation_from_inductor(scheme):
+    """On CUDA, above the fused kernels' rows, the layers become compiled_linear before
+    autograd: the aten graphs call no randfx op (no Python per layer and step), the
+    generator is a traced Triton launch, and the values are the eager ones."""
+    if scheme == "frozen":
+        model = randfx.transform(_mlp(), randfx.Config(scheme="frozen", seed=7)).cuda()
+    else:
+        model = _lora_mlp("cuda")
+    x = torch.randn(4, 16, 16, device="cuda")  # 64 rows
+    seen = []
+    _compare_training_step(model, _aot_lowered(model, None, seen), x)
+    dynamo_graph, forward, backward_graph = seen
+    marks = [entry for node in dynamo_graph.graph.nodes for entry in node.meta.get("randfx", [])
+             if entry["pass"] == "backend_inline_generation"]
+    assert len(marks) == 2 and all(entry["rows"] == 64 for entry in marks)
+    for graph in (forward, backward_graph):
+        assert not backend.randfx_op_names(graph.graph)
+        assert any("triton_kernel_wrapper" in str(target) for target in _targets(graph))
+    torch._dynamo.reset()
+    _compare_training_step(model, torch.compile(model, backend="randfx", fullgraph=True), x)
+
+
 def test_compile_modes_reach_inductor_config(monkeypatch):
     """torch.compile(..., backend="randfx", mode=...) applies Inductor's settings for
     that mode (reduce-overhead: CUDA graphs, which CPU tensors skip), and an unknown mode

@@ -448,6 +448,34 @@ def test_seeded_linear_and_lora(device, rows, rank):
 
 
 @pytest.mark.parametrize("device", TRITON_DEVICES)
+@pytest.mark.parametrize("lora", [False, True], ids=["frozen", "lora"])
+@pytest.mark.parametrize("with_bias", [False, True], ids=["no_bias", "bias"])
+def test_compiled_linear_matches_the_ops(device, lora, with_bias):
+    """What the compile backend runs in place of a materialising seeded linear
+    (randfx/ops/compiled_linear.py): the ops' values and gradients, x, adapter and bias."""
+    from randfx.ops import compiled_linear
+    torch.manual_seed(0)
+    leaf = lambda *shape: torch.randn(*shape, device=device).requires_grad_()  # noqa: E731
+    x, bias = leaf(20, 2, 40), leaf(24) if with_bias else None
+    a, b = (leaf(4, 40), leaf(24, 4)) if lora else (None, None)
+    key = key_on(device)
+    grad_y = torch.randn(20, 2, 24, device=device)
+    inputs = [t for t in (x, a, b, bias) if t is not None]
+
+    def outputs_and_grads(y):
+        return [y.detach()] + list(torch.autograd.grad(y, inputs, grad_y))
+    got = outputs_and_grads(compiled_linear.linear(x, key, a, b, bias, 24, 0.1, 0.5, "pcg",
+                                                   "uniform"))
+    if lora:
+        want = torch.ops.randfx.seeded_lora_linear(x, key, a, b, 0.1, 0.5, bias, "pcg",
+                                                   "uniform")
+    else:
+        want = torch.ops.randfx.seeded_linear(x, key, 24, 0.1, bias, "pcg", "uniform")
+    for g, w in zip(got, outputs_and_grads(want)):
+        assert_close(g, w, torch.float32)
+
+
+@pytest.mark.parametrize("device", TRITON_DEVICES)
 @pytest.mark.parametrize("offset", [0, 3, (1 << 32) - 500, 5 << 32])
 def test_subspace_pmv_and_grad(device, offset):
     """Unaligned offsets, counters straddling 2^32 and beyond it; d and numel not multiples

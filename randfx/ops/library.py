@@ -484,7 +484,7 @@ def _lora_setup(ctx, inputs, output):
     ctx.bias_dtype = None if bias is None else bias.dtype
 
 
-def _adapter_grads(g, z, lora_A, lora_B, lora_scaling, need_a, need_b):
+def adapter_grads(g, z, lora_A, lora_B, lora_scaling, need_a, need_b):
     """(c (g B)^T z, c g^T (z A^T)), each only when asked: the adapter's gradients for
     y = z (s R + c B A)^T with upstream g, and, with z = gg, the double backward's."""
     dtype = _adapter_dtype(z, lora_A, lora_B)
@@ -507,7 +507,7 @@ def _lora_backward(ctx, grad_y):
         grad_x = torch.ops.randfx.seeded_lora_grad_input(grad_y.to(x.dtype), key, scale,
                                                          lora_A, lora_B, lora_scaling,
                                                          generator, dist)
-    grad_a, grad_b = _adapter_grads(grad_y, x, lora_A, lora_B, lora_scaling, needs[2],
+    grad_a, grad_b = adapter_grads(grad_y, x, lora_A, lora_B, lora_scaling, needs[2],
                                     needs[3])
     if ctx.bias_dtype is not None and needs[6]:
         grad_bias = _rows(grad_y).sum(0).to(ctx.bias_dtype)
@@ -534,7 +534,7 @@ def _lora_grad_input_backward(ctx, gg):
         d_grad_y = torch.ops.randfx.seeded_lora_linear(gg.to(grad_y.dtype), key, lora_A,
                                                        lora_B, scale, lora_scaling, None,
                                                        generator, dist)
-    d_a, d_b = _adapter_grads(grad_y, gg, lora_A, lora_B, lora_scaling, needs[3], needs[4])
+    d_a, d_b = adapter_grads(grad_y, gg, lora_A, lora_B, lora_scaling, needs[3], needs[4])
     return d_grad_y, None, None, d_a, d_b, None, None, None
 
 

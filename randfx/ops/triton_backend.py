@@ -168,10 +168,13 @@ def _pow2_at_least(n: int) -> int:
 
 def materialize(key, rows: int, cols: int, scale: float, generator: str, dist: str,
                 dtype: torch.dtype, lowrank_u=None, lowrank_v=None,
-                row_index=None) -> torch.Tensor:
+                row_index=None, traced: bool = False) -> torch.Tensor:
     """W = scale * R(key) (+ lowrank_u @ lowrank_v^T), (rows, cols), one Triton pass.
     row_index (int64 indices into W's rows, no adapter): only those rows of W, in that
-    order, (len(row_index), cols)."""
+    order, (len(row_index), cols). traced: launched through `torch.library.wrap_triton`,
+    so that aot_autograd records the launch in its graph and Inductor launches the kernel
+    from its own code (randfx/ops/compiled_linear.py); CUDA tensors only (the wrapper
+    refuses the interpreter's kernels)."""
     has_index = row_index is not None
     if has_index and lowrank_u is not None:
         raise ValueError("randfx materialize: row_index and an adapter cannot be combined")
@@ -192,13 +195,14 @@ def materialize(key, rows: int, cols: int, scale: float, generator: str, dist: s
     else:
         u = v = out
     grid = (triton.cdiv(cols, block_c) * triton.cdiv(out_rows, block_r),)
-    materialize_kernel[grid](key, u, v, row_index if has_index else out, out, out_rows, cols,
-                             u.shape[1] if has_lowrank else 0, float(scale), window,
-                             u.stride(0), u.stride(1), v.stride(0), v.stride(1),
-                             GENERATOR=gen_id, DIST=dist_id, LOG2_VALUES=log2_values,
-                             NARROW=narrow, HAS_LOWRANK=has_lowrank, HAS_ROW_INDEX=has_index,
-                             DOT_IN_FP32=key.device.type == "cpu", RANK_BLOCK=RANK_BLOCK,
-                             BLOCK_R=block_r, BLOCK_C=block_c, num_warps=warps)
+    kernel = torch.library.wrap_triton(materialize_kernel) if traced else materialize_kernel
+    kernel[grid](key, u, v, row_index if has_index else out, out, out_rows, cols,
+                 u.shape[1] if has_lowrank else 0, float(scale), window,
+                 u.stride(0), u.stride(1), v.stride(0), v.stride(1),
+                 GENERATOR=gen_id, DIST=dist_id, LOG2_VALUES=log2_values,
+                 NARROW=narrow, HAS_LOWRANK=has_lowrank, HAS_ROW_INDEX=has_index,
+                 DOT_IN_FP32=key.device.type == "cpu", RANK_BLOCK=RANK_BLOCK,
+                 BLOCK_R=block_r, BLOCK_C=block_c, num_warps=warps)
     return out
 
 
@@ -500,11 +504,11 @@ def seeded_matmul(x, key, rows, cols, scale, transpose, bias, lowrank_u, lowrank
     return y
 
 
-def _lora_weight(key, out_features, in_features, scale, lora_A, lora_B, lora_scaling,
-                 generator, dist, dtype):
+def lora_weight(key, out_features, in_features, scale, lora_A, lora_B, lora_scaling,
+                generator, dist, dtype, traced: bool = False):
     """W = scale R + lora_scaling * lora_B @ lora_A, materialised in one pass."""
     return materialize(key, out_features, in_features, scale, generator, dist, dtype,
-                       lora_B * lora_scaling, lora_A.T)
+                       lora_B * lora_scaling, lora_A.T, traced=traced)
 
 
 def _uses_factors(rows: int, *tensors) -> bool:
@@ -521,7 +525,7 @@ def lora_linear(x, key, out_features, scale, lora_A, lora_B, lora_scaling, bias,
     if _uses_factors(x.shape[0], x, lora_A, lora_B):
         return seeded_matmul(x, key, out_features, x.shape[1], scale, False, bias, None,
                              lora_B, generator, dist, lora_down=(lora_A, lora_scaling))
-    w = _lora_weight(key, out_features, x.shape[1], scale, lora_A, lora_B, lora_scaling,
+    w = lora_weight(key, out_features, x.shape[1], scale, lora_A, lora_B, lora_scaling,
                      generator, dist, x.dtype)
     if bias is None:
         return x @ w.T
@@ -536,7 +540,7 @@ def lora_grad_input(grad_y, key, scale, lora_A, lora_B, lora_scaling, generator,
     if _uses_factors(grad_y.shape[0], grad_y, lora_A, lora_B):
         return seeded_matmul(grad_y, key, out_features, in_features, scale, True, None, None,
                              lora_A.T, generator, dist, lora_down=(lora_B.T, lora_scaling))
-    return grad_y @ _lora_weight(key, out_features, in_features, scale, lora_A, lora_B,
+    return grad_y @ lora_weight(key, out_features, in_features, scale, lora_A, lora_B,
                                  lora_scaling, generator, dist, grad_y.dtype)
 
 
