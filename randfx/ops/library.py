@@ -439,9 +439,8 @@ def _seeded_matmul_backward(ctx, grad_y):
     needs = ctx.needs_input_grad
     grad_x = grad_bias = grad_u = grad_v = None
     if needs[0]:
-        grad_x = torch.ops.randfx.seeded_matmul(grad_y.to(x_dtype), key, rows, cols, scale,
-                                                not transpose, None, None, None, generator,
-                                                dist)
+        grad_x = seeded_matmul(grad_y.to(x_dtype), key, rows, cols, scale, not transpose,
+                               None, None, None, generator, dist)
     if has_bias and needs[6]:
         grad_bias = _rows(grad_y).sum(0).to(ctx.bias_dtype)
     g2 = _rows(grad_y)
@@ -467,8 +466,8 @@ def _seeded_linear_backward(ctx, grad_y):
     out_features, in_features, scale, generator, dist = ctx.meta
     grad_x = grad_bias = None
     if ctx.needs_input_grad[0]:
-        grad_x = torch.ops.randfx.seeded_matmul(grad_y, key, out_features, in_features, scale,
-                                                True, None, None, None, generator, dist)
+        grad_x = seeded_matmul(grad_y, key, out_features, in_features, scale, True, None,
+                               None, None, generator, dist)
     if ctx.bias_dtype is not None and ctx.needs_input_grad[4]:
         grad_bias = _rows(grad_y).sum(0).to(ctx.bias_dtype)
     return grad_x, None, None, None, grad_bias, None, None
@@ -504,9 +503,8 @@ def _lora_backward(ctx, grad_y):
     needs = ctx.needs_input_grad
     grad_x = grad_bias = None
     if needs[0]:
-        grad_x = torch.ops.randfx.seeded_lora_grad_input(grad_y.to(x.dtype), key, scale,
-                                                         lora_A, lora_B, lora_scaling,
-                                                         generator, dist)
+        grad_x = seeded_lora_grad_input(grad_y.to(x.dtype), key, scale, lora_A, lora_B,
+                                        lora_scaling, generator, dist)
     grad_a, grad_b = adapter_grads(grad_y, x, lora_A, lora_B, lora_scaling, needs[2],
                                     needs[3])
     if ctx.bias_dtype is not None and needs[6]:
@@ -531,9 +529,8 @@ def _lora_grad_input_backward(ctx, gg):
     needs = ctx.needs_input_grad
     d_grad_y = None
     if needs[0]:
-        d_grad_y = torch.ops.randfx.seeded_lora_linear(gg.to(grad_y.dtype), key, lora_A,
-                                                       lora_B, scale, lora_scaling, None,
-                                                       generator, dist)
+        d_grad_y = seeded_lora_linear(gg.to(grad_y.dtype), key, lora_A, lora_B, scale,
+                                      lora_scaling, None, generator, dist)
     d_a, d_b = adapter_grads(grad_y, gg, lora_A, lora_B, lora_scaling, needs[3], needs[4])
     return d_grad_y, None, None, d_a, d_b, None, None, None
 
@@ -650,9 +647,9 @@ def _on_device(name):
     return run
 
 
-# what randfx.ops calls: the op while traced (as the packet torch.ops.randfx.<name>, the
-# target the compile backend's passes match), else the same body and autograd without the
-# dispatcher's round trips (randfx/ops/eager.py)
+# what randfx.ops and the backward formulas above call: the op while traced (as the packet
+# torch.ops.randfx.<name>, the target the compile backend's passes match), else the same
+# body and autograd without the dispatcher's round trips (randfx/ops/eager.py)
 generate_weight = eager.twin("generate_weight", torch.ops.randfx.generate_weight,
                              _on_device("generate_weight"))
 seeded_linear = eager.twin("seeded_linear", torch.ops.randfx.seeded_linear,
@@ -666,3 +663,10 @@ subspace_weight = eager.twin("subspace_weight", torch.ops.randfx.subspace_weight
 subspace_linear = eager.twin("subspace_linear", torch.ops.randfx.subspace_linear,
                              _on_device("subspace_linear"), _subspace_linear_setup,
                              _subspace_linear_backward)
+seeded_matmul = eager.twin("seeded_matmul", torch.ops.randfx.seeded_matmul,
+                           _on_device("seeded_matmul"), _seeded_matmul_setup,
+                           _seeded_matmul_backward)
+seeded_lora_grad_input = eager.twin("seeded_lora_grad_input",
+                                    torch.ops.randfx.seeded_lora_grad_input,
+                                    _on_device("seeded_lora_grad_input"), _lora_grad_input_setup,
+                                    _lora_grad_input_backward)
