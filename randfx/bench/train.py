@@ -79,8 +79,19 @@ def _artifact_bytes(model, folder) -> int:
     return os.path.getsize(path)
 
 
+def _model_bytes(model) -> int:
+    return sum(t.numel() * t.element_size()
+               for t in list(model.parameters()) + list(model.buffers()))
+
+
 def _step_time(model, batch, loss_of, device, compile_backend, compile_mode=None):
-    """(median ms of one training step, peak bytes, loss) for `model` on `batch`."""
+    """(median ms of one training step, peak bytes, loss) for `model` on `batch`. Peak
+    bytes: the model's parameters and buffers plus the most memory allocated beyond what
+    was allocated on entry (so neither the baseline model, kept alive for the next
+    transform, nor a previous run's leftovers count)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        at_entry = torch.cuda.memory_allocated(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-4)
     run = (torch.compile(model, backend=compile_backend, mode=compile_mode)
@@ -101,7 +112,11 @@ def _step_time(model, batch, loss_of, device, compile_backend, compile_mode=None
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     ms = common.time_ms(step, device=device, warmup=1, repeat=3)
-    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    peak = None
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) - at_entry + _model_bytes(model)
+    if compile_backend:
+        torch._dynamo.reset()  # frees the compiled graphs (and CUDA graph pools) now
     last = float(last_loss[0])
     if not math.isfinite(last):
         raise RuntimeError(f"bench train: the training loss became {last}")
