@@ -6,7 +6,8 @@ the training, PMV and row-sparse paths.
                                  [--sections decode,training,pmv,sparse,sparse_pipeline,
                                              eager,stress,timeline,
                                              chain,fused_fp8,lora_chain,lora_table,
-                                             lora_epilogue,mnist_host,whole_k,adapter,
+                                             lora_epilogue,mnist_host,training_host,
+                                             whole_k,adapter,
                                              epilogue,
                                              dependent_launch,launch_sweep,
                                              launch_sweep_lora,launch_sweep_fp8]
@@ -1281,6 +1282,76 @@ def print_timeline(label, fn, layers):
           "us; " + ", ".join(f"{k} {v:.2f}" for k, v in kernels.items()), flush=True)
 
 
+def training_host_section(t_us):
+    """Host cost of training-sized seeded LoRA calls, and a training step of real models
+    under torch.compile(backend="randfx") with the pass backend_inline_generation on and
+    off in turn (same process, twice each; the models' builders are the train
+    benchmark's). Per call: each callable issued 40 times back to back at 8192 x 768 ->
+    3072 bf16, the clock read before and after a synchronize."""
+    import argparse
+    import time
+
+    import randfx
+    from randfx import backend
+    from randfx.bench import train
+    from randfx.ops import library
+    dev = torch.device("cuda")
+    m, k, n, r = 8192, 768, 3072, 16
+    x = torch.randn(m, k, device=dev, dtype=torch.bfloat16)
+    g = torch.randn(m, n, device=dev, dtype=torch.bfloat16)
+    w = torch.randn(n, k, device=dev, dtype=torch.bfloat16)
+    a, b = torch.randn(r, k, device=dev) * 0.01, torch.randn(n, r, device=dev) * 0.01
+    bias, key = torch.zeros(n, device=dev), torch.tensor(1234, device=dev)
+    calls = {
+        "F.linear": lambda: torch.nn.functional.linear(x, w),
+        "torch.ops.randfx.seeded_lora_linear": lambda: torch.ops.randfx.seeded_lora_linear(
+            x, key, a, b, 0.02, 2.0, bias, "pcg", "uniform"),
+        "its body": lambda: library.run("seeded_lora_linear", "triton", x, key, a, b, 0.02,
+                                        2.0, bias, "pcg", "uniform"),
+        "tb.lora_linear": lambda: tb.lora_linear(x, key, n, 0.02, a, b, 2.0, bias, "pcg",
+                                                 "uniform"),
+        "tb.materialize": lambda: tb.materialize(key, n, k, 0.02, "pcg", "uniform",
+                                                 torch.bfloat16),
+        "torch.ops.randfx.seeded_lora_grad_input":
+            lambda: torch.ops.randfx.seeded_lora_grad_input(g, key, 0.02, a, b, 2.0, "pcg",
+                                                            "uniform"),
+        "tb.lora_grad_input": lambda: tb.lora_grad_input(g, key, 0.02, a, b, 2.0, "pcg",
+                                                         "uniform"),
+    }
+    print(f"host us per call, {m} x {k} -> {n}, bf16, rank {r} (issue / with the GPU's work):")
+    for name, fn in calls.items():
+        fn()
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(40):
+            fn()
+        issue = (time.perf_counter() - start) / 40
+        torch.cuda.synchronize()
+        whole = (time.perf_counter() - start) / 40
+        print(f"  {name:<44} {issue * 1e6:8.1f} / {whole * 1e6:8.1f}")
+    options = argparse.Namespace(image_size=224, seq=1024, gpt2_layers=12, gpt2_embd=768)
+    passes = {"inline": backend.BEFORE_AUTOGRAD,
+              "ops": tuple(p for p in backend.BEFORE_AUTOGRAD
+                           if p != "backend_inline_generation")}
+    for model_name, size in (("gpt2", 8), ("vit_b_16", 64)):
+        build, make_batch, loss_of = train._builders(options)[model_name]
+        try:
+            torch.manual_seed(0)
+            model = randfx.transform(build().to(dev),
+                                     randfx.Config("random_base_lora", rank=16, seed=0))
+        except SystemExit as missing:  # torchvision absent
+            print(missing)
+            continue
+        batch = make_batch(size, dev)
+        for label in ("inline", "ops") * 2:
+            backend.BEFORE_AUTOGRAD = passes[label]
+            torch._dynamo.reset()
+            ms, peak, _ = train._step_time(model, batch, loss_of, dev, "randfx")
+            print(f"{model_name} LoRA r16, torch.compile, {label}: {ms:.2f} ms per step, "
+                  f"peak {peak / 2**20:.0f} MB")
+        backend.BEFORE_AUTOGRAD = passes["inline"]
+
+
 def mnist_host_section(t_us, data_dir=".carry/mnist", steps=40):
     """Host time of one training step of seed 004's MLP (batch 128) under torch.compile
     "reduce-overhead", full backprop against 10 paths: wall ms per step, then the top
@@ -1746,8 +1817,8 @@ def main():
                    help="comma-separated: decode, training, pmv, sparse, sparse_pipeline, "
                         "eager, stress, timeline, chain, fused_fp8, lora_chain, lora_table, "
                         "lora_epilogue, mnist_host (MNIST files under .carry/mnist), "
-                        "whole_k, adapter, epilogue, dependent_launch, launch_sweep, "
-                        "launch_sweep_lora, launch_sweep_fp8")
+                        "training_host, whole_k, adapter, epilogue, dependent_launch, "
+                        "launch_sweep, launch_sweep_lora, launch_sweep_fp8")
     p.add_argument("--candidates",
                    default="mma,contig,join,flip,tc,group,gemv,nibble,packed,fp8",
                    help="decode candidate families to check and time")
@@ -1875,6 +1946,7 @@ def main():
                          ("lora_table", lora_table_section),
                          ("lora_epilogue", lora_epilogue_section),
                          ("mnist_host", mnist_host_section), ("whole_k", whole_k_section),
+                         ("training_host", training_host_section),
                          ("adapter", adapter_section), ("epilogue", epilogue_section),
                          ("dependent_launch", dependent_launch_section),
                          ("launch_sweep", launch_sweep_section),
