@@ -29,18 +29,21 @@ def fake_value(target, args, meta_key: str):
 
 
 def insert_call(graph: torch.fx.Graph, before: torch.fx.Node, target, args,
-                meta_key: str = "val") -> torch.fx.Node:
-    """A new call of `target(*args)` placed before `before`, its fake value filled in."""
+                meta_key: str = "val", value=None) -> torch.fx.Node:
+    """A new call of `target(*args)` placed before `before`, its fake value filled in:
+    `value` where the caller knows it, else what target returns on fake tensors."""
     with graph.inserting_before(before):
         node = graph.call_function(target, tuple(args))
-    node.meta[meta_key] = fake_value(target, args, meta_key)
+    node.meta[meta_key] = fake_value(target, args, meta_key) if value is None else value
     return node
 
 
 def replace_with_call(graph: torch.fx.Graph, old: torch.fx.Node, target, args,
-                      meta_key: str = "val") -> torch.fx.Node:
-    """Put a call of `target(*args)` where `old` was; `old` is erased."""
-    node = insert_call(graph, old, target, args, meta_key)
+                      meta_key: str = "val", same_value: bool = False) -> torch.fx.Node:
+    """Put a call of `target(*args)` where `old` was; `old` is erased. same_value: the
+    call returns what `old` did (its fake value is reused, target is not run on fakes)."""
+    value = old.meta[meta_key] if same_value else None
+    node = insert_call(graph, old, target, args, meta_key, value)
     node.meta.update({k: old.meta[k] for k in _PROVENANCE if k in old.meta})
     old.replace_all_uses_with(node)
     graph.erase_node(old)

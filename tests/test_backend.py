@@ -247,6 +247,79 @@ def _compare_training_step(model, run, x):
         torch.testing.assert_close(grads[name], grad, rtol=1e-4, atol=1e-4, msg=name)
 
 
+def test_inline_generation_takes_cuda_layers_above_the_fused_rows():
+    """backend_inline_generation's choice on a Dynamo-style graph of fake tensors (fake
+    CUDA tensors need no GPU): CUDA x of 32 or 16 bits above 16 rows becomes
+    compiled_linear, with its output's fake value; 16 rows, CPU, float64 and a symbolic
+    row count keep the op."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+    from randfx.ops import compiled_linear
+    from randfx.passes import backend_inline_generation
+    mode = FakeTensorMode(shape_env=ShapeEnv())
+    graph = torch.fx.Graph()
+
+    def placeholder(name, value):
+        node = graph.placeholder(name)
+        node.meta["example_value"] = value
+        return node
+
+    def call(op, args, value):
+        node = graph.call_function(op, args)
+        node.meta["example_value"] = value
+        return node
+
+    with mode:
+        keys = {device: torch.zeros((), dtype=torch.int64, device=device)
+                for device in ("cpu", "cuda")}
+        lora_a = torch.empty(2, 16, device="cuda", requires_grad=True)
+        lora_b = torch.empty(24, 2, device="cuda", requires_grad=True)
+    cases = {  # name: (rows, device, dtype, rewritten)
+        "bf16_40": (40, "cuda", torch.bfloat16, True),
+        "fp16_17": (17, "cuda", torch.float16, True),
+        "fp32_64": (64, "cuda", torch.float32, True),
+        "bf16_16": (16, "cuda", torch.bfloat16, False),
+        "cpu_40": (40, "cpu", torch.float32, False),
+        "fp64_40": (40, "cuda", torch.float64, False),
+        "symbolic": (mode.shape_env.create_unbacked_symint(), "cuda", torch.bfloat16, False),
+    }
+    key_nodes = {device: placeholder(f"key_{device}", key) for device, key in keys.items()}
+    a_node, b_node = placeholder("lora_a", lora_a), placeholder("lora_b", lora_b)
+    outputs, expected = [], {}
+    for name, (rows, device, dtype, rewritten) in cases.items():
+        with mode:
+            x = torch.empty(rows, 16, device=device, dtype=dtype, requires_grad=True)
+            y = torch.empty(rows, 24, device=device, dtype=dtype, requires_grad=True)
+        x_node = placeholder(f"x_{name}", x)
+        frozen = call(torch.ops.randfx.seeded_linear.default,
+                      (x_node, key_nodes[device], 24, 0.1, None, "pcg", "uniform"), y)
+        outputs.append(frozen)
+        expected[frozen.name] = rewritten
+        if device == "cuda":
+            lora = call(torch.ops.randfx.seeded_lora_linear.default,
+                        (x_node, key_nodes[device], a_node, b_node, 0.1, 2.0, None, "pcg",
+                         "uniform"), y)
+            outputs.append(lora)
+            expected[lora.name] = rewritten
+    graph.output(tuple(outputs))
+    gm = torch.fx.GraphModule(torch.nn.Module(), graph)
+    outputs_before = [node.meta["example_value"] for node in outputs]
+
+    assert backend_inline_generation.run(gm)
+    results = list(gm.graph.nodes)[-1].args[0]
+    for before, node, (name, rewritten) in zip(outputs_before, results, expected.items()):
+        assert (node.target is compiled_linear.linear) is rewritten, name
+        assert node.meta["example_value"] is before
+        if rewritten:
+            assert node.meta["randfx"][-1]["pass"] == "backend_inline_generation"
+    lora_rewritten = [node for node in results if node.target is compiled_linear.linear
+                      and node.args[2] is not None]
+    assert lora_rewritten and all(node.args[2] is a_node and node.args[3] is b_node
+                                  and node.args[5] == 24 and node.args[7] == 2.0
+                                  for node in lora_rewritten)
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("scheme", ["frozen", "random_base_lora"])
 def test_materialising_layers_launch_generation_from_inductor(scheme):
