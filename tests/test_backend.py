@@ -70,6 +70,27 @@ def test_every_scheme_captures_as_one_graph(config):
     assert ops and all(name.startswith("randfx::") for name in ops)
 
 
+def _compare_training_step(model, run, x, atol=1e-4):
+    """run(x) and model(x): the same outputs and gradients (x's and every parameter's)."""
+    x_run, x_eager = (x.clone().requires_grad_(True) for _ in range(2))
+    model.zero_grad()
+    out = run(x_run)
+    out.square().sum().backward()
+    grads = _grads(model)
+    model.zero_grad()
+    expected = model(x_eager)
+    expected.square().sum().backward()
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=atol)
+    torch.testing.assert_close(x_run.grad, x_eager.grad, rtol=1e-4, atol=atol)
+    for name, grad in _grads(model).items():
+        torch.testing.assert_close(grads[name], grad, rtol=1e-4, atol=atol, msg=name)
+
+
+def _dynamic_rows(x):
+    torch._dynamo.mark_dynamic(x, 0)
+    return x
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_transformed_model_compiles_fullgraph_once_and_matches_eager(device):
     model = _lora_mlp(device)
@@ -81,22 +102,8 @@ def test_transformed_model_compiles_fullgraph_once_and_matches_eager(device):
     with warnings.catch_warnings():
         warnings.simplefilter("error", backend.NothingRewrittenWarning)
         for batch in (3, 5, 40):  # 3 and 5 rows: fused kernel; 40: materialised at runtime
-            x = torch.randn(batch, 16, device=device)
-            x_eager = x.clone().requires_grad_(True)
-            x_compiled = x.clone().requires_grad_(True)
-            torch._dynamo.mark_dynamic(x_compiled, 0)
-            model.zero_grad()
-            expected = model(x_eager)
-            expected.square().sum().backward()
-            expected_grads = _grads(model)
-            model.zero_grad()
-            out = compiled(x_compiled)
-            out.square().sum().backward()
-            torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
-            torch.testing.assert_close(x_compiled.grad, x_eager.grad, rtol=1e-4, atol=1e-5)
-            for name, grad in _grads(model).items():
-                torch.testing.assert_close(grad, expected_grads[name], rtol=1e-4, atol=1e-5,
-                                           msg=name)
+            _compare_training_step(model, lambda x: compiled(_dynamic_rows(x)),
+                                   torch.randn(batch, 16, device=device), atol=1e-5)
     # one dynamic graph serves all three batch sizes
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
 
@@ -229,22 +236,6 @@ def test_lora_backward_through_the_backend_matches_eager():
                   if n.target is torch.ops.randfx.seeded_lora_grad_input.default]
     assert grad_input and all(n.meta["randfx"][-1]["kernel"] == "op" for n in grad_input)
 
-
-
-def _compare_training_step(model, run, x):
-    """run(x) and model(x): the same outputs and gradients (x's and every parameter's)."""
-    x_run, x_eager = (x.clone().requires_grad_(True) for _ in range(2))
-    model.zero_grad()
-    out = run(x_run)
-    out.square().sum().backward()
-    grads = _grads(model)
-    model.zero_grad()
-    expected = model(x_eager)
-    expected.square().sum().backward()
-    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(x_run.grad, x_eager.grad, rtol=1e-4, atol=1e-4)
-    for name, grad in _grads(model).items():
-        torch.testing.assert_close(grads[name], grad, rtol=1e-4, atol=1e-4, msg=name)
 
 
 def test_inline_generation_takes_cuda_layers_above_the_fused_rows():
