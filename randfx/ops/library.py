@@ -506,7 +506,7 @@ def _lora_backward(ctx, grad_y):
         grad_x = seeded_lora_grad_input(grad_y.to(x.dtype), key, scale, lora_A, lora_B,
                                         lora_scaling, generator, dist)
     grad_a, grad_b = adapter_grads(grad_y, x, lora_A, lora_B, lora_scaling, needs[2],
-                                    needs[3])
+                                   needs[3])
     if ctx.bias_dtype is not None and needs[6]:
         grad_bias = _rows(grad_y).sum(0).to(ctx.bias_dtype)
     return grad_x, None, grad_a, grad_b, None, None, grad_bias, None, None
