@@ -55,7 +55,9 @@ def _materialize(graph, node, args) -> torch.fx.Node:
                     (key, [rows, cols], scale, generator, dist, x_val.dtype))
     if not transpose:
         w = insert_call(graph, node, aten.permute.default, (w, [1, 0]))
-    x2 = insert_call(graph, node, aten.view.default, (x, [m, x_val.shape[-1]]))
+    # reshape, not view: x may be a transposed view (MultiheadAttention's batch_first
+    # input), which only a copy can flatten
+    x2 = insert_call(graph, node, aten.reshape.default, (x, [m, x_val.shape[-1]]))
     y = insert_call(graph, node, aten.mm.default, (x2, w))
     if u is not None:
         vt = insert_call(graph, node, aten.permute.default, (v, [1, 0]))

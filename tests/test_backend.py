@@ -241,12 +241,13 @@ def test_lora_backward_through_the_backend_matches_eager():
 def test_inline_generation_takes_cuda_layers_above_the_fused_rows():
     """backend_inline_generation's choice on a Dynamo-style graph of fake tensors (fake
     CUDA tensors need no GPU): CUDA x of 32 or 16 bits above 16 rows becomes
-    compiled_linear, with its output's fake value; 16 rows, CPU, float64 and a symbolic
-    row count keep the op."""
+    inline_generation.linear, with its output's fake value; 16 rows, CPU, float64 and a
+    symbolic row count keep the op. generate_weight with a CUDA key becomes
+    inline_generation.generate_weight in 32 and 16 bits; CPU and float64 keep the op."""
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
-    from randfx.ops import compiled_linear
+    from randfx.ops import inline_generation
     from randfx.passes import backend_inline_generation
     mode = FakeTensorMode(shape_env=ShapeEnv())
     graph = torch.fx.Graph()
@@ -293,6 +294,18 @@ def test_inline_generation_takes_cuda_layers_above_the_fused_rows():
                          "uniform"), y)
             outputs.append(lora)
             expected[lora.name] = rewritten
+    generated = {}  # name: (device, dtype, rewritten)
+    for name, (device, dtype, rewritten) in {"cuda_bf16": ("cuda", torch.bfloat16, True),
+                                             "cuda_fp32": ("cuda", torch.float32, True),
+                                             "cuda_fp64": ("cuda", torch.float64, False),
+                                             "cpu_fp32": ("cpu", torch.float32, False)}.items():
+        with mode:
+            weight = torch.empty(8, 3, 3, 3, device=device, dtype=dtype)
+        node = call(torch.ops.randfx.generate_weight.default,
+                    (key_nodes[device], [8, 3, 3, 3], 0.5, "pcg", "uniform", dtype), weight)
+        outputs.append(node)
+        expected[node.name] = rewritten
+        generated[node.name] = inline_generation.generate_weight
     graph.output(tuple(outputs))
     gm = torch.fx.GraphModule(torch.nn.Module(), graph)
     outputs_before = [node.meta["example_value"] for node in outputs]
@@ -300,22 +313,26 @@ def test_inline_generation_takes_cuda_layers_above_the_fused_rows():
     assert backend_inline_generation.run(gm)
     results = list(gm.graph.nodes)[-1].args[0]
     for before, node, (name, rewritten) in zip(outputs_before, results, expected.items()):
-        assert (node.target is compiled_linear.linear) is rewritten, name
+        replacement = generated.get(name, inline_generation.linear)
+        assert (node.target is replacement) is rewritten, name
         assert node.meta["example_value"] is before
         if rewritten:
             assert node.meta["randfx"][-1]["pass"] == "backend_inline_generation"
-    lora_rewritten = [node for node in results if node.target is compiled_linear.linear
+    lora_rewritten = [node for node in results if node.target is inline_generation.linear
                       and node.args[2] is not None]
     assert lora_rewritten and all(node.args[2] is a_node and node.args[3] is b_node
                                   and node.args[5] == 24 and node.args[7] == 2.0
                                   for node in lora_rewritten)
+    weights = [node for node in results if node.target is inline_generation.generate_weight]
+    assert len(weights) == 2 and all(
+        node.args[1:5] == ([8, 3, 3, 3], 0.5, "pcg", "uniform") for node in weights)
 
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("scheme", ["frozen", "random_base_lora"])
 def test_materialising_layers_launch_generation_from_inductor(scheme):
-    """On CUDA, above the fused kernels' rows, the layers become compiled_linear before
-    autograd: the aten graphs call no randfx op (no Python per layer and step), the
+    """On CUDA, above the fused kernels' rows, the layers become inline_generation.linear
+    before autograd: the aten graphs call no randfx op (no Python per layer and step), the
     generator is a traced Triton launch, and the values are the eager ones."""
     if scheme == "frozen":
         model = randfx.transform(_mlp(), randfx.Config(scheme="frozen", seed=7)).cuda()
@@ -333,6 +350,44 @@ def test_materialising_layers_launch_generation_from_inductor(scheme):
         assert any("triton_kernel_wrapper" in str(target) for target in _targets(graph))
     torch._dynamo.reset()
     _compare_training_step(model, torch.compile(model, backend="randfx", fullgraph=True), x)
+
+
+class _ConvAttention(nn.Module):
+    """A conv, then a batch_first MultiheadAttention over its pixels: MHA transposes its
+    input before the in-projection, and reads its projections' weights itself."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.attn = nn.MultiheadAttention(16, 2, batch_first=True)
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, x):
+        tokens = self.conv(x).flatten(2).transpose(1, 2)
+        mixed, _ = self.attn(tokens, tokens, tokens, need_weights=False)
+        return self.head(mixed)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("scheme", ["frozen", "random_base_lora"])
+def test_conv_and_attention_layers_compile_and_match_eager(device, scheme):
+    """Seeded conv and attention weights through the backend's passes: the values and
+    gradients of eager (128 rows: materialised). On CUDA every generation is a traced
+    Triton launch: the aten graphs call no randfx op."""
+    model = randfx.transform(_ConvAttention(), randfx.Config(scheme=scheme, rank=2, seed=7))
+    model = model.to(device)
+    x = torch.randn(2, 3, 8, 8, device=device)
+    seen = []
+    _compare_training_step(model, _aot_lowered(model, None, seen), x)
+    if device == "cpu":  # the ops stay, the conv's and attention's generations among them
+        assert "randfx::generate_weight" in backend.randfx_op_names(seen[0].graph)
+    else:
+        for graph in seen[1:]:
+            assert not backend.randfx_op_names(graph.graph)
+        torch._dynamo.reset()
+        _compare_training_step(model, torch.compile(model, backend="randfx", fullgraph=True),
+                               x)
 
 
 def test_compile_modes_reach_inductor_config(monkeypatch):

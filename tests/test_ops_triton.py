@@ -450,10 +450,10 @@ def test_seeded_linear_and_lora(device, rows, rank):
 @pytest.mark.parametrize("device", TRITON_DEVICES)
 @pytest.mark.parametrize("lora", [False, True], ids=["frozen", "lora"])
 @pytest.mark.parametrize("with_bias", [False, True], ids=["no_bias", "bias"])
-def test_compiled_linear_matches_the_ops(device, lora, with_bias):
+def test_inline_generation_matches_the_ops(device, lora, with_bias):
     """What the compile backend runs in place of a materialising seeded linear
-    (randfx/ops/compiled_linear.py): the ops' values and gradients, x, adapter and bias."""
-    from randfx.ops import compiled_linear
+    (randfx/ops/inline_generation.py): the ops' values and gradients, x, adapter and bias."""
+    from randfx.ops import inline_generation
     torch.manual_seed(0)
     leaf = lambda *shape: torch.randn(*shape, device=device).requires_grad_()  # noqa: E731
     x, bias = leaf(20, 2, 40), leaf(24) if with_bias else None
@@ -464,7 +464,7 @@ def test_compiled_linear_matches_the_ops(device, lora, with_bias):
 
     def outputs_and_grads(y):
         return [y.detach()] + list(torch.autograd.grad(y, inputs, grad_y))
-    got = outputs_and_grads(compiled_linear.linear(x, key, a, b, bias, 24, 0.1, 0.5, "pcg",
+    got = outputs_and_grads(inline_generation.linear(x, key, a, b, bias, 24, 0.1, 0.5, "pcg",
                                                    "uniform"))
     if lora:
         want = torch.ops.randfx.seeded_lora_linear(x, key, a, b, 0.1, 0.5, bias, "pcg",
@@ -473,6 +473,22 @@ def test_compiled_linear_matches_the_ops(device, lora, with_bias):
         want = torch.ops.randfx.seeded_linear(x, key, 24, 0.1, bias, "pcg", "uniform")
     for g, w in zip(got, outputs_and_grads(want)):
         assert_close(g, w, torch.float32)
+
+
+@pytest.mark.parametrize("device", TRITON_DEVICES)
+@pytest.mark.parametrize("shape", [(16, 8, 3, 3), (5, 7, 3)], ids=["flat_rows", "one_row"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_inline_generate_weight_is_the_op_bit_for_bit(device, shape, dtype):
+    """What the compile backend runs in place of generate_weight on CUDA: the bits of the
+    op's Triton body, for a size the kernel tiles as rows of 1024 values and one it takes
+    as a single row."""
+    from randfx.ops import inline_generation
+    key = key_on(device)
+    got = inline_generation.generate_weight(key, shape, 0.3, "pcg", "rademacher32", dtype)
+    want = library.run("generate_weight", "triton", key, list(shape), 0.3, "pcg",
+                       "rademacher32", dtype)
+    assert got.shape == shape and got.dtype == dtype
+    assert torch.equal(got, want)
 
 
 @pytest.mark.parametrize("device", TRITON_DEVICES)

@@ -16,13 +16,14 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
-def time_ms(fn, *, device, warmup: int = 3, repeat: int = 20) -> float:
-    """Median milliseconds of fn(): CUDA events via triton.testing.do_bench on CUDA,
-    a synchronised wall clock elsewhere."""
+def time_ms(fn, *, device, warmup: int = 3, repeat: int = 20, cuda_ms: int = 100) -> float:
+    """Median milliseconds of fn(): CUDA events via triton.testing.do_bench on CUDA
+    (calls filling about cuda_ms, after a quarter of that warming up), a synchronised
+    wall clock elsewhere (warmup, then repeat calls)."""
     device = torch.device(device)
     if device.type == "cuda":
         from triton.testing import do_bench
-        return float(do_bench(fn, warmup=25, rep=100, return_mode="median"))
+        return float(do_bench(fn, warmup=cuda_ms // 4, rep=cuda_ms, return_mode="median"))
     for _ in range(warmup):
         fn()
     samples = []

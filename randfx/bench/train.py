@@ -111,7 +111,9 @@ def _step_time(model, batch, loss_of, device, compile_backend, compile_mode=None
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-    ms = common.time_ms(step, device=device, warmup=1, repeat=3)
+    # a second of steps on a GPU: a step takes 20-60 ms, so do_bench's default 100 ms
+    # would give a median of 2-5 samples
+    ms = common.time_ms(step, device=device, warmup=1, repeat=3, cuda_ms=1000)
     peak = None
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) - at_entry + _model_bytes(model)

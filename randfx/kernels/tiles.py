@@ -27,7 +27,7 @@ import triton
 import triton.language as tl
 
 # names, not `device.x`: Inductor copies a user kernel's helpers into its own module by
-# name when it compiles the kernel (randfx/ops/compiled_linear.py), without their modules
+# name when it compiles the kernel (randfx/ops/inline_generation.py), without their modules
 from ..generators.device import (NORMAL, NORMAL_SECOND_KEY_XOR, RADEMACHER32, UNIFORM,
                                  UNIFORM01, UNIFORM8X4, hash_at, hash_lo,
                                  normal_from_hashes, rademacher32_from_hash,

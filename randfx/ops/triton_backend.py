@@ -173,7 +173,7 @@ def materialize(key, rows: int, cols: int, scale: float, generator: str, dist: s
     row_index (int64 indices into W's rows, no adapter): only those rows of W, in that
     order, (len(row_index), cols). traced: launched through `torch.library.wrap_triton`,
     so that aot_autograd records the launch in its graph and Inductor launches the kernel
-    from its own code (randfx/ops/compiled_linear.py); CUDA tensors only (the wrapper
+    from its own code (randfx/ops/inline_generation.py); CUDA tensors only (the wrapper
     refuses the interpreter's kernels)."""
     has_index = row_index is not None
     if has_index and lowrank_u is not None:
@@ -206,7 +206,8 @@ def materialize(key, rows: int, cols: int, scale: float, generator: str, dist: s
     return out
 
 
-def generate_weight(key, shape, scale, generator, dist, dtype, device):
+def generate_weight(key, shape, scale, generator, dist, dtype, device, traced: bool = False):
+    """scale * R(key) of `shape` (counter = flat position); traced as in `materialize`."""
     if dtype == torch.float64:
         return reference.generate_weight(_int_key("generate_weight", key), shape, scale,
                                          generator, dist, dtype, device)
@@ -217,7 +218,7 @@ def generate_weight(key, shape, scale, generator, dist, dtype, device):
     # kernel 2-D tiles; one flat row serves other sizes (the grid's first axis has room)
     cols = FLAT_ROW if numel % FLAT_ROW == 0 else numel
     return materialize(key, numel // cols if cols else 1, cols, scale, generator, dist,
-                       dtype).view(shape)
+                       dtype, traced=traced).view(shape)
 
 
 MIN_PROGRAMS_PER_SM = 2  # decode grids narrower than this leave SMs idle: shrink BLOCK_N

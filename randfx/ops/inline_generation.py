@@ -1,36 +1,43 @@
-"""Seeded linear layers as the randfx torch.compile backend compiles them on CUDA at
-training sizes: Python-free at run time.
+"""Seeded weights and linear layers as the randfx torch.compile backend compiles them on
+CUDA: Python-free at run time.
 
 Called as a custom op, a seeded linear costs host time at every call and step: the
 dispatcher, the op's Python autograd and device wrappers, its argument checks and a
 Triton launch from Python, 190-300 us per call on the H200 machine's host against ~25 us
 for F.linear (`python -m randfx.bench train`'s models are host-bound under plain
-torch.compile because of it). Above the fused kernels' rows (`heuristics.FUSED_MAX_ROWS`)
-the op materialises W and calls cuBLAS anyway, so the backend's pass
-`backend_inline_generation` replaces such calls in the Dynamo graph, before
-aot_autograd, by `linear` below. Its autograd.Function launches the generator kernel
-through `torch.library.wrap_triton`, so aot_autograd traces the launch into the forward
-and backward graphs, and Inductor launches it from its own code beside the GEMM, as it
-launches its own kernels; the argument checks ran once, on fake tensors, when Dynamo
-traced the op.
+torch.compile because of it); a `generate_weight` call (a conv's weight, a weight its
+module reads itself, as MultiheadAttention does) costs 80-120 us. Above the fused
+kernels' rows (`heuristics.FUSED_MAX_ROWS`) the linear op materialises W and calls cuBLAS
+anyway, so the backend's pass `backend_inline_generation` replaces such calls, and every
+CUDA `generate_weight`, in the Dynamo graph, before aot_autograd, by `linear` and
+`generate_weight` below. They launch the generator kernel through
+`torch.library.wrap_triton`, so aot_autograd traces the launch into the forward and
+backward graphs, and Inductor launches it from its own code beside the GEMM or
+convolution, as it launches its own kernels; the argument checks ran once, on fake
+tensors, when Dynamo traced the op.
 
 Values are the ops' (DESIGN.md contract 3): W = scale R(key) (+ lora_scaling B A, folded
-in by the same kernel) in x's dtype, y = x W^T + bias. The backward regenerates W for
-grad_x rather than keeping it from the forward, and computes the adapter's gradients
-with the ops' own helper (fp32 accumulation for 16-bit activations).
+in by the same kernel) in x's dtype, y = x W^T + bias. The linear's backward regenerates
+W for grad_x rather than keeping it from the forward, and computes the adapter's
+gradients with the ops' own helper (fp32 accumulation for 16-bit activations).
 """
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
 from . import library, triton_backend
 
 
+def _traced(key: torch.Tensor) -> bool:
+    """Whether to launch through wrap_triton: the interpreter's kernels (CPU tests) cannot
+    be wrapped, there the launch is direct."""
+    return key.is_cuda
+
+
 def _weight(key, out_features, in_features, scale, lora_A, lora_B, lora_scaling, generator,
             dist, dtype) -> torch.Tensor:
-    # the interpreter's kernels (CPU tests) cannot be wrapped; there the launch is direct
-    traced = key.is_cuda
+    traced = _traced(key)
     if lora_A is None:
         return triton_backend.materialize(key, out_features, in_features, scale, generator,
                                           dist, dtype, traced=traced)
@@ -75,3 +82,11 @@ def linear(x: torch.Tensor, key: torch.Tensor, lora_A: Optional[torch.Tensor],
     the generator's launch visible to aot_autograd."""
     return _MaterializedLinear.apply(x, key, lora_A, lora_B, bias, out_features, scale,
                                      lora_scaling, generator, dist)
+
+
+def generate_weight(key: torch.Tensor, shape: Sequence[int], scale: float, generator: str,
+                    dist: str, dtype: torch.dtype) -> torch.Tensor:
+    """randfx.generate_weight (float32 or 16-bit; no gradient: R is not learned), with the
+    generator's launch visible to aot_autograd."""
+    return triton_backend.generate_weight(key, tuple(shape), scale, generator, dist, dtype,
+                                          key.device, traced=_traced(key))
