@@ -1284,10 +1284,12 @@ def print_timeline(label, fn, layers):
 
 def training_host_section(t_us):
     """Host cost of training-sized seeded LoRA calls, and a training step of real models
-    under torch.compile(backend="randfx") with the pass backend_inline_generation on and
-    off in turn (same process, twice each; the models' builders are the train
-    benchmark's). Per call: each callable issued 40 times back to back at 8192 x 768 ->
-    3072 bf16, the clock read before and after a synchronize."""
+    under torch.compile(backend="randfx") with the pass backend_inline_generation whole
+    ("inline"), taking linears only ("linears": generate_weight stays an op) and off
+    ("ops"), in turn in one process (the models' builders are the train benchmark's);
+    then torch.profiler's top host ops of one compiled ViT LoRA step. Per call: each
+    callable issued 40 times back to back at 8192 x 768 -> 3072 bf16, the clock read
+    before and after a synchronize."""
     import argparse
     import time
 
@@ -1329,27 +1331,63 @@ def training_host_section(t_us):
         torch.cuda.synchronize()
         whole = (time.perf_counter() - start) / 40
         print(f"  {name:<44} {issue * 1e6:8.1f} / {whole * 1e6:8.1f}")
+    from randfx.passes import backend_inline_generation as inline_pass
+    from torch.profiler import ProfilerActivity, profile
     options = argparse.Namespace(image_size=224, seq=1024, gpt2_layers=12, gpt2_embd=768)
-    passes = {"inline": backend.BEFORE_AUTOGRAD,
-              "ops": tuple(p for p in backend.BEFORE_AUTOGRAD
-                           if p != "backend_inline_generation")}
-    for model_name, size in (("gpt2", 8), ("vit_b_16", 64)):
+    every_pass, inline_weights = backend.BEFORE_AUTOGRAD, inline_pass._inline_generate_weight
+    variants = {"inline": (every_pass, inline_weights),
+                "linears": (every_pass, lambda gm, node: False),
+                "ops": (tuple(p for p in every_pass if p != "backend_inline_generation"),
+                        inline_weights)}
+    runs = [("vit_b_16", 64, scheme, ("linears", "inline"))
+            for scheme in ("frozen", "random_base_lora")]
+    for model_name, size, scheme, labels in runs:
         build, make_batch, loss_of = train._builders(options)[model_name]
         try:
             torch.manual_seed(0)
             model = randfx.transform(build().to(dev),
-                                     randfx.Config("random_base_lora", rank=16, seed=0))
+                                     randfx.Config(scheme, rank=16, seed=0))
         except SystemExit as missing:  # torchvision absent
             print(missing)
             continue
         batch = make_batch(size, dev)
-        for label in ("inline", "ops") * 2:
-            backend.BEFORE_AUTOGRAD = passes[label]
+        for label in labels:
+            backend.BEFORE_AUTOGRAD, inline_pass._inline_generate_weight = variants[label]
             torch._dynamo.reset()
             ms, peak, _ = train._step_time(model, batch, loss_of, dev, "randfx")
-            print(f"{model_name} LoRA r16, torch.compile, {label}: {ms:.2f} ms per step, "
-                  f"peak {peak / 2**20:.0f} MB")
-        backend.BEFORE_AUTOGRAD = passes["inline"]
+            print(f"{model_name} {scheme}, torch.compile, {label}: {ms:.2f} ms per step, "
+                  f"peak {peak / 2**20:.0f} MB", flush=True)
+        backend.BEFORE_AUTOGRAD, inline_pass._inline_generate_weight = variants["inline"]
+        if model_name != "vit_b_16" or scheme == "frozen":
+            continue
+        torch._dynamo.reset()
+        run = torch.compile(model, backend="randfx")
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
+
+        def step():
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = loss_of(run, batch)
+            loss.backward()
+            optimizer.step()
+        for _ in range(3):
+            step()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for _ in range(5):
+                step()
+            torch.cuda.synchronize()
+        averages = prof.key_averages()
+        gpu = sum(e.self_device_time_total for e in averages) / 5 / 1e3
+        host = sorted(averages, key=lambda e: -e.self_cpu_time_total)[:20]
+        print(f"{model_name} LoRA compiled step: GPU busy {gpu:.2f} ms; top self CPU us "
+              "per step: " + "; ".join(f"{e.key[:60]} {e.self_cpu_time_total / 5:.0f} "
+                                       f"(x{e.count // 5})" for e in host), flush=True)
+        gpu_top = sorted(averages, key=lambda e: -e.self_device_time_total)[:15]
+        print(f"{model_name} LoRA compiled step, top GPU us per step: " + "; ".join(
+            f"{e.key[:60]} {e.self_device_time_total / 5:.0f} (x{e.count // 5})"
+            for e in gpu_top), flush=True)
+        torch._dynamo.reset()
 
 
 def mnist_host_section(t_us, data_dir=".carry/mnist", steps=40):
