@@ -104,8 +104,11 @@ def test_transformed_model_compiles_fullgraph_once_and_matches_eager(device):
         for batch in (3, 5, 40):  # 3 and 5 rows: fused kernel; 40: materialised at runtime
             _compare_training_step(model, lambda x: compiled(_dynamic_rows(x)),
                                    torch.randn(batch, 16, device=device), atol=1e-5)
-    # one dynamic graph serves all three batch sizes
-    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+    # one dynamic graph serves all three batch sizes on the CPU; on CUDA the backend
+    # guards on the side of the fused kernels' 16 rows the row count lies: 3 and 5 rows
+    # share a graph, 40 rows compile one that launches the generator from Inductor
+    expected_graphs = 1 if device == "cpu" else 2
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == expected_graphs
 
 
 def test_untransformed_model_is_compiled_as_inductor_and_said_once():
@@ -238,11 +241,21 @@ def test_lora_backward_through_the_backend_matches_eager():
 
 
 
+def _backed_symint(shape_env, hint: int):
+    """A dynamic size whose example value is `hint` (as Dynamo makes for a dynamic dim)."""
+    from torch._dynamo.source import ConstantSource
+    from torch.fx.experimental.symbolic_shapes import DimDynamic
+    source = ConstantSource(f"rows{hint}")
+    symbol = shape_env.create_symbol(hint, source, dynamic_dim=DimDynamic.DYNAMIC)
+    return shape_env.create_symintnode(symbol, hint=hint, source=source)
+
+
 def test_inline_generation_takes_cuda_layers_above_the_fused_rows():
     """backend_inline_generation's choice on a Dynamo-style graph of fake tensors (fake
     CUDA tensors need no GPU): CUDA x of 32 or 16 bits above 16 rows becomes
-    inline_generation.linear, with its output's fake value; 16 rows, CPU, float64 and a
-    symbolic row count keep the op. generate_weight with a CUDA key becomes
+    inline_generation.linear, with its output's fake value; 16 rows, CPU, float64 and an
+    unbacked row count keep the op; a dynamic row count is decided by its example value,
+    under a guard. generate_weight with a CUDA key becomes
     inline_generation.generate_weight in 32 and 16 bits; CPU and float64 keep the op."""
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.fx.experimental.symbolic_shapes import ShapeEnv
@@ -274,7 +287,9 @@ def test_inline_generation_takes_cuda_layers_above_the_fused_rows():
         "bf16_16": (16, "cuda", torch.bfloat16, False),
         "cpu_40": (40, "cpu", torch.float32, False),
         "fp64_40": (40, "cuda", torch.float64, False),
-        "symbolic": (mode.shape_env.create_unbacked_symint(), "cuda", torch.bfloat16, False),
+        "unbacked": (mode.shape_env.create_unbacked_symint(), "cuda", torch.bfloat16, False),
+        "dynamic_40": (_backed_symint(mode.shape_env, 40), "cuda", torch.bfloat16, True),
+        "dynamic_8": (_backed_symint(mode.shape_env, 8), "cuda", torch.bfloat16, False),
     }
     key_nodes = {device: placeholder(f"key_{device}", key) for device, key in keys.items()}
     a_node, b_node = placeholder("lora_a", lora_a), placeholder("lora_b", lora_b)
@@ -323,6 +338,10 @@ def test_inline_generation_takes_cuda_layers_above_the_fused_rows():
     assert lora_rewritten and all(node.args[2] is a_node and node.args[3] is b_node
                                   and node.args[5] == 24 and node.args[7] == 2.0
                                   for node in lora_rewritten)
+    # the dynamic row counts were decided by their example values, under one guard each
+    size = {name: str(cases[name][0].node.expr) for name in ("dynamic_40", "dynamic_8")}
+    guards = {str(guard.expr) for guard in mode.shape_env.guards}
+    assert guards == {f"{size['dynamic_40']} > 16", f"{size['dynamic_8']} <= 16"}, guards
     weights = [node for node in results if node.target is inline_generation.generate_weight]
     assert len(weights) == 2 and all(
         node.args[1:5] == ([8, 3, 3, 3], 0.5, "pcg", "uniform") for node in weights)
